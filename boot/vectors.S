@@ -1,0 +1,130 @@
+/*
+ * boot/vectors.S — the EL2 exception vector table and the fault-tolerant accessors.
+ *
+ * Every vector saves a full ExceptionFrame on the current stack (SP_EL2) and calls
+ *   {handler}(frame: *mut ExceptionFrame, kind: u64)
+ * where kind = vector index 0..15 (0-3 current EL SP0, 4-7 current EL SPx, 8-11 lower EL AArch64,
+ * 12-15 lower EL AArch32; within each group sync, IRQ, FIQ, SError). On return the frame is
+ * restored, including ELR_EL2/SPSR_EL2 (the handler may change them), and the exception returns.
+ *
+ * Frame layout (hyp/src/arch/exception.rs `ExceptionFrame`, offsets passed in as consts):
+ *   x0..x30 at {regs} + 8*n, then {elr}, {spsr}, {esr}, {far}, {hpfar}; size {frame_size}.
+ *
+ * Fault-tolerant accessors: `probe_read_u64` loads from an address that may fault. The load is at
+ * `probe_read_insn`; the exception handler moves ELR to `probe_read_fixup` when a data abort is
+ * taken there. `semihost_call` does the same for an HLT that traps as undefined when QEMU runs
+ * without semihosting (`semihost_insn` -> `semihost_fixup`).
+ */
+.macro ventry kind
+    .balign 0x80
+    sub     sp, sp, #{frame_size}
+    stp     x0, x1, [sp, #{regs}]
+    mov     x0, #\kind
+    b       exception_common
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global el2_vectors
+el2_vectors:
+    ventry 0
+    ventry 1
+    ventry 2
+    ventry 3
+    ventry 4
+    ventry 5
+    ventry 6
+    ventry 7
+    ventry 8
+    ventry 9
+    ventry 10
+    ventry 11
+    ventry 12
+    ventry 13
+    ventry 14
+    ventry 15
+
+exception_common:
+    stp     x2, x3, [sp, #{regs} + 16]
+    stp     x4, x5, [sp, #{regs} + 32]
+    stp     x6, x7, [sp, #{regs} + 48]
+    stp     x8, x9, [sp, #{regs} + 64]
+    stp     x10, x11, [sp, #{regs} + 80]
+    stp     x12, x13, [sp, #{regs} + 96]
+    stp     x14, x15, [sp, #{regs} + 112]
+    stp     x16, x17, [sp, #{regs} + 128]
+    stp     x18, x19, [sp, #{regs} + 144]
+    stp     x20, x21, [sp, #{regs} + 160]
+    stp     x22, x23, [sp, #{regs} + 176]
+    stp     x24, x25, [sp, #{regs} + 192]
+    stp     x26, x27, [sp, #{regs} + 208]
+    stp     x28, x29, [sp, #{regs} + 224]
+    str     x30, [sp, #{regs} + 240]
+    mrs     x2, elr_el2
+    mrs     x3, spsr_el2
+    stp     x2, x3, [sp, #{elr}]
+    mrs     x2, esr_el2
+    mrs     x3, far_el2
+    stp     x2, x3, [sp, #{esr}]
+    mrs     x2, hpfar_el2
+    str     x2, [sp, #{hpfar}]
+
+    mov     x1, x0
+    mov     x0, sp
+    bl      {handler}
+
+    ldp     x2, x3, [sp, #{elr}]
+    msr     elr_el2, x2
+    msr     spsr_el2, x3
+    ldp     x0, x1, [sp, #{regs}]
+    ldp     x2, x3, [sp, #{regs} + 16]
+    ldp     x4, x5, [sp, #{regs} + 32]
+    ldp     x6, x7, [sp, #{regs} + 48]
+    ldp     x8, x9, [sp, #{regs} + 64]
+    ldp     x10, x11, [sp, #{regs} + 80]
+    ldp     x12, x13, [sp, #{regs} + 96]
+    ldp     x14, x15, [sp, #{regs} + 112]
+    ldp     x16, x17, [sp, #{regs} + 128]
+    ldp     x18, x19, [sp, #{regs} + 144]
+    ldp     x20, x21, [sp, #{regs} + 160]
+    ldp     x22, x23, [sp, #{regs} + 176]
+    ldp     x24, x25, [sp, #{regs} + 192]
+    ldp     x26, x27, [sp, #{regs} + 208]
+    ldp     x28, x29, [sp, #{regs} + 224]
+    ldr     x30, [sp, #{regs} + 240]
+    add     sp, sp, #{frame_size}
+    eret
+
+/*
+ * probe_read_u64(addr: u64) -> ProbeResult: value in x0, faulted (0 or 1) in x1
+ */
+.section .text, "ax"
+.global probe_read_u64
+.global probe_read_insn
+.global probe_read_fixup
+probe_read_u64:
+    mov     x2, x0
+probe_read_insn:
+    ldr     x0, [x2]
+    mov     x1, #0
+    ret
+probe_read_fixup:
+    mov     x0, #0
+    mov     x1, #1
+    ret
+
+/*
+ * semihost_call(op: u64, param: u64) -> SemihostResult: value in x0, trapped (0 or 1) in x1
+ * A64 semihosting: HLT #0xF000 with the operation in w0 and the parameter in x1.
+ */
+.global semihost_call
+.global semihost_insn
+.global semihost_fixup
+semihost_call:
+semihost_insn:
+    hlt     #0xf000
+    mov     x1, #0
+    ret
+semihost_fixup:
+    mov     x1, #1
+    ret

@@ -1,0 +1,115 @@
+//! The hypervisor's own stage-1 translation at EL2: an identity map built with aarch64-paging.
+//!
+//! * VA = PA, 39-bit (TCR_EL2.T0SZ = 25), 4 KiB granule, starting at level 1.
+//! * RAM (minus reserved-memory, which may belong to the RMM) is Normal write-back, mapped with
+//!   4 KiB pages so that any single granule can later be unmapped without splitting a live block
+//!   (break-before-make): a granule delegated to the Realm PAS must not stay mapped at EL2.
+//! * The console and the GIC are Device-nGnRE, execute-never.
+//!
+//! Register writes follow Arm ARM D8 (VMSAv8-64) with the barriers the architecture requires:
+//! MAIR/TCR before TTBR, `dsb ish; isb` before SCTLR_EL2.M, `isb` after.
+
+use crate::addr::{MemRange, PhysAddr};
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{MAIR_EL2, SCTLR_EL2, TCR_EL2, Writeable, Readable, ReadWriteable};
+use aarch64_paging::descriptor::El23Attributes as A;
+use aarch64_paging::idmap::IdMap;
+use aarch64_paging::paging::{Constraints, El2, MemoryRegion};
+use aarch64_paging::MapError;
+
+/// Stage-1 start level: level 1 covers 512 GiB with T0SZ = 25.
+const ROOT_LEVEL: usize = 1;
+/// VA width of the identity map.
+pub const VA_BITS: u32 = 39;
+
+/// MAIR_EL2 index 0: Device-nGnRE; index 1: Normal, inner/outer write-back, read/write-allocate.
+const DEVICE: A = A::ATTRIBUTE_INDEX_0;
+const NORMAL: A = A::ATTRIBUTE_INDEX_1;
+
+fn normal() -> A {
+    A::VALID | NORMAL | A::INNER_SHAREABLE | A::ACCESSED
+}
+fn device() -> A {
+    A::VALID | DEVICE | A::ACCESSED | A::XN
+}
+
+fn region(r: &MemRange) -> MemoryRegion {
+    MemoryRegion::new(r.start.0 as usize, r.end.0 as usize)
+}
+
+/// The EL2 identity map.
+pub struct Stage1 {
+    map: IdMap<El2>,
+}
+
+impl Stage1 {
+    /// Build (not yet enable) the map of `ram` (page granular) and `devices`.
+    pub fn new(ram: &[MemRange], devices: &[MemRange]) -> Result<Self, MapError> {
+        let mut map = IdMap::new(ROOT_LEVEL, El2);
+        for r in ram {
+            map.map_range_with_constraints(&region(r), normal(), Constraints::NO_BLOCK_MAPPINGS)?;
+        }
+        for d in devices {
+            map.map_range(&region(d), device())?;
+        }
+        Ok(Self { map })
+    }
+
+    /// Turn the MMU on at EL2 with this map.
+    ///
+    /// # Safety
+    /// The map must cover the image (code, data, stack, heap), the console and every address the
+    /// hypervisor touches afterwards, with the attributes it relies on; `self` must live forever.
+    pub unsafe fn enable(&mut self, pa_bits: u32) {
+        let ps = match pa_bits {
+            ..=32 => TCR_EL2::PS::Bits_32,
+            33..=36 => TCR_EL2::PS::Bits_36,
+            37..=40 => TCR_EL2::PS::Bits_40,
+            41..=42 => TCR_EL2::PS::Bits_42,
+            43..=44 => TCR_EL2::PS::Bits_44,
+            _ => TCR_EL2::PS::Bits_48,
+        };
+        MAIR_EL2.write(
+            MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
+                + MAIR_EL2::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+                + MAIR_EL2::Attr1_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc,
+        );
+        // TCR_EL2 (E2H = 0) bits 31 and 23 are RES1.
+        TCR_EL2.set(
+            (1 << 31)
+                | (1 << 23)
+                | (TCR_EL2::T0SZ.val(64 - VA_BITS as u64)
+                    + TCR_EL2::TG0::KiB_4
+                    + TCR_EL2::SH0::Inner
+                    + TCR_EL2::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+                    + TCR_EL2::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+                    + ps)
+                    .value,
+        );
+        barrier::isb(barrier::SY);
+        // SAFETY: the caller guarantees the map covers everything the hypervisor uses and lives
+        // forever; activate() writes TTBR0_EL2 with the barriers aarch64-paging documents.
+        unsafe { self.map.activate() };
+        barrier::dsb(barrier::ISH);
+        barrier::isb(barrier::SY);
+        SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable);
+        barrier::isb(barrier::SY);
+    }
+
+    /// Whether the EL2 MMU is on.
+    pub fn enabled() -> bool {
+        SCTLR_EL2.is_set(SCTLR_EL2::M)
+    }
+
+    /// Make one RAM page inaccessible (e.g. a granule delegated to the Realm PAS) or accessible
+    /// again. The TLB entry is invalidated by aarch64-paging (`tlbi vae2is`).
+    pub fn set_page_mapped(&mut self, pa: PhysAddr, mapped: bool) -> Result<(), MapError> {
+        let page = MemoryRegion::new(pa.0 as usize, pa.0 as usize + 1);
+        self.map.modify_range(&page, &|_, d| {
+            if mapped { d.modify_flags(A::VALID, A::empty()) } else { d.modify_flags(A::empty(), A::VALID) }
+        })?;
+        barrier::dsb(barrier::ISH);
+        barrier::isb(barrier::SY);
+        Ok(())
+    }
+}

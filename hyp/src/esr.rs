@@ -1,0 +1,219 @@
+//! Exception syndrome decoding (Arm ARM D23.2.41 ESR_ELx), pure so it is tested with real values.
+//!
+//! Decoded by fields, never by matching whole ESR values: EC [31:26], IL [25], ISS [24:0]; for
+//! data aborts (EC 0x24 lower EL, 0x25 same EL) ISV [24], SAS [23:22], SSE [21], SRT [20:16],
+//! SF [15], WnR [6], S1PTW [7], DFSC [5:0]. SAS/SRT are only meaningful when ISV is set, so the
+//! decoded `DataAbort` carries them as an `Option`.
+
+use tock_registers::{LocalRegisterCopy, register_bitfields};
+
+register_bitfields! {u64,
+    pub Esr [
+        EC OFFSET(26) NUMBITS(6) [],
+        IL OFFSET(25) NUMBITS(1) [],
+        ISS OFFSET(0) NUMBITS(25) [],
+    ],
+    pub DataAbortIss [
+        ISV OFFSET(24) NUMBITS(1) [],
+        SAS OFFSET(22) NUMBITS(2) [],
+        SSE OFFSET(21) NUMBITS(1) [],
+        SRT OFFSET(16) NUMBITS(5) [],
+        SF OFFSET(15) NUMBITS(1) [],
+        S1PTW OFFSET(7) NUMBITS(1) [],
+        WNR OFFSET(6) NUMBITS(1) [],
+        DFSC OFFSET(0) NUMBITS(6) [],
+    ]
+}
+
+/// Exception classes the hypervisor distinguishes (ESR_ELx.EC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExceptionClass {
+    /// 0x00: unknown reason (e.g. an undefined instruction such as HLT without semihosting).
+    Unknown,
+    /// 0x01: WFI/WFE trapped.
+    Wfx,
+    /// 0x16: HVC from AArch64.
+    Hvc64,
+    /// 0x17: SMC from AArch64 (trapped by HCR_EL2.TSC).
+    Smc64,
+    /// 0x18: MSR/MRS/system instruction trapped.
+    SysReg,
+    /// 0x20: instruction abort from a lower EL.
+    InstrAbortLower,
+    /// 0x21: instruction abort at the current EL.
+    InstrAbortSame,
+    /// 0x24: data abort from a lower EL.
+    DataAbortLower,
+    /// 0x25: data abort at the current EL.
+    DataAbortSame,
+    /// 0x3c: BRK instruction.
+    Brk,
+    Other(u8),
+}
+
+impl ExceptionClass {
+    pub const fn from_raw(ec: u8) -> Self {
+        match ec {
+            0x00 => Self::Unknown,
+            0x01 => Self::Wfx,
+            0x16 => Self::Hvc64,
+            0x17 => Self::Smc64,
+            0x18 => Self::SysReg,
+            0x20 => Self::InstrAbortLower,
+            0x21 => Self::InstrAbortSame,
+            0x24 => Self::DataAbortLower,
+            0x25 => Self::DataAbortSame,
+            0x3c => Self::Brk,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// Translation level named in a fault status code.
+pub type FaultLevel = i8;
+
+/// Data/instruction fault status code (DFSC/IFSC), the cases the hypervisor acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultStatus {
+    /// 0x00..=0x03: address size fault at level 0..3.
+    AddressSize(FaultLevel),
+    /// 0x04..=0x07: translation fault at level 0..3.
+    Translation(FaultLevel),
+    /// 0x08..=0x0B: access flag fault.
+    AccessFlag(FaultLevel),
+    /// 0x0C..=0x0F: permission fault.
+    Permission(FaultLevel),
+    /// 0x10: synchronous external abort, not on a table walk.
+    SyncExternal,
+    /// 0x21: alignment fault.
+    Alignment,
+    /// 0x23..=0x27: Granule Protection Fault on a translation table walk, level -1..3.
+    GranuleProtectionOnWalk(FaultLevel),
+    /// 0x28: Granule Protection Fault, not on a table walk (FEAT_RME).
+    GranuleProtection,
+    Other(u8),
+}
+
+impl FaultStatus {
+    pub const fn from_raw(fsc: u8) -> Self {
+        match fsc {
+            0x00..=0x03 => Self::AddressSize(fsc as i8),
+            0x04..=0x07 => Self::Translation((fsc - 0x04) as i8),
+            0x08..=0x0b => Self::AccessFlag((fsc - 0x08) as i8),
+            0x0c..=0x0f => Self::Permission((fsc - 0x0c) as i8),
+            0x10 => Self::SyncExternal,
+            0x21 => Self::Alignment,
+            0x23..=0x27 => Self::GranuleProtectionOnWalk(fsc as i8 - 0x24),
+            0x28 => Self::GranuleProtection,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// The access-size/register part of a data abort, present only when ISV = 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessInfo {
+    /// Access size in bytes (1 << SAS).
+    pub size: u8,
+    pub sign_extend: bool,
+    /// Register transferred (31 = xzr).
+    pub srt: u8,
+    pub sixty_four: bool,
+}
+
+/// A decoded data abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataAbort {
+    pub status: FaultStatus,
+    pub write: bool,
+    pub s1ptw: bool,
+    pub access: Option<AccessInfo>,
+}
+
+/// A decoded syndrome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Syndrome {
+    pub class: ExceptionClass,
+    pub raw: u64,
+}
+
+impl Syndrome {
+    pub fn decode(esr: u64) -> Self {
+        let r = LocalRegisterCopy::<u64, Esr::Register>::new(esr);
+        Self { class: ExceptionClass::from_raw(r.read(Esr::EC) as u8), raw: esr }
+    }
+
+    /// The data-abort view, for EC 0x24/0x25 only.
+    pub fn data_abort(&self) -> Option<DataAbort> {
+        if !matches!(self.class, ExceptionClass::DataAbortLower | ExceptionClass::DataAbortSame) {
+            return None;
+        }
+        let iss = LocalRegisterCopy::<u64, DataAbortIss::Register>::new(self.raw);
+        let access = iss.is_set(DataAbortIss::ISV).then(|| AccessInfo {
+            size: 1 << iss.read(DataAbortIss::SAS),
+            sign_extend: iss.is_set(DataAbortIss::SSE),
+            srt: iss.read(DataAbortIss::SRT) as u8,
+            sixty_four: iss.is_set(DataAbortIss::SF),
+        });
+        Some(DataAbort {
+            status: FaultStatus::from_raw(iss.read(DataAbortIss::DFSC) as u8),
+            write: iss.is_set(DataAbortIss::WNR),
+            s1ptw: iss.is_set(DataAbortIss::S1PTW),
+            access,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpf_load_at_el2_as_measured_with_trp() {
+        // shared/DESIGN.md: a load from a delegated granule gives ESR_EL2 0x9600_0028.
+        let s = Syndrome::decode(0x9600_0028);
+        assert_eq!(s.class, ExceptionClass::DataAbortSame);
+        let da = s.data_abort().unwrap();
+        assert_eq!(da.status, FaultStatus::GranuleProtection);
+        assert!(!da.write);
+        assert_eq!(da.access, None);
+    }
+
+    #[test]
+    fn gpf_store_sets_wnr() {
+        let da = Syndrome::decode(0x9600_0068).data_abort().unwrap();
+        assert_eq!(da.status, FaultStatus::GranuleProtection);
+        assert!(da.write);
+    }
+
+    #[test]
+    fn realm_protected_fault_as_tf_rmm_reports_it() {
+        // TF-RMM REC exit for a level-3 translation fault: ESR 0x9000_0007 (no ISV, no WnR).
+        let s = Syndrome::decode(0x9000_0007);
+        assert_eq!(s.class, ExceptionClass::DataAbortLower);
+        let da = s.data_abort().unwrap();
+        assert_eq!(da.status, FaultStatus::Translation(3));
+        assert_eq!(da.access, None, "no ISV: SAS/SRT must not be trusted");
+    }
+
+    #[test]
+    fn emulatable_abort_carries_access_info() {
+        // 0x93c2_8046: ISV, SAS=3 (8 bytes), SRT=2, SF, WnR, translation fault level 2.
+        let da = Syndrome::decode(0x93c2_8046).data_abort().unwrap();
+        assert_eq!(
+            da.access,
+            Some(AccessInfo { size: 8, sign_extend: false, srt: 2, sixty_four: true })
+        );
+        assert!(da.write);
+        assert_eq!(da.status, FaultStatus::Translation(2));
+    }
+
+    #[test]
+    fn other_classes() {
+        assert_eq!(Syndrome::decode(0x0200_0000).class, ExceptionClass::Unknown);
+        assert_eq!(Syndrome::decode(0x5e00_0000).class, ExceptionClass::Smc64);
+        assert_eq!(Syndrome::decode(0x5e00_0000).data_abort(), None);
+        assert_eq!(FaultStatus::from_raw(0x23), FaultStatus::GranuleProtectionOnWalk(-1));
+        assert_eq!(FaultStatus::from_raw(0x27), FaultStatus::GranuleProtectionOnWalk(3));
+    }
+}

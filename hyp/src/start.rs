@@ -1,0 +1,145 @@
+//! CPU 0's boot sequence after boot/entry.S: heap → DTB → console and log → free RAM and the frame
+//! allocator → EL2 stage 1 → the platform self-check → a one-line verdict and a QEMU exit status.
+
+use crate::addr::{MemRange, PhysAddr};
+use crate::arch::{self, exit::exit, layout, mmu::Stage1};
+use crate::memory::{Frames, free_ranges};
+use crate::platform::{self, DtbError, Platform, QEMU_VIRT_DTB};
+use crate::{console, cpufeat, logger, println, selfcheck};
+use aarch64_cpu::registers::{CurrentEL, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, Readable};
+use alloc::vec::Vec;
+use buddy_system_allocator::LockedHeap;
+use core::fmt;
+use log::{LevelFilter, info};
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+/// Why boot stopped.
+pub enum BootError {
+    Dtb(DtbError),
+    /// RAM or a device lies beyond the identity map's VA range.
+    OutOfReach(MemRange),
+    Map(aarch64_paging::MapError),
+    PaRange(u64),
+    SelfCheck(alloc::string::String),
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dtb(e) => write!(f, "{e}"),
+            Self::OutOfReach(r) => write!(f, "{r} is beyond the {}-bit EL2 identity map", arch::mmu::VA_BITS),
+            Self::Map(e) => write!(f, "building the EL2 stage-1 map: {e}"),
+            Self::PaRange(v) => write!(f, "ID_AA64MMFR0_EL1 {v:#x} has a reserved PARange"),
+            Self::SelfCheck(e) => write!(f, "self-check: {e}"),
+        }
+    }
+}
+
+/// What the rest of the hypervisor is handed after boot.
+pub struct Hyp {
+    pub platform: Platform,
+    pub frames: Frames,
+    pub stage1: Stage1,
+    pub rmm_possible: bool,
+}
+
+fn discover(hint: u64) -> Result<Platform, DtbError> {
+    let at = if hint != 0 { PhysAddr(hint) } else { QEMU_VIRT_DTB };
+    // SAFETY: `at` is the start of RAM on QEMU virt in both boot modes (or the loader's x0).
+    let size = platform::dtb_size(at, unsafe { layout::read_header(at) })?;
+    // SAFETY: dtb_size checked the magic and bounded the size; nothing writes the DTB.
+    let blob = unsafe { layout::dtb_slice(at, size) };
+    platform::parse(blob, at)
+}
+
+/// The hypervisor state lives for the rest of the run (its stage-1 tables are live in TTBR0_EL2),
+/// so it is leaked rather than dropped.
+fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
+    let platform = discover(dtb_hint).map_err(BootError::Dtb)?;
+    console::init(platform.uart.start);
+    logger::init(LevelFilter::Info);
+
+    let pfr0 = ID_AA64PFR0_EL1.get();
+    let rmm_possible = cpufeat::rmm_possible(pfr0);
+    info!("hyp {} on {} at EL{}", env!("CARGO_PKG_VERSION"), platform.model, CurrentEL.read(CurrentEL::EL));
+    info!("DTB at {} ({} bytes), {} CPU(s), PSCI via {:?}", platform.dtb.start, platform.dtb.size(), platform.cpus, platform.psci);
+    for r in &platform.ram {
+        info!("RAM {r} ({} MiB)", r.size() >> 20);
+    }
+    for r in &platform.reserved {
+        info!("reserved {} ({})", r.range, r.name);
+    }
+    info!("console PL011 at {}", platform.uart.start);
+    if let Some(g) = platform.gic {
+        info!("GICv3 distributor at {}, redistributors {}", g.distributor.start, g.redistributors);
+    }
+    info!(
+        "firmware: {}",
+        if rmm_possible { "EL3 with RME present: RMI goes to the firmware's RMM" } else { "no EL3/RME: the embedded RMM model is the backend" }
+    );
+
+    // Free RAM: everything the DTB calls memory, minus the image, the DTB and every reservation.
+    let image = layout::image();
+    let mut holes = Vec::from([image, platform.dtb]);
+    holes.extend(platform.reserved.iter().map(|r| r.range));
+    let free = free_ranges(&platform.ram, &holes);
+    let mut frames = Frames::new();
+    for r in &free {
+        frames.add(*r);
+    }
+    info!("image {image}; {} free frames ({} MiB) in {} range(s)", frames.total_frames(), frames.total_frames() >> 8, free.len());
+
+    // Stage 1: RAM minus reservations (the image and DTB are RAM), plus the devices we drive.
+    let reserved: Vec<MemRange> = platform.reserved.iter().map(|r| r.range).collect();
+    let mapped_ram = free_ranges(&platform.ram, &reserved);
+    let mut devices = Vec::from([platform.uart]);
+    if let Some(g) = platform.gic {
+        devices.extend([g.distributor, g.redistributors]);
+    }
+    let reach = 1u64 << arch::mmu::VA_BITS;
+    if let Some(r) = mapped_ram.iter().chain(&devices).find(|r| r.end.0 > reach) {
+        return Err(BootError::OutOfReach(*r));
+    }
+    let mmfr0 = ID_AA64MMFR0_EL1.get();
+    let pa_bits = cpufeat::pa_bits(mmfr0).ok_or(BootError::PaRange(mmfr0))?;
+    let mut stage1 = Stage1::new(&mapped_ram, &devices).map_err(BootError::Map)?;
+    // SAFETY: the map covers all RAM outside reservations — the image, its stack and heap, the
+    // DTB and every free frame — and the console and GIC as Device; `stage1` is kept in `Hyp`,
+    // which lives until the final exit.
+    unsafe { stage1.enable(pa_bits) };
+    info!("EL2 stage 1 on: identity map, {} RAM range(s) in 4 KiB pages, {} device range(s)", mapped_ram.len(), devices.len());
+
+    Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, stage1, rmm_possible })))
+}
+
+/// The Rust entry point, called by boot/entry.S with x0 as passed by the loader.
+pub extern "C" fn hyp_main(dtb_hint: u64) -> ! {
+    layout::init_heap(&HEAP);
+    let start = arch::timer::uptime_us();
+    let verdict = boot(dtb_hint).and_then(|hyp| selfcheck::run(hyp).map_err(BootError::SelfCheck));
+    let ms = (arch::timer::uptime_us() - start) / 1000;
+    match verdict {
+        Ok(summary) => {
+            println!("PASS: {summary} ({ms} ms)");
+            exit(0)
+        }
+        Err(e) => {
+            println!("FAIL: {e}");
+            exit(1)
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    use aarch64_cpu::registers::{ELR_EL2, ESR_EL2, FAR_EL2};
+    console::emergency_fmt(format_args!(
+        "\nPANIC (hypervisor bug): {info}\n  ESR_EL2 {:#018x}  FAR_EL2 {:#018x}  ELR_EL2 {:#018x}\nFAIL: hypervisor panic\n",
+        ESR_EL2.get(),
+        FAR_EL2.get(),
+        ELR_EL2.get()
+    ));
+    exit(1)
+}
