@@ -200,10 +200,7 @@ mod tests {
     fn emulatable_abort_carries_access_info() {
         // 0x93c2_8046: ISV, SAS=3 (8 bytes), SRT=2, SF, WnR, translation fault level 2.
         let da = Syndrome::decode(0x93c2_8046).data_abort().unwrap();
-        assert_eq!(
-            da.access,
-            Some(AccessInfo { size: 8, sign_extend: false, srt: 2, sixty_four: true })
-        );
+        assert_eq!(da.access, Some(AccessInfo { size: 8, sign_extend: false, srt: 2, sixty_four: true }));
         assert!(da.write);
         assert_eq!(da.status, FaultStatus::Translation(2));
     }

@@ -29,8 +29,7 @@ pub fn free_ranges(ram: &[MemRange], holes: &[MemRange]) -> Vec<MemRange> {
             pieces = next;
         }
         for p in pieces {
-            let (Some(start), end) = (p.start.align_up(PAGE_SIZE), p.end.align_down(PAGE_SIZE))
-            else {
+            let (Some(start), end) = (p.start.align_up(PAGE_SIZE), p.end.align_down(PAGE_SIZE)) else {
                 continue;
             };
             let page_aligned = MemRange { start, end };
@@ -61,10 +60,7 @@ impl Frames {
     /// Hand a free, page-aligned range to the allocator.
     pub fn add(&mut self, range: MemRange) {
         debug_assert!(range.start.is_aligned(PAGE_SIZE) && range.end.is_aligned(PAGE_SIZE));
-        self.buddy.add_frame(
-            (range.start.0 / PAGE_SIZE) as usize,
-            (range.end.0 / PAGE_SIZE) as usize,
-        );
+        self.buddy.add_frame((range.start.0 / PAGE_SIZE) as usize, (range.end.0 / PAGE_SIZE) as usize);
         self.total += range.size() / PAGE_SIZE;
     }
 
@@ -104,9 +100,9 @@ mod tests {
         // the RMM; the DTB is at 0x4000_0000; the image at 0x6000_0000.
         let ram = [r(0x4000_0000, 0xC000_0000)];
         let holes = [
-            r(0x4000_0000, 0x4000_2345),  // DTB, not page-sized
-            r(0x4010_0000, 0x4190_0000),  // reserved-memory (RMM)
-            r(0x6000_0000, 0x6093_0000),  // image + stack + heap
+            r(0x4000_0000, 0x4000_2345), // DTB, not page-sized
+            r(0x4010_0000, 0x4190_0000), // reserved-memory (RMM)
+            r(0x6000_0000, 0x6093_0000), // image + stack + heap
         ];
         assert_eq!(
             free_ranges(&ram, &holes),
@@ -118,10 +114,7 @@ mod tests {
     fn holes_outside_ram_and_overlapping_holes_are_harmless() {
         let ram = [r(0x4000_0000, 0x4800_0000), r(0x1_0000_0000, 0x1_0010_0000)];
         let holes = [r(0x0900_0000, 0x0900_1000), r(0x4000_0000, 0x4100_0000), r(0x4080_0000, 0x4200_0000)];
-        assert_eq!(
-            free_ranges(&ram, &holes),
-            [r(0x4200_0000, 0x4800_0000), r(0x1_0000_0000, 0x1_0010_0000)]
-        );
+        assert_eq!(free_ranges(&ram, &holes), [r(0x4200_0000, 0x4800_0000), r(0x1_0000_0000, 0x1_0010_0000)]);
     }
 
     #[test]

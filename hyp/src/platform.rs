@@ -61,7 +61,10 @@ pub struct Platform {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DtbError {
     /// The header does not carry the FDT magic.
-    BadMagic { at: PhysAddr, found: u32 },
+    BadMagic {
+        at: PhysAddr,
+        found: u32,
+    },
     /// totalsize is smaller than a header or larger than [`MAX_DTB_SIZE`].
     BadSize(u64),
     /// The structure could not be parsed.
@@ -101,9 +104,7 @@ pub fn dtb_size(at: PhysAddr, header: [u8; 8]) -> Result<u64, DtbError> {
 }
 
 fn regs<'a>(node: flat_device_tree::node::FdtNode<'_, 'a>) -> impl Iterator<Item = MemRange> + 'a {
-    node.reg().filter_map(|r| {
-        MemRange::from_base_size(r.starting_address as u64, r.size.unwrap_or(0) as u64)
-    })
+    node.reg().filter_map(|r| MemRange::from_base_size(r.starting_address as u64, r.size.unwrap_or(0) as u64))
 }
 
 fn first_reg(
@@ -131,7 +132,7 @@ fn be32(blob: &[u8], off: usize) -> Option<u32> {
 /// flat_device_tree 3.1.1 panics on an unbalanced FDT_END_NODE (node.rs `parent_index -= 1`), so a
 /// malformed tree must be turned away here with a reason instead.
 fn validate(blob: &[u8]) -> Result<(), DtbError> {
-    let bad = |what: &str| DtbError::Parse(alloc::format!("{what}"));
+    let bad = |what: &str| DtbError::Parse(String::from(what));
     let field = |off| be32(blob, off).ok_or_else(|| bad("truncated header"));
     let total = field(4)? as usize;
     if total > blob.len() {
@@ -146,7 +147,10 @@ fn validate(blob: &[u8]) -> Result<(), DtbError> {
     // Memory reservation block: (address, size) pairs up to an all-zero pair.
     let mut off = off_rsv;
     loop {
-        let entry = blob.get(off..off + 16).filter(|_| off + 16 <= total).ok_or_else(|| bad("unterminated /memreserve/ block"))?;
+        let entry = blob
+            .get(off..off + 16)
+            .filter(|_| off + 16 <= total)
+            .ok_or_else(|| bad("unterminated /memreserve/ block"))?;
         if entry.iter().all(|b| *b == 0) {
             break;
         }
@@ -160,7 +164,10 @@ fn validate(blob: &[u8]) -> Result<(), DtbError> {
         pos += 4;
         match token {
             FDT_BEGIN_NODE => {
-                let name_len = structs.get(pos..).and_then(|s| s.iter().position(|b| *b == 0)).ok_or_else(|| bad("unterminated node name"))?;
+                let name_len = structs
+                    .get(pos..)
+                    .and_then(|s| s.iter().position(|b| *b == 0))
+                    .ok_or_else(|| bad("unterminated node name"))?;
                 pos = (pos + name_len + 1 + 3) & !3;
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -174,7 +181,11 @@ fn validate(blob: &[u8]) -> Result<(), DtbError> {
                 if name_off >= size_strings || depth == 0 {
                     return Err(bad("property outside a node or with a bad name offset"));
                 }
-                pos = pos.checked_add(8 + len).map(|p| (p + 3) & !3).filter(|p| *p <= size_struct).ok_or_else(|| bad("property runs past the structure block"))?;
+                pos = pos
+                    .checked_add(8 + len)
+                    .map(|p| (p + 3) & !3)
+                    .filter(|p| *p <= size_struct)
+                    .ok_or_else(|| bad("property runs past the structure block"))?;
             }
             FDT_NOP => {}
             FDT_END if depth == 0 => return Ok(()),
@@ -251,12 +262,8 @@ pub fn parse(blob: &[u8], base: PhysAddr) -> Result<Platform, DtbError> {
         .find_node("/cpus")
         .map(|c| c.children().filter(|n| n.name.split('@').next() == Some("cpu")).count())
         .unwrap_or(0);
-    let model = fdt
-        .root()
-        .ok()
-        .and_then(|r| r.property("model"))
-        .and_then(|p| p.as_str())
-        .unwrap_or("unknown");
+    let model =
+        fdt.root().ok().and_then(|r| r.property("model")).and_then(|p| p.as_str()).unwrap_or("unknown");
 
     Ok(Platform { model: String::from(model), dtb, ram, reserved, uart, gic, psci, cpus })
 }
@@ -321,7 +328,8 @@ mod tests {
         assert_eq!(p.cpus, 2);
         assert_eq!(p.dtb.start, QEMU_VIRT_DTB);
         assert_eq!(p.dtb.size(), blob.len() as u64);
-        let names: Vec<_> = p.reserved.iter().map(|r| (r.name.as_str(), r.range.start.0, r.range.size())).collect();
+        let names: Vec<_> =
+            p.reserved.iter().map(|r| (r.name.as_str(), r.range.start.0, r.range.size())).collect();
         assert_eq!(names, [("/memreserve/", 0x4000_0000, 0x1000), ("rmm@40100000", 0x4010_0000, 0x180_0000)]);
     }
 

@@ -17,7 +17,7 @@ use crate::start::Hyp;
 use alloc::format;
 use alloc::string::String;
 use log::info;
-use rmi::{GranuleAddr, Rmm, RmiVersion, SmcRmm};
+use rmi::{GranuleAddr, RmiVersion, Rmm, SmcRmm};
 
 fn expect(cond: bool, step: &str, detail: String) -> Result<(), String> {
     if cond {
@@ -53,7 +53,11 @@ fn read(hyp: &Hyp, pa: PhysAddr) -> Result<Probe, String> {
 pub fn run(hyp: &mut Hyp) -> Result<String, String> {
     let block = hyp.frames.alloc(512).ok_or("frame allocator: no 2 MiB block")?;
     let page = hyp.frames.alloc(1).ok_or("frame allocator: no free frame")?;
-    expect(block.is_aligned(0x20_0000) && page != block, "frames", format!("2 MiB block at {block}, page at {page}"))?;
+    expect(
+        block.is_aligned(0x20_0000) && page != block,
+        "frames",
+        format!("2 MiB block at {block}, page at {page}"),
+    )?;
     hyp.frames.free(block, 512);
 
     expect(Stage1::enabled(), "stage 1", String::from("SCTLR_EL2.M set"))?;
@@ -72,7 +76,11 @@ pub fn run(hyp: &mut Hyp) -> Result<String, String> {
         "platform self-check (embedded boot)"
     };
     hyp.frames.free(page, 1);
-    expect(hyp.frames.frames_in_use() == 0, "frames returned", format!("{} in use", hyp.frames.frames_in_use()))?;
+    expect(
+        hyp.frames.frames_in_use() == 0,
+        "frames returned",
+        format!("{} in use", hyp.frames.frames_in_use()),
+    )?;
     Ok(String::from(summary))
 }
 

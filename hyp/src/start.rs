@@ -20,7 +20,7 @@ pub enum BootError {
     Dtb(DtbError),
     /// RAM or a device lies beyond the identity map's VA range.
     OutOfReach(MemRange),
-    Map(aarch64_paging::MapError),
+    Map(arch::mmu::Stage1Error),
     PaRange(u64),
     SelfCheck(alloc::string::String),
 }
@@ -41,17 +41,13 @@ impl fmt::Display for BootError {
 pub struct Hyp {
     pub platform: Platform,
     pub frames: Frames,
-    pub stage1: Stage1,
+    pub stage1: &'static mut Stage1,
     pub rmm_possible: bool,
 }
 
 fn discover(hint: u64) -> Result<Platform, DtbError> {
     let at = if hint != 0 { PhysAddr(hint) } else { QEMU_VIRT_DTB };
-    // SAFETY: `at` is the start of RAM on QEMU virt in both boot modes (or the loader's x0).
-    let size = platform::dtb_size(at, unsafe { layout::read_header(at) })?;
-    // SAFETY: dtb_size checked the magic and bounded the size; nothing writes the DTB.
-    let blob = unsafe { layout::dtb_slice(at, size) };
-    platform::parse(blob, at)
+    platform::parse(layout::dtb(at)?, at)
 }
 
 /// The hypervisor state lives for the rest of the run (its stage-1 tables are live in TTBR0_EL2),
@@ -64,7 +60,13 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     let pfr0 = ID_AA64PFR0_EL1.get();
     let rmm_possible = cpufeat::rmm_possible(pfr0);
     info!("hyp {} on {} at EL{}", env!("CARGO_PKG_VERSION"), platform.model, CurrentEL.read(CurrentEL::EL));
-    info!("DTB at {} ({} bytes), {} CPU(s), PSCI via {:?}", platform.dtb.start, platform.dtb.size(), platform.cpus, platform.psci);
+    info!(
+        "DTB at {} ({} bytes), {} CPU(s), PSCI via {:?}",
+        platform.dtb.start,
+        platform.dtb.size(),
+        platform.cpus,
+        platform.psci
+    );
     for r in &platform.ram {
         info!("RAM {r} ({} MiB)", r.size() >> 20);
     }
@@ -77,7 +79,11 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     }
     info!(
         "firmware: {}",
-        if rmm_possible { "EL3 with RME present: RMI goes to the firmware's RMM" } else { "no EL3/RME: the embedded RMM model is the backend" }
+        if rmm_possible {
+            "EL3 with RME present: RMI goes to the firmware's RMM"
+        } else {
+            "no EL3/RME: the embedded RMM model is the backend"
+        }
     );
 
     // Free RAM: everything the DTB calls memory, minus the image, the DTB and every reservation.
@@ -89,7 +95,12 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     for r in &free {
         frames.add(*r);
     }
-    info!("image {image}; {} free frames ({} MiB) in {} range(s)", frames.total_frames(), frames.total_frames() >> 8, free.len());
+    info!(
+        "image {image}; {} free frames ({} MiB) in {} range(s)",
+        frames.total_frames(),
+        frames.total_frames() >> 8,
+        free.len()
+    );
 
     // Stage 1: RAM minus reservations (the image and DTB are RAM), plus the devices we drive.
     let reserved: Vec<MemRange> = platform.reserved.iter().map(|r| r.range).collect();
@@ -104,12 +115,12 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     }
     let mmfr0 = ID_AA64MMFR0_EL1.get();
     let pa_bits = cpufeat::pa_bits(mmfr0).ok_or(BootError::PaRange(mmfr0))?;
-    let mut stage1 = Stage1::new(&mapped_ram, &devices).map_err(BootError::Map)?;
-    // SAFETY: the map covers all RAM outside reservations — the image, its stack and heap, the
-    // DTB and every free frame — and the console and GIC as Device; `stage1` is kept in `Hyp`,
-    // which lives until the final exit.
-    unsafe { stage1.enable(pa_bits) };
-    info!("EL2 stage 1 on: identity map, {} RAM range(s) in 4 KiB pages, {} device range(s)", mapped_ram.len(), devices.len());
+    let stage1 = Stage1::install(&mapped_ram, &devices, platform.uart, pa_bits).map_err(BootError::Map)?;
+    info!(
+        "EL2 stage 1 on: identity map, {} RAM range(s) in 4 KiB pages, {} device range(s)",
+        mapped_ram.len(),
+        devices.len()
+    );
 
     Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, stage1, rmm_possible })))
 }

@@ -89,7 +89,7 @@ pub struct GranuleAddr(u64);
 impl GranuleAddr {
     /// `None` unless `pa` is aligned to [`GRANULE_SIZE`].
     pub const fn new(pa: u64) -> Option<Self> {
-        if pa % GRANULE_SIZE == 0 { Some(Self(pa)) } else { None }
+        if pa.is_multiple_of(GRANULE_SIZE) { Some(Self(pa)) } else { None }
     }
     pub const fn get(self) -> u64 {
         self.0
@@ -152,11 +152,7 @@ impl<C: Conduit> Rmm for SmcRmm<C> {
             Err(RmiError::Status { status: RmiStatus::ErrorInput, .. }) => false,
             Err(e) => return Err(e),
         };
-        Ok(VersionReport {
-            accepted,
-            lower: RmiVersion::decode(r[1]),
-            higher: RmiVersion::decode(r[2]),
-        })
+        Ok(VersionReport { accepted, lower: RmiVersion::decode(r[1]), higher: RmiVersion::decode(r[2]) })
     }
 
     fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {

@@ -137,14 +137,8 @@ mod tests {
     fn packs_status_and_index_like_tf_rmm() {
         assert_eq!(decode_return(0), Ok(()));
         assert_eq!(decode_return(0x0204), Err(RmiError::rtt(2)));
-        assert_eq!(
-            decode_return(0x0102),
-            Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 1 })
-        );
-        assert_eq!(
-            decode_return(1),
-            Err(RmiError::Status { status: RmiStatus::ErrorInput, index: 0 })
-        );
+        assert_eq!(decode_return(0x0102), Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 1 }));
+        assert_eq!(decode_return(1), Err(RmiError::Status { status: RmiStatus::ErrorInput, index: 0 }));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub struct ExceptionFrame {
     pub hpfar: u64,
 }
 
-const _: () = assert!(size_of::<ExceptionFrame>() % 16 == 0, "SP must stay 16-byte aligned");
+const _: () = assert!(size_of::<ExceptionFrame>().is_multiple_of(16), "SP must stay 16-byte aligned");
 const _: () = assert!(size_of::<ExceptionFrame>() <= 504, "stp/ldp immediate offsets reach 504");
 
 /// Vector index of "current EL with SP_ELx, synchronous" (Arm ARM D1.3.2 vector table layout).

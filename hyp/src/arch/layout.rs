@@ -1,6 +1,7 @@
 //! The linker script's symbols (linker.ld) and reads of firmware-provided memory (the DTB).
 
 use crate::addr::{MemRange, PhysAddr};
+use crate::platform::{DtbError, dtb_size};
 
 unsafe extern "C" {
     static __image_start: u8;
@@ -25,22 +26,18 @@ pub fn heap() -> MemRange {
     unsafe { range(&__heap_start, &__heap_end) }
 }
 
-/// The first 8 bytes at `pa` (an FDT header's magic and totalsize).
+/// The DTB the loader left at `pa`, as a byte slice, once its header is plausible.
 ///
-/// # Safety
-/// `pa` must be readable normal memory (the start of RAM in both boot modes).
-pub unsafe fn read_header(pa: PhysAddr) -> [u8; 8] {
-    // SAFETY: the caller guarantees 8 readable bytes; read_unaligned copes with any alignment.
-    unsafe { core::ptr::read_unaligned(pa.0 as *const [u8; 8]) }
-}
-
-/// The DTB as a byte slice.
-///
-/// # Safety
-/// `[pa, pa + len)` must be readable memory that nothing writes while the slice lives.
-pub unsafe fn dtb_slice(pa: PhysAddr, len: u64) -> &'static [u8] {
-    // SAFETY: guaranteed by the caller; the firmware's DTB is never written by the hypervisor.
-    unsafe { core::slice::from_raw_parts(pa.0 as *const u8, len as usize) }
+/// `pa` is the start of RAM on QEMU virt in both boot modes (or the loader's x0): readable memory
+/// with the MMU off or identity mapped, and the hypervisor never writes the DTB.
+pub fn dtb(pa: PhysAddr) -> Result<&'static [u8], DtbError> {
+    // SAFETY: 8 bytes at the start of RAM (see above) are readable; read_unaligned copes with any
+    // alignment.
+    let header = unsafe { core::ptr::read_unaligned(pa.0 as *const [u8; 8]) };
+    let size = dtb_size(pa, header)?;
+    // SAFETY: dtb_size checked the FDT magic and bounded the size to MAX_DTB_SIZE; the blob lies
+    // in RAM that nothing writes for the life of the program.
+    Ok(unsafe { core::slice::from_raw_parts(pa.0 as *const u8, size as usize) })
 }
 
 /// Give the heap region to the global allocator.

@@ -11,11 +11,11 @@
 
 use crate::addr::{MemRange, PhysAddr};
 use aarch64_cpu::asm::barrier;
-use aarch64_cpu::registers::{MAIR_EL2, SCTLR_EL2, TCR_EL2, Writeable, Readable, ReadWriteable};
+use aarch64_cpu::registers::{MAIR_EL2, ReadWriteable, Readable, SCTLR_EL2, TCR_EL2, Writeable};
+use aarch64_paging::MapError;
 use aarch64_paging::descriptor::El23Attributes as A;
 use aarch64_paging::idmap::IdMap;
 use aarch64_paging::paging::{Constraints, El2, MemoryRegion};
-use aarch64_paging::MapError;
 
 /// Stage-1 start level: level 1 covers 512 GiB with T0SZ = 25.
 const ROOT_LEVEL: usize = 1;
@@ -37,22 +37,61 @@ fn region(r: &MemRange) -> MemoryRegion {
     MemoryRegion::new(r.start.0 as usize, r.end.0 as usize)
 }
 
+/// Why the stage-1 map could not be installed.
+#[derive(Debug)]
+pub enum Stage1Error {
+    Map(MapError),
+    /// The RAM to be mapped does not contain the whole image: turning the MMU on would pull the
+    /// code or stack out from under us.
+    ImageNotCovered(MemRange),
+    ConsoleNotMapped(MemRange),
+}
+
+impl core::fmt::Display for Stage1Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Map(e) => write!(f, "{e}"),
+            Self::ImageNotCovered(r) => write!(f, "image {r} is not inside the RAM to be mapped"),
+            Self::ConsoleNotMapped(r) => write!(f, "console {r} is not among the device ranges"),
+        }
+    }
+}
+
 /// The EL2 identity map.
 pub struct Stage1 {
     map: IdMap<El2>,
 }
 
 impl Stage1 {
-    /// Build (not yet enable) the map of `ram` (page granular) and `devices`.
-    pub fn new(ram: &[MemRange], devices: &[MemRange]) -> Result<Self, MapError> {
+    /// Build the map of `ram` (page granular) and `devices`, check that it covers the image and
+    /// the console, and turn the EL2 MMU on with it. The map lives for the rest of the run.
+    pub fn install(
+        ram: &[MemRange],
+        devices: &[MemRange],
+        console: MemRange,
+        pa_bits: u32,
+    ) -> Result<&'static mut Stage1, Stage1Error> {
+        let image = super::layout::image();
+        if !ram.iter().any(|r| r.start <= image.start && image.end <= r.end) {
+            return Err(Stage1Error::ImageNotCovered(image));
+        }
+        if !devices.contains(&console) {
+            return Err(Stage1Error::ConsoleNotMapped(console));
+        }
         let mut map = IdMap::new(ROOT_LEVEL, El2);
         for r in ram {
-            map.map_range_with_constraints(&region(r), normal(), Constraints::NO_BLOCK_MAPPINGS)?;
+            map.map_range_with_constraints(&region(r), normal(), Constraints::NO_BLOCK_MAPPINGS)
+                .map_err(Stage1Error::Map)?;
         }
         for d in devices {
-            map.map_range(&region(d), device())?;
+            map.map_range(&region(d), device()).map_err(Stage1Error::Map)?;
         }
-        Ok(Self { map })
+        let stage1 = alloc::boxed::Box::leak(alloc::boxed::Box::new(Self { map }));
+        // SAFETY: the map covers the whole image (code, data, stack, heap — checked above) and
+        // the console; every other address the hypervisor uses is RAM from `ram` or a device in
+        // `devices`. The tables are leaked, so they outlive their use in TTBR0_EL2.
+        unsafe { stage1.enable(pa_bits) };
+        Ok(stage1)
     }
 
     /// Turn the MMU on at EL2 with this map.
@@ -60,7 +99,7 @@ impl Stage1 {
     /// # Safety
     /// The map must cover the image (code, data, stack, heap), the console and every address the
     /// hypervisor touches afterwards, with the attributes it relies on; `self` must live forever.
-    pub unsafe fn enable(&mut self, pa_bits: u32) {
+    unsafe fn enable(&mut self, pa_bits: u32) {
         let ps = match pa_bits {
             ..=32 => TCR_EL2::PS::Bits_32,
             33..=36 => TCR_EL2::PS::Bits_36,
