@@ -12,10 +12,18 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod layout;
+pub mod rsi;
 mod status;
+mod types;
 mod version;
 
+pub use layout::{
+    MAX_REC_AUX_GRANULES, Page, REC_FLAG_RUNNABLE, REC_GIC_NUM_LRS, RealmParams, RecEnter, RecExit,
+    RecParams, RecRun, enter_flags, exit_reason, hash_algo, realm_flags,
+};
 pub use status::{FirmwareError, RmiError, RmiStatus, decode_return};
+pub use types::{Ipa, Measure, PsciStatus, Ripas, RttEntry, RttEntryState, RttLevel, WithTop};
 pub use version::RmiVersion;
 
 /// RMI function identifiers of RMM v1.0: `0xC400_0150 + offset` (SMC64 fast call, standard service).
@@ -112,15 +120,89 @@ pub struct VersionReport {
     pub higher: RmiVersion,
 }
 
-/// One method per RMI command the hypervisor uses; typed arguments, typed results.
-/// Implemented by [`SmcRmm`] (real firmware) and by the embedded RMM model.
+/// One method per RMI command of RMM v1.0; typed arguments, typed results.
+/// Implemented by [`SmcRmm`] (real firmware) and by the embedded RMM model (`rmm-model`).
+///
+/// Pages handed to the RMM by address (RealmParams, RecParams, RecRun, a DATA_CREATE source) are
+/// passed as references; the SMC implementation passes their addresses, which are physical
+/// addresses in the hypervisor's identity map.
 pub trait Rmm {
     /// RMI_VERSION: negotiate `requested`; reports what the RMM implements either way.
     fn version(&mut self, requested: RmiVersion) -> Result<VersionReport, RmiError>;
+    /// RMI_FEATURES: feature register `index` (only 0 is defined in v1.0).
+    fn features(&mut self, index: u64) -> Result<u64, RmiError>;
     /// RMI_GRANULE_DELEGATE: move a granule from the Non-secure to the Realm PAS.
     fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError>;
     /// RMI_GRANULE_UNDELEGATE: move a DELEGATED granule back to the Non-secure PAS.
     fn granule_undelegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError>;
+    /// RMI_REALM_CREATE.
+    fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError>;
+    /// RMI_REALM_ACTIVATE.
+    fn realm_activate(&mut self, rd: GranuleAddr) -> Result<(), RmiError>;
+    /// RMI_REALM_DESTROY.
+    fn realm_destroy(&mut self, rd: GranuleAddr) -> Result<(), RmiError>;
+    /// RMI_REC_AUX_COUNT.
+    fn rec_aux_count(&mut self, rd: GranuleAddr) -> Result<u64, RmiError>;
+    /// RMI_REC_CREATE.
+    fn rec_create(&mut self, rd: GranuleAddr, rec: GranuleAddr, params: &RecParams) -> Result<(), RmiError>;
+    /// RMI_REC_DESTROY.
+    fn rec_destroy(&mut self, rec: GranuleAddr) -> Result<(), RmiError>;
+    /// RMI_REC_ENTER: run the REC until it exits; the exit is in `run.exit`.
+    fn rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError>;
+    /// RMI_PSCI_COMPLETE.
+    fn psci_complete(
+        &mut self,
+        calling: GranuleAddr,
+        target: GranuleAddr,
+        status: PsciStatus,
+    ) -> Result<(), RmiError>;
+    /// RMI_DATA_CREATE: copy `src` into `data` and map it at `ipa` (realm NEW only).
+    fn data_create(
+        &mut self,
+        rd: GranuleAddr,
+        data: GranuleAddr,
+        ipa: Ipa,
+        src: &Page,
+        measure: Measure,
+    ) -> Result<(), RmiError>;
+    /// RMI_DATA_CREATE_UNKNOWN: map `data` (zeroed) at `ipa`.
+    fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError>;
+    /// RMI_DATA_DESTROY: unmap the data granule at `ipa`; returns its PA.
+    fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr>;
+    /// RMI_RTT_CREATE: `rtt` becomes the level-`level` table covering `ipa`.
+    fn rtt_create(
+        &mut self,
+        rd: GranuleAddr,
+        rtt: GranuleAddr,
+        ipa: Ipa,
+        level: RttLevel,
+    ) -> Result<(), RmiError>;
+    /// RMI_RTT_DESTROY: remove the level-`level` table covering `ipa`; returns its PA.
+    fn rtt_destroy(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<GranuleAddr>;
+    /// RMI_RTT_FOLD: replace a homogeneous level-`level` table by one entry; returns its PA.
+    fn rtt_fold(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<GranuleAddr, RmiError>;
+    /// RMI_RTT_MAP_UNPROTECTED: map host memory described by `desc` at an unprotected `ipa`.
+    fn rtt_map_unprotected(
+        &mut self,
+        rd: GranuleAddr,
+        ipa: Ipa,
+        level: RttLevel,
+        desc: u64,
+    ) -> Result<(), RmiError>;
+    /// RMI_RTT_UNMAP_UNPROTECTED.
+    fn rtt_unmap_unprotected(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<()>;
+    /// RMI_RTT_READ_ENTRY.
+    fn rtt_read_entry(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<RttEntry, RmiError>;
+    /// RMI_RTT_INIT_RIPAS: set RIPAS RAM over `[base, top)` (realm NEW); returns the progress.
+    fn rtt_init_ripas(&mut self, rd: GranuleAddr, base: Ipa, top: Ipa) -> Result<Ipa, RmiError>;
+    /// RMI_RTT_SET_RIPAS: apply the REC's pending RIPAS change over `[base, top)`; returns progress.
+    fn rtt_set_ripas(
+        &mut self,
+        rd: GranuleAddr,
+        rec: GranuleAddr,
+        base: Ipa,
+        top: Ipa,
+    ) -> Result<Ipa, RmiError>;
 }
 
 /// An SMC conduit: issue `fid` with x1..x6 = `args`, return x0..x4 (SMCCC v1.2, RMM uses 5 results).
@@ -138,14 +220,28 @@ impl<C: Conduit> SmcRmm<C> {
         Self { conduit }
     }
 
-    fn call(&mut self, fid: Fid, args: [u64; 6]) -> [u64; 5] {
-        self.conduit.call(fid as u32, args)
+    fn call(&mut self, fid: Fid, args: &[u64]) -> [u64; 5] {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        self.conduit.call(fid as u32, a)
     }
+
+    fn status(&mut self, fid: Fid, args: &[u64]) -> Result<(), RmiError> {
+        decode_return(self.call(fid, args)[0])
+    }
+}
+
+fn addr_of<T>(page: &T) -> u64 {
+    page as *const T as u64
+}
+
+fn granule(pa: u64) -> Result<GranuleAddr, RmiError> {
+    GranuleAddr::new(pa).ok_or(RmiError::Unknown(pa))
 }
 
 impl<C: Conduit> Rmm for SmcRmm<C> {
     fn version(&mut self, requested: RmiVersion) -> Result<VersionReport, RmiError> {
-        let r = self.call(Fid::Version, [requested.encode(), 0, 0, 0, 0, 0]);
+        let r = self.call(Fid::Version, &[requested.encode()]);
         let accepted = match decode_return(r[0]) {
             Ok(()) => true,
             // The RMM reports its range alongside ERROR_INPUT (spec B4.3.22); anything else is an error.
@@ -154,13 +250,138 @@ impl<C: Conduit> Rmm for SmcRmm<C> {
         };
         Ok(VersionReport { accepted, lower: RmiVersion::decode(r[1]), higher: RmiVersion::decode(r[2]) })
     }
-
-    fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
-        decode_return(self.call(Fid::GranuleDelegate, [pa.get(), 0, 0, 0, 0, 0])[0])
+    fn features(&mut self, index: u64) -> Result<u64, RmiError> {
+        let r = self.call(Fid::Features, &[index]);
+        decode_return(r[0]).map(|()| r[1])
     }
-
+    fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
+        self.status(Fid::GranuleDelegate, &[pa.get()])
+    }
     fn granule_undelegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
-        decode_return(self.call(Fid::GranuleUndelegate, [pa.get(), 0, 0, 0, 0, 0])[0])
+        self.status(Fid::GranuleUndelegate, &[pa.get()])
+    }
+    fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError> {
+        self.status(Fid::RealmCreate, &[rd.get(), addr_of(params)])
+    }
+    fn realm_activate(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
+        self.status(Fid::RealmActivate, &[rd.get()])
+    }
+    fn realm_destroy(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
+        self.status(Fid::RealmDestroy, &[rd.get()])
+    }
+    fn rec_aux_count(&mut self, rd: GranuleAddr) -> Result<u64, RmiError> {
+        let r = self.call(Fid::RecAuxCount, &[rd.get()]);
+        decode_return(r[0]).map(|()| r[1])
+    }
+    fn rec_create(&mut self, rd: GranuleAddr, rec: GranuleAddr, params: &RecParams) -> Result<(), RmiError> {
+        self.status(Fid::RecCreate, &[rd.get(), rec.get(), addr_of(params)])
+    }
+    fn rec_destroy(&mut self, rec: GranuleAddr) -> Result<(), RmiError> {
+        self.status(Fid::RecDestroy, &[rec.get()])
+    }
+    fn rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError> {
+        self.status(Fid::RecEnter, &[rec.get(), addr_of(run)])
+    }
+    fn psci_complete(
+        &mut self,
+        calling: GranuleAddr,
+        target: GranuleAddr,
+        status: PsciStatus,
+    ) -> Result<(), RmiError> {
+        self.status(Fid::PsciComplete, &[calling.get(), target.get(), status.encode()])
+    }
+    fn data_create(
+        &mut self,
+        rd: GranuleAddr,
+        data: GranuleAddr,
+        ipa: Ipa,
+        src: &Page,
+        measure: Measure,
+    ) -> Result<(), RmiError> {
+        self.status(Fid::DataCreate, &[rd.get(), data.get(), ipa.0, addr_of(src), measure.encode()])
+    }
+    fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError> {
+        self.status(Fid::DataCreateUnknown, &[rd.get(), data.get(), ipa.0])
+    }
+    fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
+        let r = self.call(Fid::DataDestroy, &[rd.get(), ipa.0]);
+        WithTop { result: decode_return(r[0]).and_then(|()| granule(r[1])), top: Ipa(r[2]) }
+    }
+    fn rtt_create(
+        &mut self,
+        rd: GranuleAddr,
+        rtt: GranuleAddr,
+        ipa: Ipa,
+        level: RttLevel,
+    ) -> Result<(), RmiError> {
+        self.status(Fid::RttCreate, &[rd.get(), rtt.get(), ipa.0, level.raw()])
+    }
+    fn rtt_destroy(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<GranuleAddr> {
+        let r = self.call(Fid::RttDestroy, &[rd.get(), ipa.0, level.raw()]);
+        WithTop { result: decode_return(r[0]).and_then(|()| granule(r[1])), top: Ipa(r[2]) }
+    }
+    fn rtt_fold(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<GranuleAddr, RmiError> {
+        let r = self.call(Fid::RttFold, &[rd.get(), ipa.0, level.raw()]);
+        decode_return(r[0]).and_then(|()| granule(r[1]))
+    }
+    fn rtt_map_unprotected(
+        &mut self,
+        rd: GranuleAddr,
+        ipa: Ipa,
+        level: RttLevel,
+        desc: u64,
+    ) -> Result<(), RmiError> {
+        self.status(Fid::RttMapUnprotected, &[rd.get(), ipa.0, level.raw(), desc])
+    }
+    fn rtt_unmap_unprotected(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<()> {
+        let r = self.call(Fid::RttUnmapUnprotected, &[rd.get(), ipa.0, level.raw()]);
+        WithTop { result: decode_return(r[0]), top: Ipa(r[1]) }
+    }
+    fn rtt_read_entry(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<RttEntry, RmiError> {
+        let r = self.call(Fid::RttReadEntry, &[rd.get(), ipa.0, level.raw()]);
+        decode_return(r[0])?;
+        Ok(RttEntry {
+            walk_level: RttLevel(r[1] as i64 as i8),
+            state: RttEntryState::decode(r[2]).ok_or(RmiError::Unknown(r[2]))?,
+            desc: r[3],
+            ripas: Ripas::decode(r[4]).ok_or(RmiError::Unknown(r[4]))?,
+        })
+    }
+    fn rtt_init_ripas(&mut self, rd: GranuleAddr, base: Ipa, top: Ipa) -> Result<Ipa, RmiError> {
+        let r = self.call(Fid::RttInitRipas, &[rd.get(), base.0, top.0]);
+        decode_return(r[0]).map(|()| Ipa(r[1]))
+    }
+    fn rtt_set_ripas(
+        &mut self,
+        rd: GranuleAddr,
+        rec: GranuleAddr,
+        base: Ipa,
+        top: Ipa,
+    ) -> Result<Ipa, RmiError> {
+        let r = self.call(Fid::RttSetRipas, &[rd.get(), rec.get(), base.0, top.0]);
+        decode_return(r[0]).map(|()| Ipa(r[1]))
+    }
+}
+
+/// RMI_FEATURES register 0 (spec B4.4.7, REL0 layout).
+pub mod features {
+    pub const S2SZ_SHIFT: u32 = 0;
+    pub const S2SZ_MASK: u64 = 0xff;
+    pub const LPA2: u64 = 1 << 8;
+    pub const SVE_EN: u64 = 1 << 9;
+    pub const NUM_BPS_SHIFT: u32 = 14;
+    pub const NUM_BPS_MASK: u64 = 0x3f;
+    pub const NUM_WPS_SHIFT: u32 = 20;
+    pub const NUM_WPS_MASK: u64 = 0x3f;
+    pub const PMU_EN: u64 = 1 << 26;
+    pub const HASH_SHA_256: u64 = 1 << 32;
+    pub const HASH_SHA_512: u64 = 1 << 33;
+    pub const GICV3_NUM_LRS_SHIFT: u32 = 34;
+    pub const MAX_RECS_ORDER_SHIFT: u32 = 38;
+
+    /// The largest IPA width a realm may have.
+    pub const fn s2sz(reg0: u64) -> u64 {
+        (reg0 >> S2SZ_SHIFT) & S2SZ_MASK
     }
 }
 

@@ -1,0 +1,304 @@
+//! An embedded model of the Arm CCA Realm Management Monitor, RMM v1.0 (DEN0137 1.0-rel0), faithful
+//! to TF-RMM tag `rmm-spec-v1.0-rel0` in the (status, index) every RMI command returns.
+//!
+//! It is the default backend of the hypervisor (no firmware needed) and the oracle of the host
+//! tests. Its RTTs are real stage-2 tables in the hardware format TF-RMM writes, in granules the
+//! host delegated, so the hypervisor installs them in VTTBR_EL2 to run the realm. REC_ENTER is
+//! backed by a [`Guest`] — the hypervisor's world switch at EL2, or a scripted guest on the host.
+//!
+//! Modules: [`s2tt`] (entry encoding), `rtt` (walks, RTT and DATA commands, TF-RMM
+//! `runtime/rmi/rtt.c`), `realm` (realms and RECs, `realm.c`/`rec.c`), `run` (REC_ENTER, exits and
+//! RSI/PSCI, `run.c`/`exit.c`/`rsi/*.c`), [`mem`] (the memory abstraction).
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod mem;
+mod realm;
+mod rtt;
+mod run;
+pub mod s2tt;
+
+pub use mem::{Arena, Memory};
+pub use realm::Config;
+pub use rtt::S2Ctx;
+pub use run::{Guest, HwExit, Stage2Config, VcpuContext};
+
+use alloc::collections::BTreeMap;
+use rmi::{
+    Fid, GranuleAddr, Ipa, Measure, Page, PsciStatus, RealmParams, RecParams, RecRun, RmiError, RmiStatus,
+    RmiVersion, Rmm, RttEntry, RttLevel, VersionReport, WithTop,
+};
+
+/// Granule states (TF-RMM `enum granule_state`). Granules the model has never seen are NS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GState {
+    Delegated,
+    Rd,
+    Rec,
+    RecAux,
+    Data,
+    Rtt,
+}
+
+/// Realm states (spec A2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RealmState {
+    New,
+    Active,
+    SystemOff,
+}
+
+/// A failure the host asked for (error injection for unwinding tests).
+#[derive(Clone, Copy, Debug)]
+struct Injection {
+    fid: Option<Fid>,
+    /// Matching calls still to let through before failing.
+    skip: u64,
+    error: RmiError,
+}
+
+/// Counters the tests and the benchmarks read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ModelStats {
+    pub calls: u64,
+    pub folds: u64,
+    pub rec_entries: u64,
+    pub injected: u64,
+}
+
+/// The RMM model over memory `M`, running realms with guest `G`.
+pub struct Model<M: Memory, G: Guest> {
+    pub mem: M,
+    pub guest: G,
+    config: Config,
+    granules: BTreeMap<u64, GState>,
+    realms: BTreeMap<u64, realm::Realm>,
+    recs: BTreeMap<u64, realm::Rec>,
+    injections: alloc::vec::Vec<Injection>,
+    pub stats: ModelStats,
+}
+
+impl<M: Memory, G: Guest> Model<M, G> {
+    pub fn new(mem: M, guest: G, config: Config) -> Self {
+        Self {
+            mem,
+            guest,
+            config,
+            granules: BTreeMap::new(),
+            realms: BTreeMap::new(),
+            recs: BTreeMap::new(),
+            injections: alloc::vec::Vec::new(),
+            stats: ModelStats::default(),
+        }
+    }
+
+    /// Fail the `nth` (1-based) next call of `fid` (any command if `None`) with `error`, before it
+    /// changes any state — the shape of a real RMM rejecting the call.
+    pub fn fail_nth_call(&mut self, fid: Option<Fid>, nth: u64, error: RmiError) {
+        self.injections.push(Injection { fid, skip: nth.saturating_sub(1), error });
+    }
+
+    /// Drop every pending injection.
+    pub fn clear_injections(&mut self) {
+        self.injections.clear();
+    }
+
+    fn injected(&mut self, fid: Fid) -> Option<RmiError> {
+        self.stats.calls += 1;
+        let pos = self.injections.iter().position(|i| i.fid.is_none_or(|f| f == fid))?;
+        let inj = &mut self.injections[pos];
+        if inj.skip > 0 {
+            inj.skip -= 1;
+            return None;
+        }
+        let e = inj.error;
+        self.injections.remove(pos);
+        self.stats.injected += 1;
+        Some(e)
+    }
+
+    /// The state of granule `pa` (`None` = Non-secure / never delegated).
+    pub fn granule_state(&self, pa: u64) -> Option<GState> {
+        self.granules.get(&pa).copied()
+    }
+
+    /// Every granule not in the NS state, with its state.
+    pub fn granules(&self) -> impl Iterator<Item = (u64, GState)> + '_ {
+        self.granules.iter().map(|(pa, s)| (*pa, *s))
+    }
+
+    /// A realm's state and stage-2 context (for the world switch and for tests).
+    pub fn realm(&self, rd: GranuleAddr) -> Option<(RealmState, S2Ctx, u16)> {
+        self.realms.get(&rd.get()).map(|r| (r.state, r.s2, r.vmid))
+    }
+
+    pub(crate) fn is(&self, g: GranuleAddr, state: GState) -> bool {
+        self.granules.get(&g.get()) == Some(&state)
+    }
+
+    pub(crate) fn set_state(&mut self, g: GranuleAddr, state: GState) {
+        self.granules.insert(g.get(), state);
+    }
+}
+
+const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
+
+macro_rules! inject {
+    ($self:ident, $fid:expr) => {
+        if let Some(e) = $self.injected($fid) {
+            return Err(e);
+        }
+    };
+    ($self:ident, $fid:expr, $top:expr) => {
+        if let Some(e) = $self.injected($fid) {
+            return WithTop { result: Err(e), top: $top };
+        }
+    };
+}
+
+impl<M: Memory, G: Guest> Rmm for Model<M, G> {
+    fn version(&mut self, requested: RmiVersion) -> Result<VersionReport, RmiError> {
+        inject!(self, Fid::Version);
+        Ok(VersionReport {
+            accepted: requested == RmiVersion::V1_0,
+            lower: RmiVersion::V1_0,
+            higher: RmiVersion::V1_0,
+        })
+    }
+    fn features(&mut self, index: u64) -> Result<u64, RmiError> {
+        inject!(self, Fid::Features);
+        Ok(if index == 0 { self.config.feature_reg0() } else { 0 })
+    }
+    fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
+        inject!(self, Fid::GranuleDelegate);
+        // TF-RMM smc_granule_delegate: must be a known granule in the NS state.
+        if !self.mem.is_granule(pa.get()) || self.granules.contains_key(&pa.get()) {
+            return Err(INPUT);
+        }
+        self.mem.set_realm_pas(pa.get(), true);
+        self.mem.zero_granule(pa.get());
+        self.set_state(pa, GState::Delegated);
+        Ok(())
+    }
+    fn granule_undelegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
+        inject!(self, Fid::GranuleUndelegate);
+        if !self.is(pa, GState::Delegated) {
+            return Err(INPUT);
+        }
+        self.mem.zero_granule(pa.get());
+        self.granules.remove(&pa.get());
+        self.mem.set_realm_pas(pa.get(), false);
+        Ok(())
+    }
+    fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError> {
+        inject!(self, Fid::RealmCreate);
+        self.cmd_realm_create(rd, params)
+    }
+    fn realm_activate(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
+        inject!(self, Fid::RealmActivate);
+        self.cmd_realm_activate(rd)
+    }
+    fn realm_destroy(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
+        inject!(self, Fid::RealmDestroy);
+        self.cmd_realm_destroy(rd)
+    }
+    fn rec_aux_count(&mut self, rd: GranuleAddr) -> Result<u64, RmiError> {
+        inject!(self, Fid::RecAuxCount);
+        if !self.is(rd, GState::Rd) {
+            return Err(INPUT);
+        }
+        Ok(rmi::MAX_REC_AUX_GRANULES as u64)
+    }
+    fn rec_create(&mut self, rd: GranuleAddr, rec: GranuleAddr, params: &RecParams) -> Result<(), RmiError> {
+        inject!(self, Fid::RecCreate);
+        self.cmd_rec_create(rd, rec, params)
+    }
+    fn rec_destroy(&mut self, rec: GranuleAddr) -> Result<(), RmiError> {
+        inject!(self, Fid::RecDestroy);
+        self.cmd_rec_destroy(rec)
+    }
+    fn rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError> {
+        inject!(self, Fid::RecEnter);
+        self.cmd_rec_enter(rec, run)
+    }
+    fn psci_complete(
+        &mut self,
+        calling: GranuleAddr,
+        target: GranuleAddr,
+        status: PsciStatus,
+    ) -> Result<(), RmiError> {
+        inject!(self, Fid::PsciComplete);
+        self.cmd_psci_complete(calling, target, status)
+    }
+    fn data_create(
+        &mut self,
+        rd: GranuleAddr,
+        data: GranuleAddr,
+        ipa: Ipa,
+        src: &Page,
+        _measure: Measure,
+    ) -> Result<(), RmiError> {
+        inject!(self, Fid::DataCreate);
+        self.cmd_data_create(rd, data, ipa, src)
+    }
+    fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError> {
+        inject!(self, Fid::DataCreateUnknown);
+        self.cmd_data_create_unknown(rd, data, ipa)
+    }
+    fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
+        inject!(self, Fid::DataDestroy, ipa);
+        self.cmd_data_destroy(rd, ipa)
+    }
+    fn rtt_create(
+        &mut self,
+        rd: GranuleAddr,
+        rtt: GranuleAddr,
+        ipa: Ipa,
+        level: RttLevel,
+    ) -> Result<(), RmiError> {
+        inject!(self, Fid::RttCreate);
+        self.cmd_rtt_create(rd, rtt, ipa, level)
+    }
+    fn rtt_destroy(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<GranuleAddr> {
+        inject!(self, Fid::RttDestroy, ipa);
+        self.cmd_rtt_destroy(rd, ipa, level)
+    }
+    fn rtt_fold(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<GranuleAddr, RmiError> {
+        inject!(self, Fid::RttFold);
+        self.cmd_rtt_fold(rd, ipa, level)
+    }
+    fn rtt_map_unprotected(
+        &mut self,
+        rd: GranuleAddr,
+        ipa: Ipa,
+        level: RttLevel,
+        desc: u64,
+    ) -> Result<(), RmiError> {
+        inject!(self, Fid::RttMapUnprotected);
+        self.cmd_map_unprotected(rd, ipa, level, desc)
+    }
+    fn rtt_unmap_unprotected(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<()> {
+        inject!(self, Fid::RttUnmapUnprotected, ipa);
+        self.cmd_unmap_unprotected(rd, ipa, level)
+    }
+    fn rtt_read_entry(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<RttEntry, RmiError> {
+        inject!(self, Fid::RttReadEntry);
+        self.cmd_read_entry(rd, ipa, level)
+    }
+    fn rtt_init_ripas(&mut self, rd: GranuleAddr, base: Ipa, top: Ipa) -> Result<Ipa, RmiError> {
+        inject!(self, Fid::RttInitRipas);
+        self.cmd_init_ripas(rd, base, top)
+    }
+    fn rtt_set_ripas(
+        &mut self,
+        rd: GranuleAddr,
+        rec: GranuleAddr,
+        base: Ipa,
+        top: Ipa,
+    ) -> Result<Ipa, RmiError> {
+        inject!(self, Fid::RttSetRipas);
+        self.cmd_set_ripas(rd, rec, base, top)
+    }
+}

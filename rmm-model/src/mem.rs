@@ -1,0 +1,77 @@
+//! The memory the model works on. TF-RMM reads and writes granules through its own mappings
+//! (`buffer_granule_map`); the model does the same through [`Memory`], so the same code runs on the
+//! host over an [`Arena`] and at EL2 over real frames (through an alias of RAM that stays mapped
+//! when a delegated granule is unmapped from the hypervisor's own identity map).
+
+use alloc::vec;
+use alloc::vec::Vec;
+use rmi::GRANULE_SIZE;
+
+/// Physical memory as the RMM sees it.
+pub trait Memory {
+    /// Whether `pa` is RAM the model may use as a granule (TF-RMM: inside the granule array).
+    fn is_granule(&self, pa: u64) -> bool;
+    fn read_u64(&self, pa: u64) -> u64;
+    fn write_u64(&mut self, pa: u64, value: u64);
+    fn read_bytes(&self, pa: u64, out: &mut [u8]);
+    fn write_bytes(&mut self, pa: u64, data: &[u8]);
+    /// Zero a whole granule.
+    fn zero_granule(&mut self, pa: u64) {
+        let zeros = [0u8; 256];
+        for off in (0..GRANULE_SIZE).step_by(zeros.len()) {
+            self.write_bytes(pa + off, &zeros);
+        }
+    }
+    /// The granule moved between the Non-secure and the Realm PAS (DELEGATE / UNDELEGATE).
+    /// At EL2 this unmaps it from / maps it back into the hypervisor's identity map, so a host
+    /// access faults the way a Granule Protection Fault would.
+    fn set_realm_pas(&mut self, pa: u64, realm: bool);
+}
+
+/// Host-side memory: a zero-initialised arena standing for `[base, base + size)`.
+pub struct Arena {
+    base: u64,
+    bytes: Vec<u8>,
+    /// Granules currently in the Realm PAS (for tests that check the PAS hook).
+    pub realm_pas: alloc::collections::BTreeSet<u64>,
+}
+
+impl Arena {
+    pub fn new(base: u64, size: usize) -> Self {
+        Self { base, bytes: vec![0; size], realm_pas: Default::default() }
+    }
+    fn off(&self, pa: u64, len: usize) -> usize {
+        let off = (pa - self.base) as usize;
+        assert!(off + len <= self.bytes.len(), "arena access {pa:#x}+{len} out of range");
+        off
+    }
+}
+
+impl Memory for Arena {
+    fn is_granule(&self, pa: u64) -> bool {
+        pa >= self.base && pa - self.base < self.bytes.len() as u64
+    }
+    fn read_u64(&self, pa: u64) -> u64 {
+        let o = self.off(pa, 8);
+        u64::from_le_bytes(self.bytes[o..o + 8].try_into().unwrap())
+    }
+    fn write_u64(&mut self, pa: u64, value: u64) {
+        let o = self.off(pa, 8);
+        self.bytes[o..o + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    fn read_bytes(&self, pa: u64, out: &mut [u8]) {
+        let o = self.off(pa, out.len());
+        out.copy_from_slice(&self.bytes[o..o + out.len()]);
+    }
+    fn write_bytes(&mut self, pa: u64, data: &[u8]) {
+        let o = self.off(pa, data.len());
+        self.bytes[o..o + data.len()].copy_from_slice(data);
+    }
+    fn set_realm_pas(&mut self, pa: u64, realm: bool) {
+        if realm {
+            self.realm_pas.insert(pa);
+        } else {
+            self.realm_pas.remove(&pa);
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! REC_ENTER: running a REC through the [`Guest`] world switch and turning what the hardware
+//! reports into REC exits, after TF-RMM rmm-spec-v1.0-rel0 `runtime/rmi/run.c`,
+//! `runtime/core/exit.c` and `runtime/rsi/*.c`.
+//!
+//! The model decides; the guest only runs. Stage-2 aborts become SYNC exits with the ESR masked
+//! as TF-RMM masks it (`ESR_NONEMULATED_ABORT_MASK` = EC|SET|FnV|EA|DFSC for protected IPAs and
+//! non-emulatable aborts; plus ISV|SAS|SF|WnR for emulatable ones, FAR reduced to the page
+//! offset and the written value in exit.gprs[0]). Accesses the realm cannot be helped with (RIPAS
+//! EMPTY, beyond the IPA space, instruction fetches from the unprotected half) get a synchronous
+//! external abort injected instead of an exit. SMCs are RSI or PSCI calls served here.
+
+use crate::realm::{SetRipas, rec_index};
+use crate::rtt::S2Ctx;
+use crate::s2tt::Rtte;
+use crate::{GState, Memory, Model, RealmState};
+use rmi::{GranuleAddr, RecRun, Ripas, RmiError, RmiStatus, RttLevel, enter_flags, exit_reason, rsi};
+
+const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
+const REC: RmiError = RmiError::Status { status: RmiStatus::ErrorRec, index: 0 };
+
+/// A vCPU's general-purpose state as the world switch loads and saves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuContext {
+    pub gprs: [u64; 31],
+    pub pc: u64,
+    /// SPSR_EL2 to enter with (PSTATE of the guest).
+    pub pstate: u64,
+    /// False until the first entry: the world switch resets the guest's EL1 system registers.
+    pub started: bool,
+}
+
+/// PSTATE for a fresh vCPU: EL1h with D, A, I, F masked (as TF-RMM `rec_create` sets SPSR_EL2).
+pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
+
+impl VcpuContext {
+    pub fn reset(pc: u64) -> Self {
+        Self { gprs: [0; 31], pc, pstate: PSTATE_EL1H_MASKED, started: false }
+    }
+}
+
+/// What the world switch needs to install the realm's stage 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stage2Config {
+    pub root: u64,
+    pub s2sz: u32,
+    pub start: RttLevel,
+    pub num_root: u64,
+    pub vmid: u16,
+    /// Trap WFI / WFE (HCR_EL2.TWI / TWE), from REC_ENTER's flags.
+    pub trap_wfi: bool,
+    pub trap_wfe: bool,
+}
+
+/// `complete_mmio_emulation` for a read: the value masked to the access size, sign-extended if
+/// SSE, truncated to 32 bits unless SF, into the transfer register (not xzr).
+fn complete_mmio_read(vcpu: &mut VcpuContext, esr: u64, value: u64) {
+    let srt = ((esr >> SRT_SHIFT) & 0x1f) as usize;
+    if esr & WNR != 0 || srt == 31 {
+        return;
+    }
+    let bits = 8u32 << ((esr & SAS_MASK) >> SAS_SHIFT);
+    let mut v = if bits == 64 { value } else { value & ((1u64 << bits) - 1) };
+    if esr & SSE != 0 && bits < 64 {
+        let m = 1u64 << (bits - 1);
+        v = (v ^ m).wrapping_sub(m);
+    }
+    if esr & SF == 0 {
+        v &= 0xffff_ffff;
+    }
+    vcpu.gprs[srt] = v;
+}
+
+/// The access mask of SAS (TF-RMM `access_mask`).
+fn access_mask(esr: u64) -> u64 {
+    match (esr & SAS_MASK) >> SAS_SHIFT {
+        0 => 0xff,
+        1 => 0xffff,
+        2 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+/// What the hardware reported when the guest stopped running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HwExit {
+    /// A synchronous exception to EL2: ESR_EL2, FAR_EL2, HPFAR_EL2 as read on exit.
+    Sync {
+        esr: u64,
+        far: u64,
+        hpfar: u64,
+    },
+    Irq,
+    Fiq,
+    SError {
+        esr: u64,
+    },
+}
+
+/// The world switch: runs a vCPU at EL1 under the realm's stage 2 until it traps.
+pub trait Guest {
+    fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit;
+    /// Deliver a synchronous external abort (data or instruction) to the guest's EL1 vector.
+    fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, instruction: bool);
+    /// Deliver an undefined-instruction exception to the guest's EL1 vector.
+    fn inject_undef(&mut self, vcpu: &mut VcpuContext);
+}
+
+/// The raw ESR/FAR/HPFAR of the last SYNC exit (TF-RMM `rec->last_run_info`): REC_ENTER's
+/// EMUL_MMIO and INJECT_SEA flags are checked against it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastRun {
+    pub esr: u64,
+    pub far: u64,
+    pub hpfar: u64,
+}
+
+// ESR fields (Arm ARM D23.2.41) used by TF-RMM's masks.
+const EC_SHIFT: u32 = 26;
+const EC_MASK: u64 = 0x3f << EC_SHIFT;
+const ISV: u64 = 1 << 24;
+const SAS_SHIFT: u32 = 22;
+const SAS_MASK: u64 = 0b11 << SAS_SHIFT;
+const SSE: u64 = 1 << 21;
+const SRT_SHIFT: u32 = 16;
+const SF: u64 = 1 << 15;
+const SET_MASK: u64 = 0b11 << 11;
+const FNV: u64 = 1 << 10;
+const EA: u64 = 1 << 9;
+const WNR: u64 = 1 << 6;
+const DFSC_MASK: u64 = 0x3f;
+/// `ESR_NONEMULATED_ABORT_MASK`.
+pub const ESR_NONEMULATED_ABORT_MASK: u64 = EC_MASK | SET_MASK | FNV | EA | DFSC_MASK;
+/// `ESR_EMULATED_ABORT_MASK`.
+pub const ESR_EMULATED_ABORT_MASK: u64 = ESR_NONEMULATED_ABORT_MASK | ISV | SAS_MASK | SF | WNR;
+/// SError: EC | IDS (24) | AET (12:10) | EA | DFSC.
+const ESR_SERROR_MASK: u64 = EC_MASK | (1 << 24) | (0b111 << 10) | EA | DFSC_MASK;
+
+const EC_WFX: u64 = 0x01;
+const EC_HVC64: u64 = 0x16;
+const EC_SMC64: u64 = 0x17;
+const EC_SYSREG: u64 = 0x18;
+const EC_IABT_LOWER: u64 = 0x20;
+const EC_DABT_LOWER: u64 = 0x24;
+/// DFSC of a translation fault at level 0 (level n: + n).
+const DFSC_TRANSLATION_L0: u64 = 0x04;
+/// HPFAR_EL2.FIPA holds IPA[51:12] in bits [43:4] (TF-RMM `HPFAR_EL2_FIPA`).
+const HPFAR_FIPA_MASK: u64 = 0xff_ffff_ffff << 4;
+
+/// The faulting IPA's page from HPFAR_EL2.
+pub fn ipa_from_hpfar(hpfar: u64) -> u64 {
+    (hpfar & HPFAR_FIPA_MASK) << 8
+}
+
+/// The outcome of handling one hardware exit.
+enum Step {
+    /// Re-enter the guest.
+    Resume,
+    /// Return to the host with `run.exit` filled.
+    Exit,
+}
+
+impl<M: Memory, G: Guest> Model<M, G> {
+    /// RIPAS and mapping of the protected IPA `ipa` (the leaf entry the walk reaches).
+    fn leaf(&self, ctx: &S2Ctx, ipa: u64) -> (Rtte, RttLevel) {
+        let w = self.walk(ctx, ipa, RttLevel::PAGE);
+        (self.read_rtte(&w), w.level)
+    }
+
+    /// The PA behind a realm IPA that is ASSIGNED with RIPAS RAM; otherwise the level where the
+    /// walk stopped (for the synthetic data abort TF-RMM raises for RSI buffers).
+    fn realm_pa(&self, ctx: &S2Ctx, ipa: u64) -> Result<u64, (Rtte, RttLevel)> {
+        match self.leaf(ctx, ipa) {
+            (Rtte::Assigned { pa, ripas: Ripas::Ram }, level) => Ok(pa + (ipa & (level.map_size() - 1))),
+            other => Err(other),
+        }
+    }
+
+    /// TF-RMM `smc_rec_enter`, checks in its order: REC (running → ERROR_REC), realm state
+    /// ((REALM, 0) NEW, (REALM, 1) SYSTEM_OFF), runnable, PSCI pending, GIC state, INJECT_SEA,
+    /// EMUL_MMIO; then the pending RIPAS change and host call are completed and the REC runs.
+    pub(crate) fn cmd_rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError> {
+        if !self.is(rec, GState::Rec) {
+            return Err(INPUT);
+        }
+        let r = &self.recs[&rec.get()];
+        if r.running {
+            return Err(REC);
+        }
+        let realm = &self.realms[&r.rd.get()];
+        match realm.state {
+            RealmState::New => return Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 0 }),
+            RealmState::SystemOff => {
+                return Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 1 });
+            }
+            RealmState::Active => {}
+        }
+        if !r.runnable || r.psci_pending {
+            return Err(REC);
+        }
+        // gic_validate_state: ICH_HCR may carry only UIE, LRENPIE, NPIE, VGrp0/1 E/D IE and TDIR
+        // (0x40FE); a list register in use may not have the HW bit.
+        const ICH_HCR_NS_MASK: u64 = 0x40fe;
+        const ICH_LR_STATE_SHIFT: u32 = 62;
+        const ICH_LR_HW: u64 = 1 << 61;
+        if run.enter.gicv3_hcr & !ICH_HCR_NS_MASK != 0
+            || run.enter.gicv3_lrs.iter().any(|lr| lr >> ICH_LR_STATE_SHIFT != 0 && lr & ICH_LR_HW != 0)
+        {
+            return Err(REC);
+        }
+        let (rd, ctx, vmid) = (r.rd, realm.s2, realm.vmid);
+        let flags = run.enter.flags;
+        let last = r.last;
+        let last_ec = (last.esr & EC_MASK) >> EC_SHIFT;
+        let mut vcpu = r.vcpu;
+        if flags & enter_flags::INJECT_SEA != 0 {
+            if last_ec != EC_DABT_LOWER || ctx.in_par(ipa_from_hpfar(last.hpfar)) {
+                return Err(REC);
+            }
+            self.guest.inject_sea(&mut vcpu, last.far, false);
+        } else if flags & enter_flags::EMUL_MMIO != 0 {
+            if last_ec != EC_DABT_LOWER || last.esr & ISV == 0 {
+                return Err(REC);
+            }
+            complete_mmio_read(&mut vcpu, last.esr, run.enter.gprs[0]);
+            vcpu.pc += 4;
+        }
+        let r = self.recs.get_mut(&rec.get()).ok_or(INPUT)?;
+        if let Some(req) = r.set_ripas.take() {
+            // complete_set_ripas: x1 = progress; REJECT only for an incomplete change to RAM.
+            let reject = flags & enter_flags::RIPAS_RESPONSE_REJECT != 0
+                && req.ripas == Ripas::Ram
+                && req.addr != req.top;
+            vcpu.gprs[0] = rsi::status::SUCCESS;
+            vcpu.gprs[1] = req.addr;
+            vcpu.gprs[2] = if reject { rsi::RSI_REJECT } else { rsi::RSI_ACCEPT };
+        }
+        let host_call = r.host_call_ipa;
+        if let Some(ipa) = host_call {
+            match self.realm_pa(&ctx, ipa) {
+                Ok(pa) => {
+                    for (i, g) in run.enter.gprs.iter().enumerate() {
+                        self.mem.write_u64(pa + rsi::host_call::GPRS as u64 + i as u64 * 8, *g);
+                    }
+                    vcpu.gprs[0] = rsi::status::SUCCESS;
+                }
+                Err((Rtte::Unassigned(Ripas::Empty) | Rtte::Assigned { ripas: Ripas::Empty, .. }, _)) => {}
+                Err((_, level)) => {
+                    // The buffer went away: report a stage-2 abort and stay pending, without running.
+                    run.exit = rmi::RecExit::zeroed();
+                    if let Some(r) = self.recs.get_mut(&rec.get()) {
+                        r.vcpu = vcpu;
+                    }
+                    Self::rsi_buffer_abort(run, ipa, level);
+                    return Ok(());
+                }
+            }
+        }
+        let s2cfg = Stage2Config {
+            root: ctx.root,
+            s2sz: ctx.s2sz,
+            start: ctx.start,
+            num_root: ctx.num_root,
+            vmid,
+            trap_wfi: flags & enter_flags::TRAP_WFI != 0,
+            trap_wfe: flags & enter_flags::TRAP_WFE != 0,
+        };
+        if let Some(r) = self.recs.get_mut(&rec.get()) {
+            r.host_call_ipa = None;
+            r.last = LastRun::default();
+            r.running = true;
+        }
+        run.exit = rmi::RecExit::zeroed();
+        self.stats.rec_entries += 1;
+        loop {
+            let hw = self.guest.run(&mut vcpu, &s2cfg);
+            match self.handle_exit(rec, rd, &ctx, &mut vcpu, hw, run) {
+                Step::Resume => continue,
+                Step::Exit => break,
+            }
+        }
+        if let Some(r) = self.recs.get_mut(&rec.get()) {
+            r.running = false;
+            r.vcpu = vcpu;
+        }
+        Ok(())
+    }
+
+    fn sync_exit(run: &mut RecRun, esr: u64, far: u64, hpfar: u64) -> Step {
+        run.exit.exit_reason = exit_reason::SYNC;
+        run.exit.esr = esr;
+        run.exit.far = far;
+        run.exit.hpfar = hpfar;
+        Step::Exit
+    }
+
+    fn handle_exit(
+        &mut self,
+        rec: GranuleAddr,
+        rd: GranuleAddr,
+        ctx: &S2Ctx,
+        vcpu: &mut VcpuContext,
+        hw: HwExit,
+        run: &mut RecRun,
+    ) -> Step {
+        let (esr, far, hpfar) = match hw {
+            HwExit::Irq => {
+                run.exit.exit_reason = exit_reason::IRQ;
+                return Step::Exit;
+            }
+            HwExit::Fiq => {
+                run.exit.exit_reason = exit_reason::FIQ;
+                return Step::Exit;
+            }
+            HwExit::SError { esr } => {
+                self.set_last(rec, LastRun { esr, far: 0, hpfar: 0 });
+                run.exit.exit_reason = exit_reason::SERROR;
+                run.exit.esr = esr & ESR_SERROR_MASK;
+                return Step::Exit;
+            }
+            HwExit::Sync { esr, far, hpfar } => (esr, far, hpfar),
+        };
+        let ec = (esr & EC_MASK) >> EC_SHIFT;
+        let fsc = esr & DFSC_MASK;
+        let sync_ext = fsc == 0x10 || (0x13..=0x17).contains(&fsc);
+        match ec {
+            EC_DABT_LOWER | EC_IABT_LOWER => {
+                let ipa = ipa_from_hpfar(hpfar);
+                let instruction = ec == EC_IABT_LOWER;
+                if sync_ext {
+                    self.set_last(rec, LastRun { esr, far, hpfar });
+                    return Self::sync_exit(run, esr & ESR_NONEMULATED_ABORT_MASK, 0, 0);
+                }
+                let empty = ctx.in_par(ipa)
+                    && matches!(
+                        self.leaf(ctx, ipa).0,
+                        Rtte::Unassigned(Ripas::Empty) | Rtte::Assigned { ripas: Ripas::Empty, .. }
+                    );
+                // Beyond the IPA space, RIPAS EMPTY, or an instruction fetch from the unprotected
+                // half: the realm gets a synchronous external abort, the host hears nothing.
+                if ipa >= ctx.ipa_size() || empty || (instruction && !ctx.in_par(ipa)) {
+                    self.guest.inject_sea(vcpu, far, instruction);
+                    return Step::Resume;
+                }
+                self.set_last(rec, LastRun { esr, far, hpfar });
+                if instruction && (fsc & !3) != DFSC_TRANSLATION_L0 {
+                    return Self::sync_exit(run, 0, 0, 0);
+                }
+                if ctx.in_par(ipa) {
+                    return Self::sync_exit(run, esr & ESR_NONEMULATED_ABORT_MASK, 0, hpfar);
+                }
+                if esr & WNR != 0 {
+                    let srt = ((esr >> SRT_SHIFT) & 0x1f) as usize;
+                    run.exit.gprs[0] = if srt == 31 { 0 } else { vcpu.gprs[srt] & access_mask(esr) };
+                }
+                Self::sync_exit(run, esr & ESR_EMULATED_ABORT_MASK, far & 0xfff, hpfar)
+            }
+            EC_SMC64 => self.handle_smc(rec, rd, ctx, vcpu, run),
+            EC_HVC64 => {
+                // A realm must use RSI_HOST_CALL; TF-RMM injects an undefined-instruction exception.
+                self.guest.inject_undef(vcpu);
+                Step::Resume
+            }
+            EC_WFX => {
+                self.set_last(rec, LastRun { esr, far, hpfar });
+                vcpu.pc += 4;
+                Self::sync_exit(run, esr & (EC_MASK | 1), 0, 0)
+            }
+            EC_SYSREG => {
+                // ID registers and anything else not forwarded: read as zero, writes ignored.
+                let rt = ((esr >> 5) & 0x1f) as usize;
+                if esr & 1 == 1 && rt != 31 {
+                    vcpu.gprs[rt] = 0;
+                }
+                vcpu.pc += 4;
+                Step::Resume
+            }
+            _ => {
+                self.set_last(rec, LastRun { esr, far, hpfar });
+                Self::sync_exit(run, 0, 0, 0)
+            }
+        }
+    }
+
+    fn set_last(&mut self, rec: GranuleAddr, last: LastRun) {
+        if let Some(r) = self.recs.get_mut(&rec.get()) {
+            r.last = last;
+        }
+    }
+
+    /// A synthetic stage-2 data abort for an RSI buffer at an unassigned RAM IPA
+    /// (TF-RMM `emulate_stage2_data_abort`): the SMC re-executes once the host has mapped it.
+    fn rsi_buffer_abort(run: &mut RecRun, ipa: u64, level: RttLevel) -> Step {
+        let esr = (EC_DABT_LOWER << EC_SHIFT) | (DFSC_TRANSLATION_L0 + level.0 as u64);
+        Self::sync_exit(run, esr, 0, (ipa >> 12) << 4)
+    }
+
+    /// TF-RMM `handle_realm_rsi` and `handle_psci`. Results go to x0..x3 (x1..x3 zeroed unless set,
+    /// x4 kept); calls that exit to the host advance the PC first, except the synthetic stage-2
+    /// abort for an RSI buffer, which leaves the SMC to be re-executed.
+    fn handle_smc(
+        &mut self,
+        rec: GranuleAddr,
+        rd: GranuleAddr,
+        ctx: &S2Ctx,
+        vcpu: &mut VcpuContext,
+        run: &mut RecRun,
+    ) -> Step {
+        const SVE_HINT: u64 = 1 << 16;
+        let fid = vcpu.gprs[0] as u32 as u64;
+        let [x1, x2, x3] = [vcpu.gprs[1], vcpu.gprs[2], vcpu.gprs[3]];
+        let ret = |vcpu: &mut VcpuContext, results: &[u64]| {
+            vcpu.gprs[..4].fill(0);
+            vcpu.gprs[..results.len()].copy_from_slice(results);
+            vcpu.pc += 4;
+        };
+        let done = |vcpu: &mut VcpuContext, results: &[u64]| {
+            ret(vcpu, results);
+            Step::Resume
+        };
+        let par = ctx.ipa_size() / 2;
+        let is_psci =
+            (0x8400_0000..=0x8400_0014).contains(&fid) || (0xC400_0000..=0xC400_0014).contains(&fid);
+        if is_psci {
+            return self.handle_psci(rec, rd, ctx, vcpu, run, fid);
+        }
+        match fid & !SVE_HINT {
+            rsi::psci::SMCCC_VERSION => done(vcpu, &[rsi::psci::SMCCC_VERSION_1_2]),
+            rsi::fid::VERSION => {
+                let st =
+                    if x1 == rsi::RSI_ABI_VERSION { rsi::status::SUCCESS } else { rsi::status::ERROR_INPUT };
+                done(vcpu, &[st, rsi::RSI_ABI_VERSION, rsi::RSI_ABI_VERSION])
+            }
+            rsi::fid::FEATURES => done(vcpu, &[rsi::status::SUCCESS, 0]),
+            rsi::fid::REALM_CONFIG => {
+                if !x1.is_multiple_of(4096) || x1 >= par {
+                    return done(vcpu, &[rsi::status::ERROR_INPUT]);
+                }
+                match self.realm_pa(ctx, x1) {
+                    Ok(pa) => {
+                        let realm = &self.realms[&rd.get()];
+                        let (algo, rpv) = (realm.hash_algo, realm.rpv);
+                        self.mem.write_u64(pa + rsi::realm_config::IPA_WIDTH as u64, ctx.s2sz as u64);
+                        self.mem.write_bytes(pa + rsi::realm_config::HASH_ALGO as u64, &[algo as u8]);
+                        self.mem.write_bytes(pa + rsi::realm_config::RPV as u64, &rpv);
+                        done(vcpu, &[rsi::status::SUCCESS])
+                    }
+                    Err((Rtte::Unassigned(Ripas::Empty) | Rtte::Assigned { ripas: Ripas::Empty, .. }, _)) => {
+                        done(vcpu, &[rsi::status::ERROR_INPUT])
+                    }
+                    Err((_, level)) => Self::rsi_buffer_abort(run, x1, level),
+                }
+            }
+            rsi::fid::IPA_STATE_SET => {
+                let ripas = Ripas::decode(x3 as u32 as u64).filter(|r| *r != Ripas::Destroyed);
+                let ok = x1.is_multiple_of(4096) && x2.is_multiple_of(4096) && x1 < x2 && x2 <= par;
+                let Some(ripas) = ripas.filter(|_| ok) else {
+                    return done(vcpu, &[rsi::status::ERROR_INPUT]);
+                };
+                let change_destroyed = vcpu.gprs[4] as u32 as u64 & rsi::RSI_CHANGE_DESTROYED != 0;
+                if let Some(r) = self.recs.get_mut(&rec.get()) {
+                    r.set_ripas = Some(SetRipas { addr: x1, top: x2, ripas, change_destroyed });
+                }
+                run.exit.exit_reason = exit_reason::RIPAS_CHANGE;
+                run.exit.ripas_base = x1;
+                run.exit.ripas_top = x2;
+                run.exit.ripas_value = ripas.encode();
+                ret(vcpu, &[rsi::status::SUCCESS, x2]);
+                Step::Exit
+            }
+            rsi::fid::IPA_STATE_GET => {
+                if !x1.is_multiple_of(4096) || x1 >= par || !x2.is_multiple_of(4096) || x2 > par || x1 >= x2 {
+                    return done(vcpu, &[rsi::status::ERROR_INPUT]);
+                }
+                // realm_ipa_get_ripas: scan the last-level table from `x1`'s entry while the RIPAS
+                // stays the same.
+                let w = self.walk(ctx, x1, RttLevel::PAGE);
+                let ripas_of = |e: Rtte| match e {
+                    Rtte::Unassigned(r) | Rtte::Assigned { ripas: r, .. } => Some(r),
+                    _ => None,
+                };
+                let Some(want) = ripas_of(self.read_rtte(&w)) else {
+                    return done(vcpu, &[rsi::status::ERROR_INPUT]);
+                };
+                let size = w.level.map_size();
+                let mut addr = x1 & !(size - 1);
+                let mut i = w.index;
+                while i < crate::s2tt::ENTRIES && addr < x2 {
+                    if ripas_of(self.read_rtte(&crate::rtt::Walk { index: i, ..w })) != Some(want) {
+                        break;
+                    }
+                    addr += size;
+                    i += 1;
+                }
+                done(vcpu, &[rsi::status::SUCCESS, addr.min(x2), want.encode()])
+            }
+            rsi::fid::HOST_CALL => {
+                if !x1.is_multiple_of(rsi::host_call::ALIGN) || x1 >= par {
+                    return done(vcpu, &[rsi::status::ERROR_INPUT]);
+                }
+                match self.realm_pa(ctx, x1) {
+                    Ok(pa) => {
+                        run.exit.exit_reason = exit_reason::HOST_CALL;
+                        run.exit.imm = self.mem.read_u64(pa) & 0xffff_ffff;
+                        for i in 0..rsi::host_call::NR_GPRS {
+                            run.exit.gprs[i] =
+                                self.mem.read_u64(pa + rsi::host_call::GPRS as u64 + i as u64 * 8);
+                        }
+                        if let Some(r) = self.recs.get_mut(&rec.get()) {
+                            r.host_call_ipa = Some(x1);
+                        }
+                        vcpu.pc += 4;
+                        Step::Exit
+                    }
+                    Err((Rtte::Unassigned(Ripas::Empty) | Rtte::Assigned { ripas: Ripas::Empty, .. }, _)) => {
+                        done(vcpu, &[rsi::status::ERROR_INPUT])
+                    }
+                    Err((_, level)) => Self::rsi_buffer_abort(run, x1, level),
+                }
+            }
+            _ => done(vcpu, &[rsi::psci::SMC_UNKNOWN]),
+        }
+    }
+
+    /// TF-RMM `runtime/rsi/psci.c`: VERSION and FEATURES are answered here; CPU_ON and
+    /// AFFINITY_INFO for another REC exit to the host and wait for PSCI_COMPLETE; CPU_SUSPEND,
+    /// CPU_OFF, SYSTEM_OFF and SYSTEM_RESET are reported to the host.
+    fn handle_psci(
+        &mut self,
+        rec: GranuleAddr,
+        rd: GranuleAddr,
+        ctx: &S2Ctx,
+        vcpu: &mut VcpuContext,
+        run: &mut RecRun,
+        fid: u64,
+    ) -> Step {
+        use rsi::psci;
+        let [x1, x2] = [vcpu.gprs[1], vcpu.gprs[2]];
+        let done = |vcpu: &mut VcpuContext, x0: u64| {
+            vcpu.gprs[..4].fill(0);
+            vcpu.gprs[0] = x0;
+            vcpu.pc += 4;
+            Step::Resume
+        };
+        let exit = |run: &mut RecRun, args: &[u64]| {
+            run.exit.exit_reason = exit_reason::PSCI;
+            run.exit.gprs[..args.len()].copy_from_slice(args);
+            Step::Exit
+        };
+        let realm = &self.realms[&rd.get()];
+        let own = self.recs[&rec.get()].index;
+        match fid {
+            psci::VERSION => done(vcpu, psci::VERSION_1_1),
+            psci::FEATURES => {
+                let supported = matches!(
+                    x1 as u32 as u64,
+                    psci::CPU_SUSPEND_32
+                        | psci::CPU_SUSPEND
+                        | psci::CPU_OFF
+                        | psci::CPU_ON_32
+                        | psci::CPU_ON
+                        | psci::AFFINITY_INFO_32
+                        | psci::AFFINITY_INFO
+                        | psci::SYSTEM_OFF
+                        | psci::SYSTEM_RESET
+                        | psci::FEATURES
+                        | psci::SMCCC_VERSION
+                );
+                done(vcpu, if supported { psci::SUCCESS } else { psci::NOT_SUPPORTED })
+            }
+            psci::CPU_SUSPEND_32 | psci::CPU_SUSPEND | psci::CPU_OFF => {
+                if let Some(r) = self.recs.get_mut(&rec.get()).filter(|_| fid == psci::CPU_OFF) {
+                    r.runnable = false;
+                }
+                done(vcpu, psci::SUCCESS);
+                exit(run, &[fid])
+            }
+            psci::CPU_ON_32 | psci::CPU_ON => {
+                let idx = rec_index(x1 & 0xff_ffff_ffff);
+                if x2 >= ctx.ipa_size() / 2 {
+                    return done(vcpu, psci::INVALID_ADDRESS);
+                }
+                if idx >= realm.rec_count {
+                    return done(vcpu, psci::INVALID_PARAMETERS);
+                }
+                if idx == own {
+                    return done(vcpu, psci::ALREADY_ON);
+                }
+                if let Some(r) = self.recs.get_mut(&rec.get()) {
+                    r.psci_pending = true;
+                }
+                vcpu.pc += 4;
+                exit(run, &[fid, x1])
+            }
+            psci::AFFINITY_INFO_32 | psci::AFFINITY_INFO => {
+                let idx = rec_index(x1 & 0xff_ffff_ffff);
+                if x2 != 0 || idx >= realm.rec_count {
+                    return done(vcpu, psci::INVALID_PARAMETERS);
+                }
+                if idx == own {
+                    return done(vcpu, psci::AFFINITY_ON);
+                }
+                if let Some(r) = self.recs.get_mut(&rec.get()) {
+                    r.psci_pending = true;
+                }
+                vcpu.pc += 4;
+                exit(run, &[fid, x1])
+            }
+            psci::SYSTEM_OFF | psci::SYSTEM_RESET => {
+                if let Some(realm) = self.realms.get_mut(&rd.get()) {
+                    realm.state = RealmState::SystemOff;
+                }
+                vcpu.pc += 4;
+                exit(run, &[fid])
+            }
+            _ => done(vcpu, psci::NOT_SUPPORTED),
+        }
+    }
+}
