@@ -65,7 +65,8 @@ fn realm_params_validation() {
 
 #[test]
 fn realm_params_other_fields() {
-    let mutations: &[(&str, fn(&mut RealmParams))] = &[
+    type Mutation = (&'static str, fn(&mut RealmParams));
+    let mutations: &[Mutation] = &[
         ("num_bps 0 is reserved", |p| p.num_bps = 0),
         ("num_wps 0 is reserved", |p| p.num_wps = 0),
         ("num_bps above FEATURES", |p| p.num_bps = 6),

@@ -48,6 +48,12 @@ pub fn rtt(l: u8) -> RmiError {
 /// Host descriptor for normal WB RW memory (TF-A tests' S2TTE_ATTR_FWB_WB_RW).
 pub const NS_WB_RW: u64 = 0xd8;
 
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Env {
     pub fn new() -> Self {
         Self { m: Model::new(Arena::new(BASE, SIZE), Scripted::default(), Config::default()), next: BASE }
