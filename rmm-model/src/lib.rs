@@ -134,6 +134,11 @@ impl<M: Memory, G: Guest> Model<M, G> {
         self.realms.get(&rd.get()).map(|r| (r.state, r.s2, r.vmid))
     }
 
+    /// A REC's saved vCPU state (registers and PC as the next entry will load them).
+    pub fn rec_vcpu(&self, rec: GranuleAddr) -> Option<VcpuContext> {
+        self.recs.get(&rec.get()).map(|r| r.vcpu)
+    }
+
     pub(crate) fn is(&self, g: GranuleAddr, state: GState) -> bool {
         self.granules.get(&g.get()) == Some(&state)
     }

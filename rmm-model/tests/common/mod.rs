@@ -20,6 +20,15 @@ pub struct Scripted {
 impl Guest for Scripted {
     fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit {
         self.runs.push((*vcpu, *s2));
+        if std::env::var("TRACE_GUEST").is_ok() {
+            eprintln!(
+                "run #{} pc={:#x} x0={:#x} next={:?}",
+                self.runs.len(),
+                vcpu.pc,
+                vcpu.gprs[0],
+                self.exits.front()
+            );
+        }
         self.exits.pop_front().expect("the scripted guest ran out of exits")
     }
     fn inject_sea(&mut self, _vcpu: &mut VcpuContext, far: u64, instruction: bool) {
