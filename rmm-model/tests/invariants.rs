@@ -179,11 +179,9 @@ impl World {
         ipas.sort_by_key(|(l, ipa, _)| (std::cmp::Reverse(*l), *ipa));
         // Unfold protected blocks so their pages can be destroyed.
         for (level, ipa, e) in &ipas {
-            if let s2tt::Rtte::Assigned { .. } = e {
-                if *level < RttLevel::PAGE {
-                    let t = self.e.delegated();
-                    self.e.m.rtt_create(rd, t, Ipa(*ipa), level.next()).unwrap();
-                }
+            if matches!(e, s2tt::Rtte::Assigned { .. }) && *level < RttLevel::PAGE {
+                let t = self.e.delegated();
+                self.e.m.rtt_create(rd, t, Ipa(*ipa), level.next()).unwrap();
             }
         }
         for round in 0.. {
