@@ -1,7 +1,8 @@
 /*
  * boot/vectors.S — the EL2 exception vector table and the fault-tolerant accessors.
  *
- * Every vector saves a full ExceptionFrame on the current stack (SP_EL2) and calls
+ * Vectors 0-7 (exceptions taken at EL2) save a full ExceptionFrame on the current stack (SP_EL2)
+ * and call
  *   {handler}(frame: *mut ExceptionFrame, kind: u64)
  * where kind = vector index 0..15 (0-3 current EL SP0, 4-7 current EL SPx, 8-11 lower EL AArch64,
  * 12-15 lower EL AArch32; within each group sync, IRQ, FIQ, SError). On return the frame is
@@ -9,6 +10,13 @@
  *
  * Frame layout (hyp/src/arch/exception.rs `ExceptionFrame`, offsets passed in as consts):
  *   x0..x30 at {regs} + 8*n, then {elr}, {spsr}, {esr}, {far}, {hpfar}; size {frame_size}.
+ *
+ * Vectors 8-15 (from the guest at EL1/EL0) end a world switch: `run_guest(frame)` saved the
+ * host's callee-saved registers on SP_EL2 and put `frame` (a GuestFrame: x0..x30 at {g_regs},
+ * then {g_elr}, {g_spsr}, {g_esr}, {g_far}, {g_hpfar}, {g_kind}) in TPIDR_EL2 before the eret;
+ * `guest_exit` stores the guest's registers and the syndrome there and returns from run_guest
+ * with the vector index in x0. The hypervisor takes no exception between the two while the
+ * guest runs, so SP_EL2 at the guest's exit is the one run_guest left.
  *
  * Fault-tolerant accessors: `probe_read_u64` loads from an address that may fault. The load is at
  * `probe_read_insn`; the exception handler moves ELR to `probe_read_fixup` when a data abort is
@@ -23,6 +31,14 @@
     b       exception_common
 .endm
 
+/* Lower-EL entries: the guest's registers go to the GuestFrame whose address is in TPIDR_EL2. */
+.macro vguest kind
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mov     x1, #\kind
+    b       guest_exit
+.endm
+
 .section .text.vectors, "ax"
 .balign 0x800
 .global el2_vectors
@@ -35,14 +51,14 @@ el2_vectors:
     ventry 5
     ventry 6
     ventry 7
-    ventry 8
-    ventry 9
-    ventry 10
-    ventry 11
-    ventry 12
-    ventry 13
-    ventry 14
-    ventry 15
+    vguest 8
+    vguest 9
+    vguest 10
+    vguest 11
+    vguest 12
+    vguest 13
+    vguest 14
+    vguest 15
 
 exception_common:
     stp     x2, x3, [sp, #{regs} + 16]
@@ -96,9 +112,80 @@ exception_common:
     eret
 
 /*
- * probe_read_u64(addr: u64) -> ProbeResult: value in x0, faulted (0 or 1) in x1
+ * run_guest(frame: *mut GuestFrame) -> u64 (vector index of the exit)
  */
 .section .text, "ax"
+.global run_guest
+run_guest:
+    sub     sp, sp, #96
+    stp     x19, x20, [sp, #0]
+    stp     x21, x22, [sp, #16]
+    stp     x23, x24, [sp, #32]
+    stp     x25, x26, [sp, #48]
+    stp     x27, x28, [sp, #64]
+    stp     x29, x30, [sp, #80]
+    msr     tpidr_el2, x0
+    ldp     x2, x3, [x0, #{g_elr}]
+    msr     elr_el2, x2
+    msr     spsr_el2, x3
+    ldp     x2, x3, [x0, #{g_regs} + 16]
+    ldp     x4, x5, [x0, #{g_regs} + 32]
+    ldp     x6, x7, [x0, #{g_regs} + 48]
+    ldp     x8, x9, [x0, #{g_regs} + 64]
+    ldp     x10, x11, [x0, #{g_regs} + 80]
+    ldp     x12, x13, [x0, #{g_regs} + 96]
+    ldp     x14, x15, [x0, #{g_regs} + 112]
+    ldp     x16, x17, [x0, #{g_regs} + 128]
+    ldp     x18, x19, [x0, #{g_regs} + 144]
+    ldp     x20, x21, [x0, #{g_regs} + 160]
+    ldp     x22, x23, [x0, #{g_regs} + 176]
+    ldp     x24, x25, [x0, #{g_regs} + 192]
+    ldp     x26, x27, [x0, #{g_regs} + 208]
+    ldp     x28, x29, [x0, #{g_regs} + 224]
+    ldr     x30, [x0, #{g_regs} + 240]
+    ldp     x0, x1, [x0, #{g_regs}]
+    eret
+
+guest_exit:
+    mrs     x0, tpidr_el2
+    stp     x2, x3, [x0, #{g_regs} + 16]
+    stp     x4, x5, [x0, #{g_regs} + 32]
+    stp     x6, x7, [x0, #{g_regs} + 48]
+    stp     x8, x9, [x0, #{g_regs} + 64]
+    stp     x10, x11, [x0, #{g_regs} + 80]
+    stp     x12, x13, [x0, #{g_regs} + 96]
+    stp     x14, x15, [x0, #{g_regs} + 112]
+    stp     x16, x17, [x0, #{g_regs} + 128]
+    stp     x18, x19, [x0, #{g_regs} + 144]
+    stp     x20, x21, [x0, #{g_regs} + 160]
+    stp     x22, x23, [x0, #{g_regs} + 176]
+    stp     x24, x25, [x0, #{g_regs} + 192]
+    stp     x26, x27, [x0, #{g_regs} + 208]
+    stp     x28, x29, [x0, #{g_regs} + 224]
+    str     x30, [x0, #{g_regs} + 240]
+    ldp     x2, x3, [sp], #16           // the guest's x0, x1
+    stp     x2, x3, [x0, #{g_regs}]
+    mrs     x2, elr_el2
+    mrs     x3, spsr_el2
+    stp     x2, x3, [x0, #{g_elr}]
+    mrs     x2, esr_el2
+    mrs     x3, far_el2
+    stp     x2, x3, [x0, #{g_esr}]
+    mrs     x2, hpfar_el2
+    stp     x2, x1, [x0, #{g_hpfar}]     // hpfar, then kind
+    mov     x0, x1
+    ldp     x19, x20, [sp, #0]
+    ldp     x21, x22, [sp, #16]
+    ldp     x23, x24, [sp, #32]
+    ldp     x25, x26, [sp, #48]
+    ldp     x27, x28, [sp, #64]
+    ldp     x29, x30, [sp, #80]
+    add     sp, sp, #96
+    ret
+
+/*
+ * probe_read_u64(addr: u64) -> ProbeResult: value in x0, faulted (0 or 1) in x1
+ */
 .global probe_read_u64
 .global probe_read_insn
 .global probe_read_fixup

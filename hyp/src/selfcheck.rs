@@ -4,14 +4,16 @@
 //! * frames: the allocator hands out aligned frames and takes them back;
 //! * stage 1: a frame unmapped from the EL2 identity map faults on read (translation fault,
 //!   level 3, FAR = the address) and reads again once remapped;
+//! * without EL3 (the embedded boot): a realm on the embedded RMM model — see [`realm_smoke`];
 //! * with EL3 and RME (the TF-A boot): RMI_VERSION, then RMI_GRANULE_DELEGATE of a free granule,
 //!   a read that must take a Granule Protection Fault (DFSC 0x28, FAR = the granule: TF-A 2.12.1
 //!   leaves SCR_EL3.GPF clear, so the GPF is reported to EL2 itself), a second delegate that must
 //!   fail, RMI_GRANULE_UNDELEGATE, and a read that must succeed.
 
 use crate::addr::PhysAddr;
+use crate::arch::mmu::{self, Stage1};
 use crate::arch::probe::{self, Probe};
-use crate::arch::{mmu::Stage1, smc::Smc};
+use crate::arch::smc::Smc;
 use crate::esr::{FaultStatus, Syndrome};
 use crate::start::Hyp;
 use alloc::format;
@@ -61,10 +63,14 @@ pub fn run(hyp: &mut Hyp) -> Result<String, String> {
     hyp.frames.free(block, 512);
 
     expect(Stage1::enabled(), "stage 1", String::from("SCTLR_EL2.M set"))?;
-    hyp.stage1.set_page_mapped(page, false).map_err(|e| format!("unmapping {page}: {e}"))?;
+    mmu::with(|s| s.set_page_mapped(page, false))
+        .ok_or("no stage 1")?
+        .map_err(|e| format!("unmapping {page}: {e}"))?;
     let p = read(hyp, page)?;
     expect(fault_status(p, page) == Some(FaultStatus::Translation(3)), "unmapped page faults", describe(p))?;
-    hyp.stage1.set_page_mapped(page, true).map_err(|e| format!("remapping {page}: {e}"))?;
+    mmu::with(|s| s.set_page_mapped(page, true))
+        .ok_or("no stage 1")?
+        .map_err(|e| format!("remapping {page}: {e}"))?;
     let p = read(hyp, page)?;
     expect(matches!(p, Probe::Value(_)), "remapped page reads", describe(p))?;
 
@@ -72,8 +78,11 @@ pub fn run(hyp: &mut Hyp) -> Result<String, String> {
         rmi_granule_protection(hyp, page)?;
         "platform self-check and RMI delegate/GPF/undelegate on the firmware's RMM"
     } else {
-        info!("self-check: no RMM in firmware; RMI checks run against the embedded model (issue 3)");
-        "platform self-check (embedded boot)"
+        let mut rmm = embedded_rmm(hyp)?;
+        realm_smoke(&mut rmm, hyp)?;
+        let left = rmm.granules().count();
+        expect(left == 0, "embedded RMM ledger empty", format!("{left} granules not NS"))?;
+        "platform self-check and a realm on the embedded RMM (embedded boot)"
     };
     hyp.frames.free(page, 1);
     expect(
@@ -119,4 +128,127 @@ fn rmi_granule_protection(hyp: &mut Hyp, page: PhysAddr) -> Result<(), String> {
     expect(r.is_ok(), "RMI_GRANULE_UNDELEGATE", format!("{g} -> {r:?}"))?;
     let p = read(hyp, page)?;
     expect(matches!(p, Probe::Value(_)), "read after undelegate", describe(p))
+}
+
+/// The embedded RMM model over this machine's RAM, running realms with the EL2 world switch.
+pub type EmbeddedRmm = rmm_model::Model<crate::arch::rmm_mem::RmmMemory, crate::arch::guest::ElGuest>;
+
+/// Build the embedded backend from what the CPU and the DTB say.
+pub fn embedded_rmm(hyp: &Hyp) -> Result<EmbeddedRmm, String> {
+    use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, Readable};
+    if !crate::arch::guest::has_fwb() {
+        return Err(String::from("the CPU lacks FEAT_S2FWB, which the embedded RMM's stage-2 format needs"));
+    }
+    let pa_bits = crate::cpufeat::pa_bits(ID_AA64MMFR0_EL1.get()).ok_or("reserved PARange")?;
+    let vmid16 = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 0b10;
+    let reserved: alloc::vec::Vec<_> = hyp.platform.reserved.iter().map(|r| r.range).collect();
+    let ram = crate::memory::free_ranges(&hyp.platform.ram, &reserved);
+    let config =
+        rmm_model::Config { max_ipa_bits: pa_bits.min(48), pa_bits, vmid16, ..rmm_model::Config::default() };
+    Ok(rmm_model::Model::new(
+        crate::arch::rmm_mem::RmmMemory::new(ram),
+        crate::arch::guest::ElGuest::new(pa_bits, vmid16),
+        config,
+    ))
+}
+
+/// Realm smoke test on any `Rmm`: create a realm (IPA 39 bits, start level 1, one root), load a
+/// few instructions at IPA 0 with DATA_CREATE, enter its REC and expect the SYNC exit TF-RMM gives
+/// for the unassigned RIPAS-RAM page at IPA 0x1000 (ESR 0x9000_0007, HPFAR 0x10); map it with
+/// DATA_CREATE_UNKNOWN, re-enter to the PSCI SYSTEM_OFF exit, then tear everything down and give
+/// every granule back.
+pub fn realm_smoke<R: Rmm>(rmm: &mut R, hyp: &mut Hyp) -> Result<(), String> {
+    use rmi::{Ipa, Measure, Page, RealmParams, RecParams, RecRun, RttLevel, exit_reason, rsi};
+    const S2SZ: u64 = 39;
+    const START: RttLevel = RttLevel::L1;
+    let mut taken = alloc::vec::Vec::new();
+    fn grab<R: Rmm>(
+        hyp: &mut Hyp,
+        rmm: &mut R,
+        taken: &mut alloc::vec::Vec<GranuleAddr>,
+    ) -> Result<GranuleAddr, String> {
+        let pa = hyp.frames.alloc(1).ok_or("out of frames")?;
+        let g = GranuleAddr::new(pa.0).ok_or("unaligned frame")?;
+        rmm.granule_delegate(g).map_err(|e| format!("RMI_GRANULE_DELEGATE {g}: {e}"))?;
+        taken.push(g);
+        Ok(g)
+    }
+    let rd = grab(hyp, rmm, &mut taken)?;
+    let root = grab(hyp, rmm, &mut taken)?;
+    let mut params = alloc::boxed::Box::new(RealmParams::zeroed());
+    params.s2sz = S2SZ;
+    params.num_bps = 1;
+    params.num_wps = 1;
+    params.vmid = 1;
+    params.rtt_base = root.get();
+    params.rtt_level_start = START.0 as i64;
+    params.rtt_num_start = 1;
+    rmm.realm_create(rd, &params).map_err(|e| format!("RMI_REALM_CREATE: {e}"))?;
+    for level in [RttLevel::BLOCK, RttLevel::PAGE] {
+        let t = grab(hyp, rmm, &mut taken)?;
+        rmm.rtt_create(rd, t, Ipa(0), level).map_err(|e| format!("RMI_RTT_CREATE {level}: {e}"))?;
+    }
+    let top = rmm
+        .rtt_init_ripas(rd, Ipa(0), Ipa(RttLevel::BLOCK.map_size()))
+        .map_err(|e| format!("RTT_INIT_RIPAS: {e}"))?;
+    let code = crate::arch::testguest::code();
+    let mut src = alloc::boxed::Box::new(Page::zeroed());
+    src.0[..code.len()].copy_from_slice(code);
+    let data = grab(hyp, rmm, &mut taken)?;
+    rmm.data_create(rd, data, Ipa(0), &src, Measure::Content).map_err(|e| format!("RMI_DATA_CREATE: {e}"))?;
+    let aux_count = rmm.rec_aux_count(rd).map_err(|e| format!("RMI_REC_AUX_COUNT: {e}"))? as usize;
+    let rec = grab(hyp, rmm, &mut taken)?;
+    let mut rp = alloc::boxed::Box::new(RecParams::zeroed());
+    rp.flags = rmi::REC_FLAG_RUNNABLE;
+    rp.mpidr = RecParams::mpidr_for_index(0);
+    rp.num_aux = aux_count as u64;
+    for i in 0..aux_count.min(rmi::MAX_REC_AUX_GRANULES) {
+        rp.aux[i] = grab(hyp, rmm, &mut taken)?.get();
+    }
+    rmm.rec_create(rd, rec, &rp).map_err(|e| format!("RMI_REC_CREATE: {e}"))?;
+    rmm.realm_activate(rd).map_err(|e| format!("RMI_REALM_ACTIVATE: {e}"))?;
+    info!(
+        "self-check: realm created (IPA {S2SZ} bits, RIPAS RAM to {top}, {} granules delegated)",
+        taken.len()
+    );
+
+    let mut run = alloc::boxed::Box::new(RecRun::zeroed());
+    rmm.rec_enter(rec, &mut run).map_err(|e| format!("RMI_REC_ENTER: {e}"))?;
+    let x = &run.exit;
+    expect(
+        x.exit_reason == exit_reason::SYNC && x.esr == 0x9000_0007 && x.hpfar == 0x10 && x.far == 0,
+        "REC exit for unassigned IPA 0x1000",
+        format!("reason {} ESR {:#x} HPFAR {:#x} FAR {:#x}", x.exit_reason, x.esr, x.hpfar, x.far),
+    )?;
+    let page = grab(hyp, rmm, &mut taken)?;
+    rmm.data_create_unknown(rd, page, Ipa(0x1000)).map_err(|e| format!("RMI_DATA_CREATE_UNKNOWN: {e}"))?;
+    rmm.rec_enter(rec, &mut run).map_err(|e| format!("RMI_REC_ENTER: {e}"))?;
+    let x = &run.exit;
+    expect(
+        x.exit_reason == exit_reason::PSCI && x.gprs[0] == rsi::psci::SYSTEM_OFF,
+        "realm ran to PSCI SYSTEM_OFF",
+        format!("reason {} x0 {:#x}", x.exit_reason, x.gprs[0]),
+    )?;
+    let p = read(hyp, PhysAddr(data.get()))?;
+    expect(
+        fault_status(p, PhysAddr(data.get())) == Some(FaultStatus::Translation(3)),
+        "host read of a realm data granule faults",
+        describe(p),
+    )?;
+
+    // Teardown, as the real thing needs it: REC, data, RTTs bottom-up, realm, then undelegate.
+    rmm.rec_destroy(rec).map_err(|e| format!("RMI_REC_DESTROY: {e}"))?;
+    for ipa in [0x0, 0x1000] {
+        rmm.data_destroy(rd, Ipa(ipa)).result.map_err(|e| format!("RMI_DATA_DESTROY {ipa:#x}: {e}"))?;
+    }
+    for level in [RttLevel::PAGE, RttLevel::BLOCK] {
+        rmm.rtt_destroy(rd, Ipa(0), level).result.map_err(|e| format!("RMI_RTT_DESTROY {level}: {e}"))?;
+    }
+    rmm.realm_destroy(rd).map_err(|e| format!("RMI_REALM_DESTROY: {e}"))?;
+    for g in &taken {
+        rmm.granule_undelegate(*g).map_err(|e| format!("RMI_GRANULE_UNDELEGATE {g}: {e}"))?;
+        hyp.frames.free(PhysAddr(g.get()), 1);
+    }
+    info!("self-check: realm torn down, {} granules undelegated", taken.len());
+    Ok(())
 }

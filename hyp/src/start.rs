@@ -41,7 +41,6 @@ impl fmt::Display for BootError {
 pub struct Hyp {
     pub platform: Platform,
     pub frames: Frames,
-    pub stage1: &'static mut Stage1,
     pub rmm_possible: bool,
 }
 
@@ -57,6 +56,7 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     console::init(platform.uart.start);
     logger::init(LevelFilter::Info);
 
+    arch::guest::init_host_hcr();
     let pfr0 = ID_AA64PFR0_EL1.get();
     let rmm_possible = cpufeat::rmm_possible(pfr0);
     info!("hyp {} on {} at EL{}", env!("CARGO_PKG_VERSION"), platform.model, CurrentEL.read(CurrentEL::EL));
@@ -115,14 +115,14 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     }
     let mmfr0 = ID_AA64MMFR0_EL1.get();
     let pa_bits = cpufeat::pa_bits(mmfr0).ok_or(BootError::PaRange(mmfr0))?;
-    let stage1 = Stage1::install(&mapped_ram, &devices, platform.uart, pa_bits).map_err(BootError::Map)?;
+    Stage1::install(&mapped_ram, &devices, platform.uart, pa_bits).map_err(BootError::Map)?;
     info!(
         "EL2 stage 1 on: identity map, {} RAM range(s) in 4 KiB pages, {} device range(s)",
         mapped_ram.len(),
         devices.len()
     );
 
-    Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, stage1, rmm_possible })))
+    Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, rmm_possible })))
 }
 
 /// The Rust entry point, called by boot/entry.S with x0 as passed by the loader.

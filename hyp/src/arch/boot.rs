@@ -3,6 +3,7 @@
 //! offsets the assembly uses are the ones `ExceptionFrame` really has.
 
 use super::exception::{ExceptionFrame, handle_exception};
+use super::guest::GuestFrame;
 use core::mem::{offset_of, size_of};
 
 /// CPTR_EL2 (E2H = 0, Arm ARM D23.2.31): RES1 bits [13:12], [9], [7:0]; TFP [10] = 0 so FP/SIMD
@@ -25,4 +26,11 @@ core::arch::global_asm!(
     esr = const offset_of!(ExceptionFrame, esr),
     far = const offset_of!(ExceptionFrame, far),
     hpfar = const offset_of!(ExceptionFrame, hpfar),
+    g_regs = const offset_of!(GuestFrame, regs),
+    g_elr = const offset_of!(GuestFrame, elr),
+    g_spsr = const offset_of!(GuestFrame, spsr),
+    g_esr = const offset_of!(GuestFrame, esr),
+    g_far = const offset_of!(GuestFrame, far),
+    g_hpfar = const offset_of!(GuestFrame, hpfar),
+    g_kind = const offset_of!(GuestFrame, kind),
 );

@@ -1,9 +1,14 @@
-//! The hypervisor's own stage-1 translation at EL2: an identity map built with aarch64-paging.
+//! The hypervisor's own stage-1 translation at EL2, built with aarch64-paging.
 //!
-//! * VA = PA, 39-bit (TCR_EL2.T0SZ = 25), 4 KiB granule, starting at level 1.
+//! * VA = PA for everything the hypervisor itself touches, 39-bit (TCR_EL2.T0SZ = 25), 4 KiB
+//!   granule, starting at level 1.
 //! * RAM (minus reserved-memory, which may belong to the RMM) is Normal write-back, mapped with
-//!   4 KiB pages so that any single granule can later be unmapped without splitting a live block
-//!   (break-before-make): a granule delegated to the Realm PAS must not stay mapped at EL2.
+//!   4 KiB pages so that any single granule can be unmapped without splitting a live block
+//!   (break-before-make): a granule delegated to the Realm PAS must not stay mapped for the host.
+//! * The same RAM appears a second time at [`RMM_ALIAS_OFFSET`] + PA, in blocks, never unmapped:
+//!   that is the embedded RMM model's view (TF-RMM maps Realm-PAS granules through its own
+//!   slots; the model does it through this alias), so delegated granules stay reachable for the
+//!   model while the host's own access to them faults, as a GPF would on real hardware.
 //! * The console and the GIC are Device-nGnRE, execute-never.
 //!
 //! Register writes follow Arm ARM D8 (VMSAv8-64) with the barriers the architecture requires:
@@ -12,15 +17,18 @@
 use crate::addr::{MemRange, PhysAddr};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{MAIR_EL2, ReadWriteable, Readable, SCTLR_EL2, TCR_EL2, Writeable};
-use aarch64_paging::MapError;
-use aarch64_paging::descriptor::El23Attributes as A;
-use aarch64_paging::idmap::IdMap;
+use aarch64_paging::descriptor::{El23Attributes as A, PhysicalAddress};
+use aarch64_paging::idmap::IdTranslation;
 use aarch64_paging::paging::{Constraints, El2, MemoryRegion};
+use aarch64_paging::{MapError, Mapping};
+use spin::{Mutex, Once};
 
 /// Stage-1 start level: level 1 covers 512 GiB with T0SZ = 25.
 const ROOT_LEVEL: usize = 1;
-/// VA width of the identity map.
+/// VA width of the map.
 pub const VA_BITS: u32 = 39;
+/// Where the RMM model's alias of RAM starts (VA = PA + offset); RAM must lie below it.
+pub const RMM_ALIAS_OFFSET: u64 = 1 << 38;
 
 /// MAIR_EL2 index 0: Device-nGnRE; index 1: Normal, inner/outer write-back, read/write-allocate.
 const DEVICE: A = A::ATTRIBUTE_INDEX_0;
@@ -33,8 +41,8 @@ fn device() -> A {
     A::VALID | DEVICE | A::ACCESSED | A::XN
 }
 
-fn region(r: &MemRange) -> MemoryRegion {
-    MemoryRegion::new(r.start.0 as usize, r.end.0 as usize)
+fn region(start: u64, end: u64) -> MemoryRegion {
+    MemoryRegion::new(start as usize, end as usize)
 }
 
 /// Why the stage-1 map could not be installed.
@@ -45,6 +53,8 @@ pub enum Stage1Error {
     /// code or stack out from under us.
     ImageNotCovered(MemRange),
     ConsoleNotMapped(MemRange),
+    /// RAM reaches into the RMM alias.
+    RamTooHigh(MemRange),
 }
 
 impl core::fmt::Display for Stage1Error {
@@ -53,24 +63,32 @@ impl core::fmt::Display for Stage1Error {
             Self::Map(e) => write!(f, "{e}"),
             Self::ImageNotCovered(r) => write!(f, "image {r} is not inside the RAM to be mapped"),
             Self::ConsoleNotMapped(r) => write!(f, "console {r} is not among the device ranges"),
+            Self::RamTooHigh(r) => write!(f, "RAM {r} overlaps the RMM alias at {RMM_ALIAS_OFFSET:#x}"),
         }
     }
 }
 
-/// The EL2 identity map.
+/// The EL2 map.
 pub struct Stage1 {
-    map: IdMap<El2>,
+    map: Mapping<IdTranslation<A>, El2>,
 }
 
+// SAFETY: the tables are only reached through the `STAGE1` mutex; the raw pointers inside
+// `Mapping` point at heap-allocated tables that no other owner aliases.
+unsafe impl Send for Stage1 {}
+
+static STAGE1: Once<Mutex<Stage1>> = Once::new();
+
 impl Stage1 {
-    /// Build the map of `ram` (page granular) and `devices`, check that it covers the image and
-    /// the console, and turn the EL2 MMU on with it. The map lives for the rest of the run.
+    /// Build the map of `ram` (identity, page granular, plus the RMM alias) and `devices`, check
+    /// that it covers the image and the console, and turn the EL2 MMU on with it. The map lives
+    /// for the rest of the run, reachable through [`with`].
     pub fn install(
         ram: &[MemRange],
         devices: &[MemRange],
         console: MemRange,
         pa_bits: u32,
-    ) -> Result<&'static mut Stage1, Stage1Error> {
+    ) -> Result<(), Stage1Error> {
         let image = super::layout::image();
         if !ram.iter().any(|r| r.start <= image.start && image.end <= r.end) {
             return Err(Stage1Error::ImageNotCovered(image));
@@ -78,20 +96,41 @@ impl Stage1 {
         if !devices.contains(&console) {
             return Err(Stage1Error::ConsoleNotMapped(console));
         }
-        let mut map = IdMap::new(ROOT_LEVEL, El2);
+        if let Some(r) = ram.iter().find(|r| r.end.0 > RMM_ALIAS_OFFSET) {
+            return Err(Stage1Error::RamTooHigh(*r));
+        }
+        let mut map = Mapping::new(IdTranslation::new(), ROOT_LEVEL, El2);
         for r in ram {
-            map.map_range_with_constraints(&region(r), normal(), Constraints::NO_BLOCK_MAPPINGS)
-                .map_err(Stage1Error::Map)?;
+            map.map_range(
+                &region(r.start.0, r.end.0),
+                PhysicalAddress(r.start.0 as usize),
+                normal(),
+                Constraints::NO_BLOCK_MAPPINGS,
+            )
+            .map_err(Stage1Error::Map)?;
+            map.map_range(
+                &region(r.start.0 + RMM_ALIAS_OFFSET, r.end.0 + RMM_ALIAS_OFFSET),
+                PhysicalAddress(r.start.0 as usize),
+                normal() | A::XN,
+                Constraints::empty(),
+            )
+            .map_err(Stage1Error::Map)?;
         }
         for d in devices {
-            map.map_range(&region(d), device()).map_err(Stage1Error::Map)?;
+            map.map_range(
+                &region(d.start.0, d.end.0),
+                PhysicalAddress(d.start.0 as usize),
+                device(),
+                Constraints::empty(),
+            )
+            .map_err(Stage1Error::Map)?;
         }
-        let stage1 = alloc::boxed::Box::leak(alloc::boxed::Box::new(Self { map }));
+        let stage1 = STAGE1.call_once(|| Mutex::new(Self { map }));
         // SAFETY: the map covers the whole image (code, data, stack, heap — checked above) and
-        // the console; every other address the hypervisor uses is RAM from `ram` or a device in
-        // `devices`. The tables are leaked, so they outlive their use in TTBR0_EL2.
-        unsafe { stage1.enable(pa_bits) };
-        Ok(stage1)
+        // the console; every other address the hypervisor uses is RAM from `ram`, its alias, or a
+        // device in `devices`. The tables live in a static, so they outlive their use in TTBR0_EL2.
+        unsafe { stage1.lock().enable(pa_bits) };
+        Ok(())
     }
 
     /// Turn the MMU on at EL2 with this map.
@@ -140,10 +179,10 @@ impl Stage1 {
         SCTLR_EL2.is_set(SCTLR_EL2::M)
     }
 
-    /// Make one RAM page inaccessible (e.g. a granule delegated to the Realm PAS) or accessible
-    /// again. The TLB entry is invalidated by aarch64-paging (`tlbi vae2is`).
+    /// Make one RAM page inaccessible to the host (a granule delegated to the Realm PAS) or
+    /// accessible again. The TLB entry is invalidated by aarch64-paging (`tlbi vae2is`).
     pub fn set_page_mapped(&mut self, pa: PhysAddr, mapped: bool) -> Result<(), MapError> {
-        let page = MemoryRegion::new(pa.0 as usize, pa.0 as usize + 1);
+        let page = region(pa.0, pa.0 + 1);
         self.map.modify_range(&page, &|_, d| {
             if mapped { d.modify_flags(A::VALID, A::empty()) } else { d.modify_flags(A::empty(), A::VALID) }
         })?;
@@ -151,4 +190,9 @@ impl Stage1 {
         barrier::isb(barrier::SY);
         Ok(())
     }
+}
+
+/// Run `f` on the installed stage-1 map (`None` before [`Stage1::install`]).
+pub fn with<T>(f: impl FnOnce(&mut Stage1) -> T) -> Option<T> {
+    STAGE1.get().map(|m| f(&mut m.lock()))
 }

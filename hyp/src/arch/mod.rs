@@ -6,9 +6,12 @@
 pub mod boot;
 pub mod exception;
 pub mod exit;
+pub mod guest;
 pub mod layout;
 pub mod mmio;
 pub mod mmu;
 pub mod probe;
+pub mod rmm_mem;
 pub mod smc;
+pub mod testguest;
 pub mod timer;

@@ -1,0 +1,220 @@
+//! The world switch of the embedded RMM backend: runs a REC's vCPU at EL1 under the model's RTTs
+//! (installed as they are in VTTBR_EL2) and hands back what the hardware reported — the model
+//! (rmm-model `run`) decides what it means, as TF-RMM's exit handling does.
+//!
+//! Per entry: VTCR_EL2 from the realm's IPA width and start level (4 KiB granule), VTTBR_EL2 =
+//! root | VMID << 48, HCR_EL2 = VM | SWIO | FMO | IMO | AMO | TSC | RW | FWB (+ TWI/TWE when the host
+//! asked to trap WFx) — FWB because TF-RMM runs realms with it and the model's descriptors use
+//! its MemAttr encoding. Stage-2 TLBs for the VMID are invalidated on every entry, because the
+//! model edits RTTs without per-entry maintenance. Between entries HCR_EL2 goes back to RW only.
+//!
+//! FP/SIMD: the hypervisor's Rust code uses NEON registers and does not save the guest's, so
+//! realm guests are built soft-float (aarch64-unknown-none-softfloat).
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{
+    CNTHCTL_EL2, CPACR_EL1, ELR_EL1, ESR_EL1, FAR_EL1, HCR_EL2, Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
+    VTCR_EL2, VTTBR_EL2, Writeable,
+};
+use rmm_model::{Guest, HwExit, Stage2Config, VcpuContext};
+
+/// A vCPU's registers across the switch; layout shared with boot/vectors.S via `offset_of!`.
+#[repr(C)]
+#[derive(Default)]
+pub struct GuestFrame {
+    pub regs: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+    pub esr: u64,
+    pub far: u64,
+    pub hpfar: u64,
+    pub kind: u64,
+}
+
+const _: () = assert!(size_of::<GuestFrame>() <= 504, "ldp/stp immediate offsets reach 504");
+
+unsafe extern "C" {
+    fn run_guest(frame: *mut GuestFrame) -> u64;
+}
+
+// HCR_EL2 bits (Arm ARM D23.2.53).
+const HCR_VM: u64 = 1 << 0;
+const HCR_SWIO: u64 = 1 << 1;
+const HCR_FMO: u64 = 1 << 3;
+const HCR_IMO: u64 = 1 << 4;
+const HCR_AMO: u64 = 1 << 5;
+const HCR_TWI: u64 = 1 << 13;
+const HCR_TWE: u64 = 1 << 14;
+const HCR_TSC: u64 = 1 << 19;
+const HCR_RW: u64 = 1 << 31;
+const HCR_FWB: u64 = 1 << 46;
+/// HCR_EL2 while the hypervisor runs: EL1 is AArch64, nothing trapped, stage 2 off.
+pub const HCR_HOST: u64 = HCR_RW;
+const HCR_GUEST: u64 = HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TSC | HCR_RW | HCR_FWB;
+
+/// SCTLR_EL1 a new vCPU starts with: TF-RMM's `SCTLR_EL1_FLAGS` (MMU and caches off).
+const SCTLR_EL1_RESET: u64 = 0x00c5_0878;
+/// CPACR_EL1.FPEN = 0b11: FP/SIMD not trapped at EL1/EL0.
+const CPACR_FPEN: u64 = 0b11 << 20;
+
+/// Vector indices of exceptions from a lower EL (AArch64): sync, IRQ, FIQ, SError.
+const LOWER_SYNC: u64 = 8;
+const LOWER_IRQ: u64 = 9;
+const LOWER_FIQ: u64 = 10;
+
+// Exception injection (Arm ARM D1.10): syndrome bits and vector offsets.
+const ESR_IL: u64 = 1 << 25;
+const EC_SHIFT: u32 = 26;
+const EC_IABT_LOWER: u64 = 0x20;
+const EC_IABT_CUR: u64 = 0x21;
+const EC_DABT_LOWER: u64 = 0x24;
+const EC_DABT_CUR: u64 = 0x25;
+const FSC_SEA: u64 = 0x10;
+const PSTATE_M_MASK: u64 = 0xf;
+const PSTATE_EL1H: u64 = 0b0101;
+const PSTATE_EL1T: u64 = 0b0100;
+const VECTOR_CUR_SP0: u64 = 0x000;
+const VECTOR_CUR_SPX: u64 = 0x200;
+const VECTOR_LOWER_A64: u64 = 0x400;
+const PSTATE_EL1H_MASKED: u64 = 0x3c5;
+
+/// The EL2 world switch for the embedded model.
+pub struct ElGuest {
+    /// VTCR_EL2.PS value (PA size) for this CPU.
+    ps: u64,
+    vmid16: bool,
+}
+
+impl ElGuest {
+    /// `pa_bits` from ID_AA64MMFR0_EL1; `vmid16` from ID_AA64MMFR1_EL1.VMIDBits.
+    pub fn new(pa_bits: u32, vmid16: bool) -> Self {
+        let ps = match pa_bits {
+            ..=32 => 0,
+            33..=36 => 1,
+            37..=40 => 2,
+            41..=42 => 3,
+            43..=44 => 4,
+            _ => 5,
+        };
+        Self { ps, vmid16 }
+    }
+
+    fn vtcr(&self, s2: &Stage2Config) -> u64 {
+        // SL0 for a 4 KiB granule: start level 2 → 0, 1 → 1, 0 → 2.
+        let sl0 = (2 - s2.start.0 as i64).clamp(0, 2) as u64;
+        (VTCR_EL2::RES1.val(1)
+            + VTCR_EL2::VS.val(u64::from(self.vmid16))
+            + VTCR_EL2::PS.val(self.ps)
+            + VTCR_EL2::TG0::Granule4KB
+            + VTCR_EL2::SH0::Inner
+            + VTCR_EL2::ORGN0::NormalWBRAWA
+            + VTCR_EL2::IRGN0::NormalWBRAWA
+            + VTCR_EL2::SL0.val(sl0)
+            + VTCR_EL2::T0SZ.val(64 - s2.s2sz as u64))
+        .value
+    }
+
+    /// Deliver an exception with syndrome `esr` to the guest's EL1 vector table.
+    fn inject(vcpu: &mut VcpuContext, esr: u64, far: Option<u64>) {
+        let mode = vcpu.pstate & PSTATE_M_MASK;
+        let offset = match mode {
+            PSTATE_EL1H => VECTOR_CUR_SPX,
+            PSTATE_EL1T => VECTOR_CUR_SP0,
+            _ => VECTOR_LOWER_A64,
+        };
+        ESR_EL1.set(esr);
+        if let Some(far) = far {
+            FAR_EL1.set(far);
+        }
+        ELR_EL1.set(vcpu.pc);
+        SPSR_EL1.set(vcpu.pstate);
+        vcpu.pc = VBAR_EL1.get() + offset;
+        vcpu.pstate = PSTATE_EL1H_MASKED;
+    }
+}
+
+/// Program stage 2 and the traps for a guest entry.
+///
+/// # Safety
+/// `s2.root` must be the realm's root RTT (a live table in hardware format) and the model must
+/// not free it while the guest runs.
+unsafe fn load_stage2(vtcr: u64, s2: &Stage2Config, hcr: u64) {
+    VTCR_EL2.set(vtcr);
+    VTTBR_EL2.set(s2.root | (s2.vmid as u64) << 48);
+    barrier::isb(barrier::SY);
+    // SAFETY: TLB maintenance for the current VMID only; it has no other effect.
+    unsafe { core::arch::asm!("tlbi vmalls12e1is", "dsb ish", options(nostack, preserves_flags)) };
+    HCR_EL2.set(hcr);
+    barrier::isb(barrier::SY);
+}
+
+impl Guest for ElGuest {
+    fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit {
+        if !vcpu.started {
+            SCTLR_EL1.set(SCTLR_EL1_RESET);
+            CPACR_EL1.set(CPACR_FPEN);
+            VBAR_EL1.set(0);
+            // Let EL1 read the physical counter and timer.
+            CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
+            vcpu.started = true;
+        }
+        let mut hcr = HCR_GUEST;
+        if s2.trap_wfi {
+            hcr |= HCR_TWI;
+        }
+        if s2.trap_wfe {
+            hcr |= HCR_TWE;
+        }
+        let vtcr = self.vtcr(s2);
+        // SAFETY: the model hands the root of a realm it owns; it does not run while the guest does.
+        unsafe { load_stage2(vtcr, s2, hcr) };
+        let mut frame = GuestFrame { regs: vcpu.gprs, elr: vcpu.pc, spsr: vcpu.pstate, ..Default::default() };
+        // SAFETY: `frame` outlives the call; run_guest saves the host's callee-saved registers and
+        // returns through guest_exit when the guest traps to EL2 (HCR_EL2 routes SMC, aborts,
+        // IRQ/FIQ/SError to EL2), with the guest's state written back into `frame`.
+        let kind = unsafe { run_guest(&mut frame) };
+        HCR_EL2.set(HCR_HOST);
+        barrier::isb(barrier::SY);
+        vcpu.gprs = frame.regs;
+        vcpu.pc = frame.elr;
+        vcpu.pstate = frame.spsr;
+        match kind {
+            LOWER_SYNC => HwExit::Sync { esr: frame.esr, far: frame.far, hpfar: frame.hpfar },
+            LOWER_IRQ => HwExit::Irq,
+            LOWER_FIQ => HwExit::Fiq,
+            // SError, or anything from AArch32 (a realm guest here is AArch64 only).
+            _ => HwExit::SError { esr: frame.esr },
+        }
+    }
+
+    fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, instruction: bool) {
+        let from_el1 = vcpu.pstate & PSTATE_M_MASK != 0;
+        let ec = match (instruction, from_el1) {
+            (true, true) => EC_IABT_CUR,
+            (true, false) => EC_IABT_LOWER,
+            (false, true) => EC_DABT_CUR,
+            (false, false) => EC_DABT_LOWER,
+        };
+        Self::inject(vcpu, (ec << EC_SHIFT) | ESR_IL | FSC_SEA, Some(far));
+    }
+
+    fn inject_undef(&mut self, vcpu: &mut VcpuContext) {
+        Self::inject(vcpu, ESR_IL, None);
+    }
+}
+
+/// Set HCR_EL2 for the hypervisor itself (boot; TF-A may leave other bits set).
+pub fn init_host_hcr() {
+    HCR_EL2.set(HCR_HOST);
+    barrier::isb(barrier::SY);
+}
+
+/// Whether HCR_EL2.FWB can be used (ID_AA64MMFR2_EL1.FWB, bits [43:40]).
+pub fn has_fwb() -> bool {
+    let mmfr2: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe {
+        core::arch::asm!("mrs {}, id_aa64mmfr2_el1", out(reg) mmfr2, options(nomem, nostack, preserves_flags))
+    };
+    (mmfr2 >> 40) & 0xf != 0
+}

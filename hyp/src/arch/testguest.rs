@@ -1,0 +1,39 @@
+//! A few guest instructions for the embedded backend's self-check: position independent, loaded
+//! at IPA 0 with RMI_DATA_CREATE. RSI_VERSION (served by the RMM), a load from IPA 0x1000 (RIPAS
+//! RAM, not yet assigned: a SYNC exit the host answers with DATA_CREATE_UNKNOWN), then PSCI
+//! SYSTEM_OFF. x19 keeps RSI_VERSION's status and x2 the loaded value for the host to inspect.
+
+core::arch::global_asm!(
+    ".section .rodata.testguest, \"a\"",
+    ".balign 4",
+    ".global testguest_start",
+    ".global testguest_end",
+    "testguest_start:",
+    "    movz x0, #0x0190",
+    "    movk x0, #0xc400, lsl #16", // RSI_VERSION
+    "    movz x1, #0x1, lsl #16",    // 1.0
+    "    smc #0",
+    "    mov x19, x0",
+    "    mov x1, #0x1000",
+    "    ldr x2, [x1]",
+    "    movz x0, #0x0008",
+    "    movk x0, #0x8400, lsl #16", // PSCI SYSTEM_OFF
+    "    smc #0",
+    "1:  b 1b",
+    "testguest_end:",
+);
+
+unsafe extern "C" {
+    static testguest_start: u8;
+    static testguest_end: u8;
+}
+
+/// The guest's machine code.
+pub fn code() -> &'static [u8] {
+    // SAFETY: both symbols bound the instructions above in .rodata, which is never written.
+    unsafe {
+        let start = &raw const testguest_start;
+        let end = &raw const testguest_end;
+        core::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
