@@ -13,6 +13,9 @@ mod cpufeat;
 mod esr;
 mod memory;
 mod platform;
+mod realm;
+#[cfg(test)]
+extern crate std;
 
 #[cfg(all(target_arch = "aarch64", not(test)))]
 mod arch;

@@ -22,6 +22,15 @@ pub mod s2tt;
 
 pub use mem::{Arena, Memory};
 pub use realm::Config;
+
+/// Whether REALM_CREATE would accept this (s2sz, rtt_level_start, rtt_num_start) without LPA2
+/// (TF-RMM `validate_ipa_bits_and_sl` and `s2_num_root_rtts`).
+pub fn realm_shape_valid(s2sz: u64, sl: i64, num_root: u64) -> bool {
+    (0..=3).contains(&sl)
+        && (realm::MIN_IPA_BITS..=s2tt::MAX_IPA_BITS).contains(&s2sz)
+        && realm::start_level_consistent(s2sz, sl)
+        && realm::num_root_tables(s2sz, sl) == num_root
+}
 pub use rtt::S2Ctx;
 pub use run::{Guest, HwExit, Stage2Config, VcpuContext};
 

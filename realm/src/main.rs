@@ -1,0 +1,216 @@
+//! The test realm. Entered at EL1 with its MMU off by the host's REC_CREATE, with
+//! x0 = scenario IPA, x1 = scenario length, x2 = protected data region IPA, x3 = its size,
+//! x4 = shared region GPA, x5 = its size, x6 = console GPA. It learns the IPA width from
+//! RSI_REALM_CONFIG (so the shared alias is GPA | 1 << (width - 1)), runs the scenario's steps,
+//! prints each one on the MMIO console, and ends with a verdict line and PSCI SYSTEM_OFF.
+//!
+//! Built for aarch64-unknown-none-softfloat with +strict-align: the host does not preserve FP
+//! registers across exits, and with the MMU off all data accesses are Device memory, where
+//! unaligned accesses fault.
+#![no_std]
+#![no_main]
+
+mod rsi;
+
+use core::fmt::Write;
+use scenario::{Region, Span, Step};
+
+core::arch::global_asm!(
+    ".section .text.entry, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    adrp x9, __stack_top",
+    "    add  x9, x9, :lo12:__stack_top",
+    "    mov  sp, x9",
+    "    adrp x9, realm_vectors",
+    "    add  x9, x9, :lo12:realm_vectors",
+    "    msr  vbar_el1, x9",
+    "    isb",
+    "    bl   realm_main",
+    "1:  b 1b",
+    // EL1 vectors: every entry reports and powers off (kind in x0).
+    ".section .vectors, \"ax\"",
+    ".balign 2048",
+    ".global realm_vectors",
+    "realm_vectors:",
+    ".rept 16",
+    ".balign 128",
+    "    mov x0, #(. - realm_vectors) / 128",
+    "    b realm_exception",
+    ".endr",
+);
+
+/// Where things are, from the host's REC_CREATE arguments and RSI_REALM_CONFIG.
+struct Layout {
+    prot_base: u64,
+    prot_size: u64,
+    shared_base: u64,
+    shared_size: u64,
+    console: u64,
+}
+
+static CONSOLE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The host's PL011-like console: each byte written to its data register.
+struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let dr = CONSOLE.load(core::sync::atomic::Ordering::Relaxed);
+        if dr == 0 {
+            return Ok(());
+        }
+        for b in s.bytes() {
+            // SAFETY: `dr` is the console's data register in the unprotected IPA space; the
+            // access is emulated by the host (a 32-bit store with ISV set).
+            unsafe { core::ptr::write_volatile(dr as *mut u32, b as u32) };
+        }
+        Ok(())
+    }
+}
+
+macro_rules! say {
+    ($($arg:tt)*) => { let _ = writeln!(Console, $($arg)*); };
+}
+
+fn read(addr: u64) -> u64 {
+    // SAFETY: scenario addresses lie in the realm's own memslots (checked by the host when it
+    // validated the scenario); an access the RMM cannot back raises an exception we report.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+fn write(addr: u64, v: u64) {
+    // SAFETY: as for `read`.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+}
+
+impl Layout {
+    fn addr(&self, region: Region, off: u64) -> u64 {
+        match region {
+            Region::Prot => self.prot_base + off,
+            Region::Shared => self.shared_base + off,
+        }
+    }
+    fn fits(&self, s: &Span) -> bool {
+        let size = if s.region == Region::Prot { self.prot_size } else { self.shared_size };
+        s.off + s.len <= size
+    }
+}
+
+/// Run one step; `Err` is the reason it failed.
+fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
+    match step {
+        Step::Config(_) => {}
+        Step::Print(t) => {
+            say!("{t}");
+        }
+        Step::Read(s) => {
+            if !l.fits(&s) {
+                return Err("outside its region");
+            }
+            s.points().for_each(|p| {
+                read(l.addr(s.region, p));
+            });
+        }
+        Step::Write(s, seed) => s.points().for_each(|p| write(l.addr(s.region, p), scenario::pattern(seed, p))),
+        Step::Verify(s, seed) => {
+            if let Some(p) = s.points().find(|p| read(l.addr(s.region, *p)) != scenario::pattern(seed, *p)) {
+                say!("  mismatch at offset {p:#x}: {:#x}", read(l.addr(s.region, p)));
+                return Err("pattern mismatch");
+            }
+        }
+        Step::Zero(s) => {
+            for p in s.points() {
+                let page = l.addr(s.region, p) & !(scenario::PAGE - 1);
+                if let Some(w) = (0..scenario::PAGE / 8).find(|w| read(page + w * 8) != 0) {
+                    say!("  non-zero word at {:#x}", page + w * 8);
+                    return Err("a fresh protected page is not zero");
+                }
+            }
+        }
+        Step::HostPattern(s) => {
+            if let Some(p) = s.points().find(|p| read(l.addr(Region::Shared, *p)) != scenario::host_pattern(*p)) {
+                say!("  offset {p:#x} holds {:#x}", read(l.addr(Region::Shared, p)));
+                return Err("the host's pattern is not there");
+            }
+        }
+        Step::Ripas { off, len, ram, expect_reject } => {
+            let (base, top) = (l.prot_base + off, l.prot_base + off + len);
+            let accepted = rsi::ipa_state_set(base, top, ram)?;
+            if accepted == expect_reject {
+                return Err(if expect_reject { "the host accepted a change it should reject" } else { "the host rejected the change" });
+            }
+            if accepted {
+                let (got, _) = rsi::ipa_state_get(base, top)?;
+                if got != ram {
+                    return Err("RSI_IPA_STATE_GET disagrees after the change");
+                }
+            }
+        }
+        Step::Collapse(off) => rsi::host_call(rsi::HOST_CALL_COLLAPSE, off)?,
+        Step::TouchOutside => {
+            // 2 MiB past the shared region (the console page sits right after it): no memslot, no
+            // device — the host must stop the realm here.
+            read(l.shared_base + l.shared_size + (2 << 20));
+            return Err("the host let an access outside every memslot through");
+        }
+        Step::End => {}
+    }
+    Ok(())
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn realm_main(scen: u64, scen_len: u64, prot: u64, prot_size: u64, shared_gpa: u64, shared_size: u64, console_gpa: u64) -> ! {
+    let width = rsi::ipa_width();
+    let shared_bit = 1u64 << (width - 1);
+    CONSOLE.store(console_gpa | shared_bit, core::sync::atomic::Ordering::Relaxed);
+    let l = Layout { prot_base: prot, prot_size, shared_base: shared_gpa | shared_bit, shared_size, console: console_gpa | shared_bit };
+    say!("realm: RSI {} ok, IPA width {width}, shared alias bit {shared_bit:#x}, console {:#x}", rsi::version_string(), l.console);
+    // SAFETY: the host put `scen_len` bytes of scenario text at IPA `scen` (measured DATA_CREATE).
+    let bytes = unsafe { core::slice::from_raw_parts(scen as *const u8, scen_len as usize) };
+    let Ok(text) = core::str::from_utf8(bytes) else {
+        say!("realm: FAIL: the scenario is not UTF-8");
+        rsi::system_off();
+    };
+    let mut n = 0;
+    for (i, line) in text.lines().enumerate() {
+        let Some(step) = scenario::parse_line(i + 1, line) else { continue };
+        let step = match step {
+            Ok(s) => s,
+            Err(e) => {
+                say!("realm: FAIL: {e}");
+                rsi::system_off();
+            }
+        };
+        if !matches!(step, Step::Config(_) | Step::Print(_)) {
+            say!("[{}] {}", i + 1, line.trim());
+        }
+        if let Err(why) = run_step(&l, step) {
+            say!("realm: FAIL at line {}: {why}", i + 1);
+            rsi::system_off();
+        }
+        n += 1;
+        if step == Step::End {
+            break;
+        }
+    }
+    say!("realm: PASS ({n} steps)");
+    rsi::system_off();
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn realm_exception(kind: u64) -> ! {
+    let (esr, far, elr): (u64, u64, u64);
+    // SAFETY: reading EL1 syndrome registers has no side effects.
+    unsafe {
+        core::arch::asm!("mrs {}, esr_el1", "mrs {}, far_el1", "mrs {}, elr_el1", out(reg) esr, out(reg) far, out(reg) elr);
+    }
+    say!("realm: FAIL: exception (vector {kind}) ESR_EL1 {esr:#x} FAR_EL1 {far:#x} ELR_EL1 {elr:#x}");
+    rsi::system_off();
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    say!("realm: FAIL: panic: {info}");
+    rsi::system_off();
+}

@@ -1,0 +1,93 @@
+//! RSI calls (RMM v1.0 B5) and PSCI through SMC: the only way a realm talks to the RMM and host.
+
+use rmi::rsi::{fid, host_call as hc, psci, status};
+
+fn smc(args: [u64; 5]) -> [u64; 4] {
+    let (mut x0, mut x1, mut x2, mut x3) = (args[0], args[1], args[2], args[3]);
+    // SAFETY: an SMC to the RMM; it reads and writes only the registers named here and, for
+    // REALM_CONFIG and HOST_CALL, the buffers whose addresses are passed (hence no `nomem`).
+    unsafe {
+        core::arch::asm!("smc #0", inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3, in("x4") args[4],
+            options(nostack));
+    }
+    [x0, x1, x2, x3]
+}
+
+#[repr(C, align(4096))]
+struct ConfigPage([u8; 4096]);
+static mut CONFIG: ConfigPage = ConfigPage([0; 4096]);
+
+#[repr(C, align(256))]
+struct HostCall([u64; 32]);
+static mut HOST_CALL: HostCall = HostCall([0; 32]);
+
+/// Host call numbers the host understands.
+pub const HOST_CALL_COLLAPSE: u64 = 1;
+
+/// The IPA width from RSI_REALM_CONFIG (its buffer is a .bss page: the first touch of it is a
+/// stage-2 fault the host services).
+pub fn ipa_width() -> u64 {
+    let page = &raw mut CONFIG;
+    let r = smc([fid::REALM_CONFIG, page as u64, 0, 0, 0]);
+    if r[0] != status::SUCCESS {
+        return 0;
+    }
+    // SAFETY: the RMM wrote the config page; nothing else touches it.
+    unsafe { core::ptr::read_volatile(page as *const u64) }
+}
+
+pub fn version_string() -> &'static str {
+    if smc([fid::VERSION, rmi::rsi::RSI_ABI_VERSION, 0, 0, 0])[0] == status::SUCCESS { "1.0" } else { "(not 1.0)" }
+}
+
+/// RSI_IPA_STATE_SET over [base, top), looping on partial progress. `Ok(accepted)`.
+pub fn ipa_state_set(mut base: u64, top: u64, ram: bool) -> Result<bool, &'static str> {
+    while base < top {
+        let r = smc([fid::IPA_STATE_SET, base, top, u64::from(ram), 0]);
+        if r[0] != status::SUCCESS {
+            return Err("RSI_IPA_STATE_SET failed");
+        }
+        if r[2] == rmi::rsi::RSI_REJECT {
+            return Ok(false);
+        }
+        if r[1] <= base {
+            // An EMPTY request the host declined reads as ACCEPT with no progress.
+            return Ok(false);
+        }
+        base = r[1];
+    }
+    Ok(true)
+}
+
+/// RSI_IPA_STATE_GET at `base`: (RAM?, top of the uniform run).
+pub fn ipa_state_get(base: u64, top: u64) -> Result<(bool, u64), &'static str> {
+    let r = smc([fid::IPA_STATE_GET, base, top, 0, 0]);
+    if r[0] != status::SUCCESS {
+        return Err("RSI_IPA_STATE_GET failed");
+    }
+    Ok((r[2] == 1, r[1]))
+}
+
+pub fn host_call(imm: u64, arg: u64) -> Result<(), &'static str> {
+    let hcp = &raw mut HOST_CALL;
+    // SAFETY: the host-call buffer is ours; the RMM reads and writes it during the SMC.
+    unsafe {
+        (*hcp).0[0] = imm;
+        (*hcp).0[hc::GPRS / 8] = arg;
+    }
+    let r = smc([fid::HOST_CALL, hcp as u64, 0, 0, 0]);
+    // SAFETY: as above.
+    let answer = unsafe { core::ptr::read_volatile(&raw const (*hcp).0[hc::GPRS / 8]) };
+    if r[0] != status::SUCCESS || answer != 0 {
+        return Err("the host refused the host call");
+    }
+    Ok(())
+}
+
+pub fn system_off() -> ! {
+    smc([psci::SYSTEM_OFF, 0, 0, 0, 0]);
+    loop {
+        // SAFETY: parking the vCPU if the host ever re-enters it.
+        unsafe { core::arch::asm!("wfi") };
+    }
+}

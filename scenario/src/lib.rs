@@ -1,0 +1,401 @@
+//! The scenario format of the test realm: a small text file, one step per line, read by the
+//! realm (which runs the steps) and by the host (which checks the file before starting the realm,
+//! configures memslots from its `config` lines, and afterwards checks that what the realm wrote
+//! to shared memory is in the host's backing pages). `no_std`, no allocation: lines are parsed one
+//! at a time.
+//!
+//! ```text
+//! # comment
+//! config protected-blocks on|off     map protected faults as 2 MiB blocks when possible (on)
+//! config shared-blocks on|off        map shared faults as 2 MiB blocks when possible (on)
+//! config protected-size SIZE         size of the protected data region (32M)
+//! config shared-size SIZE            size of the shared region (8M)
+//! print TEXT...                      the realm prints TEXT
+//! read   REGION OFF LEN STRIDE       read one word at every STRIDE in [OFF, OFF+LEN)
+//! write  REGION OFF LEN STRIDE SEED  write pattern(SEED) words at every STRIDE
+//! verify REGION OFF LEN STRIDE SEED  check the pattern(SEED) words written there
+//! zero   prot OFF LEN STRIDE         check that the whole page at every STRIDE reads zero
+//! host-pattern shared OFF LEN STRIDE check the host's pre-filled pattern
+//! ripas  OFF LEN ram|empty [reject]  RSI_IPA_STATE_SET over protected [OFF, OFF+LEN); the host
+//!                                    must accept (or, with `reject`, must reject) the change
+//! collapse shared OFF                ask the host (RSI_HOST_CALL) to back the 2 MiB block at OFF
+//!                                    with a huge page from now on, as khugepaged would
+//! touch-outside                      access an IPA no memslot covers (the host must stop the realm)
+//! end                                end of the scenario (the realm powers off)
+//! ```
+//! REGION is `prot` (the protected data region) or `shared` (the shared region, reached through
+//! the unprotected IPA alias); OFF/LEN/SIZE take hex (0x..) or decimal with an optional K/M/G
+//! suffix; STRIDE is 4K or 2M (or any multiple of 8 bytes). Offsets must be 8-byte aligned.
+#![no_std]
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+/// Which memory a step addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    Prot,
+    Shared,
+}
+
+/// A range walked at a stride.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub region: Region,
+    pub off: u64,
+    pub len: u64,
+    pub stride: u64,
+}
+
+impl Span {
+    /// The offsets touched.
+    pub fn points(&self) -> impl Iterator<Item = u64> + use<> {
+        let (off, end, stride) = (self.off, self.off + self.len, self.stride);
+        (0..).map(move |i| off + i * stride).take_while(move |p| *p < end)
+    }
+}
+
+/// Host configuration lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Config {
+    ProtectedBlocks(bool),
+    SharedBlocks(bool),
+    ProtectedSize(u64),
+    SharedSize(u64),
+}
+
+/// One step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    Config(Config),
+    Print(&'a str),
+    Read(Span),
+    Write(Span, u64),
+    Verify(Span, u64),
+    Zero(Span),
+    HostPattern(Span),
+    Ripas { off: u64, len: u64, ram: bool, expect_reject: bool },
+    Collapse(u64),
+    TouchOutside,
+    End,
+}
+
+/// What is wrong with a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub msg: &'static str,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.msg)
+    }
+}
+
+/// The word the realm writes at offset `off` for `seed`.
+pub const fn pattern(seed: u64, off: u64) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ off ^ 0x5245_414c_4d00_0000
+}
+
+/// The word the host pre-fills the shared backing with at offset `off` ("HOST" | off).
+pub const fn host_pattern(off: u64) -> u64 {
+    0x484f_5354_0000_0000 | off
+}
+
+/// The 2 MiB block size (the only block size the host maps).
+pub const BLOCK: u64 = 2 << 20;
+/// The page size.
+pub const PAGE: u64 = 4096;
+
+/// Parse a size or offset: hex `0x..`, or decimal with an optional K/M/G suffix.
+pub fn number(s: &str) -> Option<u64> {
+    if let Some(hex) = s.strip_prefix("0x") {
+        return u64::from_str_radix(hex, 16).ok();
+    }
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn region(s: &str) -> Option<Region> {
+    match s {
+        "prot" => Some(Region::Prot),
+        "shared" => Some(Region::Shared),
+        _ => None,
+    }
+}
+
+fn on_off(s: &str) -> Option<bool> {
+    match s {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parse one line (`None` for a blank or comment line).
+pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseError>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let err = |msg| Err(ParseError { line: line_no, msg });
+    let mut w = line.split_whitespace();
+    let cmd = w.next()?;
+    let mut args = [""; 6];
+    let mut n = 0;
+    for a in w.by_ref() {
+        if n == args.len() {
+            return Some(err("too many arguments"));
+        }
+        args[n] = a;
+        n += 1;
+    }
+    let num = |i: usize, what: &'static str| -> Result<u64, ParseError> {
+        number(args[i]).ok_or(ParseError { line: line_no, msg: what })
+    };
+    let span = |r: Region| -> Result<Span, ParseError> {
+        let s = Span { region: r, off: num(1, "bad offset")?, len: num(2, "bad length")?, stride: num(3, "bad stride")? };
+        if s.off % 8 != 0 || s.stride == 0 || s.stride % 8 != 0 {
+            return Err(ParseError { line: line_no, msg: "offset and stride must be multiples of 8" });
+        }
+        if s.len == 0 {
+            return Err(ParseError { line: line_no, msg: "empty range" });
+        }
+        Ok(s)
+    };
+    let reg = || region(args[0]).ok_or(ParseError { line: line_no, msg: "region must be prot or shared" });
+    let want = |k: usize| -> Result<(), ParseError> {
+        if n == k { Ok(()) } else { Err(ParseError { line: line_no, msg: "wrong number of arguments" }) }
+    };
+    let step = (|| -> Result<Step<'_>, ParseError> {
+        Ok(match cmd {
+            "print" => Step::Print(line["print".len()..].trim()),
+            "config" => {
+                want(2)?;
+                let c = match args[0] {
+                    "protected-blocks" => Config::ProtectedBlocks(on_off(args[1]).ok_or(ParseError { line: line_no, msg: "expected on or off" })?),
+                    "shared-blocks" => Config::SharedBlocks(on_off(args[1]).ok_or(ParseError { line: line_no, msg: "expected on or off" })?),
+                    "protected-size" => Config::ProtectedSize(num(1, "bad size")?),
+                    "shared-size" => Config::SharedSize(num(1, "bad size")?),
+                    _ => return Err(ParseError { line: line_no, msg: "unknown config key" }),
+                };
+                Step::Config(c)
+            }
+            "read" => {
+                want(4)?;
+                Step::Read(span(reg()?)?)
+            }
+            "write" | "verify" => {
+                want(5)?;
+                let s = span(reg()?)?;
+                let seed = num(4, "bad seed")?;
+                if cmd == "write" { Step::Write(s, seed) } else { Step::Verify(s, seed) }
+            }
+            "zero" => {
+                want(4)?;
+                if reg()? != Region::Prot {
+                    return Err(ParseError { line: line_no, msg: "zero checks protected memory only" });
+                }
+                Step::Zero(span(Region::Prot)?)
+            }
+            "host-pattern" => {
+                want(4)?;
+                if reg()? != Region::Shared {
+                    return Err(ParseError { line: line_no, msg: "host-pattern checks shared memory only" });
+                }
+                Step::HostPattern(span(Region::Shared)?)
+            }
+            "ripas" => {
+                if n != 3 && n != 4 {
+                    return Err(ParseError { line: line_no, msg: "wrong number of arguments" });
+                }
+                let (off, len) = (num(0, "bad offset")?, num(1, "bad length")?);
+                if off % PAGE != 0 || len % PAGE != 0 || len == 0 {
+                    return Err(ParseError { line: line_no, msg: "RIPAS ranges are whole pages" });
+                }
+                let ram = match args[2] {
+                    "ram" => true,
+                    "empty" => false,
+                    _ => return Err(ParseError { line: line_no, msg: "expected ram or empty" }),
+                };
+                let expect_reject = match (n, args[3]) {
+                    (3, _) => false,
+                    (_, "reject") => true,
+                    _ => return Err(ParseError { line: line_no, msg: "expected reject" }),
+                };
+                Step::Ripas { off, len, ram, expect_reject }
+            }
+            "collapse" => {
+                want(2)?;
+                if reg()? != Region::Shared {
+                    return Err(ParseError { line: line_no, msg: "only shared memory is collapsed" });
+                }
+                let off = num(1, "bad offset")?;
+                if off % BLOCK != 0 {
+                    return Err(ParseError { line: line_no, msg: "collapse takes a 2 MiB aligned offset" });
+                }
+                Step::Collapse(off)
+            }
+            "touch-outside" => {
+                want(0)?;
+                Step::TouchOutside
+            }
+            "end" => {
+                want(0)?;
+                Step::End
+            }
+            _ => return Err(ParseError { line: line_no, msg: "unknown step" }),
+        })
+    })();
+    Some(step)
+}
+
+/// Every step of `text`, in order, with its line number.
+pub fn steps(text: &str) -> impl Iterator<Item = (usize, Result<Step<'_>, ParseError>)> {
+    text.lines().enumerate().filter_map(|(i, l)| parse_line(i + 1, l).map(|s| (i + 1, s)))
+}
+
+/// The host's view of a scenario file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostConfig {
+    pub protected_blocks: bool,
+    pub shared_blocks: bool,
+    pub protected_size: u64,
+    pub shared_size: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self { protected_blocks: true, shared_blocks: true, protected_size: 32 << 20, shared_size: 8 << 20 }
+    }
+}
+
+/// Check the whole file and collect its configuration: every line parses, sizes are whole
+/// blocks, every range lies inside its region, and the file ends with `end`.
+pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
+    let mut c = HostConfig::default();
+    let mut ended = None;
+    let mut last_line = 0;
+    // Configuration first (it may come after steps that depend on the sizes).
+    for (line, s) in steps(text) {
+        last_line = line;
+        if let Step::Config(k) = s? {
+            match k {
+                Config::ProtectedBlocks(b) => c.protected_blocks = b,
+                Config::SharedBlocks(b) => c.shared_blocks = b,
+                Config::ProtectedSize(s) | Config::SharedSize(s) if s == 0 || s % BLOCK != 0 || s > (1 << 32) => {
+                    return Err(ParseError { line, msg: "sizes are whole 2 MiB blocks, at most 4G" });
+                }
+                Config::ProtectedSize(s) => c.protected_size = s,
+                Config::SharedSize(s) => c.shared_size = s,
+            }
+        }
+    }
+    for (line, s) in steps(text) {
+        let s = s?;
+        if ended.is_some() {
+            return Err(ParseError { line, msg: "steps after end" });
+        }
+        let fits = |sp: &Span| {
+            let size = if sp.region == Region::Prot { c.protected_size } else { c.shared_size };
+            sp.off.checked_add(sp.len).is_some_and(|e| e <= size)
+        };
+        match s {
+            Step::Read(sp) | Step::Write(sp, _) | Step::Verify(sp, _) | Step::Zero(sp) | Step::HostPattern(sp)
+                if !fits(&sp) =>
+            {
+                return Err(ParseError { line, msg: "range outside its region" });
+            }
+            Step::Ripas { off, len, .. } if off.checked_add(len).is_none_or(|e| e > c.protected_size) => {
+                return Err(ParseError { line, msg: "RIPAS range outside the protected region" });
+            }
+            Step::Collapse(off) if off >= c.shared_size => {
+                return Err(ParseError { line, msg: "collapse outside the shared region" });
+            }
+            Step::End => ended = Some(line),
+            _ => {}
+        }
+    }
+    if ended.is_none() {
+        return Err(ParseError { line: last_line, msg: "the scenario must finish with end" });
+    }
+    Ok(c)
+}
+
+/// What the shared region must hold after the realm ran: the last `write` to each shared word
+/// (the host checks these words in its backing pages).
+pub fn shared_writes(text: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+    steps(text).filter_map(|(_, s)| match s {
+        Ok(Step::Write(sp, seed)) if sp.region == Region::Shared => Some((sp, seed)),
+        _ => None,
+    })
+    .flat_map(|(sp, seed)| sp.points().map(move |p| (p, pattern(seed, p))))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number("0x1000"), Some(0x1000));
+        assert_eq!(number("4K"), Some(4096));
+        assert_eq!(number("2M"), Some(2 << 20));
+        assert_eq!(number("1G"), Some(1 << 30));
+        assert_eq!(number("12"), Some(12));
+        assert_eq!(number("4Q"), None);
+        assert_eq!(number("99999999999G"), None);
+    }
+
+    #[test]
+    fn parses_every_step() {
+        let text = "# hi\nconfig shared-blocks off\nprint hello realm\nread prot 0 8M 2M\n\
+                    write shared 0x1000 4K 4K 7\nverify shared 0x1000 4K 4K 7\nzero prot 0 2M 4K\n\
+                    host-pattern shared 0 8K 4K\nripas 2M 2M empty\nripas 0 4K ram reject\n\
+                    collapse shared 2M\ntouch-outside\nend\n";
+        let s: Vec<_> = steps(text).map(|(_, s)| s.unwrap()).collect();
+        assert_eq!(s[0], Step::Config(Config::SharedBlocks(false)));
+        assert_eq!(s[1], Step::Print("hello realm"));
+        assert_eq!(s[2], Step::Read(Span { region: Region::Prot, off: 0, len: 8 << 20, stride: 2 << 20 }));
+        assert_eq!(s[3], Step::Write(Span { region: Region::Shared, off: 0x1000, len: 4096, stride: 4096 }, 7));
+        assert_eq!(s[7], Step::Ripas { off: 2 << 20, len: 2 << 20, ram: false, expect_reject: false });
+        assert_eq!(s[8], Step::Ripas { off: 0, len: 4096, ram: true, expect_reject: true });
+        assert_eq!(s[9], Step::Collapse(2 << 20));
+        assert_eq!(s[11], Step::End);
+        let c = validate(text).unwrap();
+        assert!(!c.shared_blocks && c.protected_blocks);
+    }
+
+    #[test]
+    fn bad_files_say_where_and_why() {
+        let cases = [
+            ("reed prot 0 4K 4K\nend", 1, "unknown step"),
+            ("read prot 0 4K\nend", 1, "wrong number of arguments"),
+            ("read heap 0 4K 4K\nend", 1, "region must be prot or shared"),
+            ("read prot 3 4K 4K\nend", 1, "offset and stride must be multiples of 8"),
+            ("read prot 0 64M 4K\nend", 1, "range outside its region"),
+            ("zero shared 0 4K 4K\nend", 1, "zero checks protected memory only"),
+            ("config shared-size 3M\nend", 1, "sizes are whole 2 MiB blocks, at most 4G"),
+            ("print x\n", 1, "the scenario must finish with end"),
+            ("end\nprint late", 2, "steps after end"),
+            ("collapse shared 4K\nend", 1, "collapse takes a 2 MiB aligned offset"),
+        ];
+        for (text, line, msg) in cases {
+            assert_eq!(validate(text), Err(ParseError { line, msg }), "{text}");
+        }
+    }
+
+    #[test]
+    fn shared_writes_are_the_words_written() {
+        let w: Vec<_> = shared_writes("write shared 0 8K 4K 3\nwrite prot 0 4K 4K 3\nend").collect();
+        assert_eq!(w, [(0, pattern(3, 0)), (4096, pattern(3, 4096))]);
+    }
+}
