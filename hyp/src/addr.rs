@@ -22,6 +22,9 @@ impl PhysAddr {
             None => None,
         }
     }
+    pub const fn add(self, bytes: u64) -> Self {
+        Self(self.0 + bytes)
+    }
     pub const fn is_aligned(self, align: u64) -> bool {
         self.0 & (align - 1) == 0
     }
@@ -78,6 +81,7 @@ mod tests {
         assert_eq!(PhysAddr(0x1001).align_up(PAGE_SIZE), Some(PhysAddr(0x2000)));
         assert_eq!(PhysAddr(u64::MAX).align_up(PAGE_SIZE), None);
         assert!(PhysAddr(0x6000_0000).is_aligned(0x20_0000));
+        assert_eq!(PhysAddr(0x5000_0000).add(0x1000), PhysAddr(0x5000_1000));
     }
 
     #[test]

@@ -24,6 +24,8 @@ mod console;
 #[cfg(all(target_arch = "aarch64", not(test)))]
 mod logger;
 #[cfg(all(target_arch = "aarch64", not(test)))]
+mod run_realm;
+#[cfg(all(target_arch = "aarch64", not(test)))]
 mod selfcheck;
 #[cfg(all(target_arch = "aarch64", not(test)))]
 mod start;

@@ -23,6 +23,8 @@ pub enum BootError {
     Map(arch::mmu::Stage1Error),
     PaRange(u64),
     SelfCheck(alloc::string::String),
+    Bundle(&'static str),
+    Realm(alloc::string::String),
 }
 
 impl fmt::Display for BootError {
@@ -33,6 +35,8 @@ impl fmt::Display for BootError {
             Self::Map(e) => write!(f, "building the EL2 stage-1 map: {e}"),
             Self::PaRange(v) => write!(f, "ID_AA64MMFR0_EL1 {v:#x} has a reserved PARange"),
             Self::SelfCheck(e) => write!(f, "self-check: {e}"),
+            Self::Bundle(e) => write!(f, "realm bundle at {}: {e}", arch::nsmem::BUNDLE_ADDR),
+            Self::Realm(e) => write!(f, "realm: {e}"),
         }
     }
 }
@@ -42,6 +46,8 @@ pub struct Hyp {
     pub platform: Platform,
     pub frames: Frames,
     pub rmm_possible: bool,
+    /// The realm image and scenario the loader left, if any.
+    pub bundle: Option<arch::nsmem::Bundle>,
 }
 
 fn discover(hint: u64) -> Result<Platform, DtbError> {
@@ -87,8 +93,18 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     );
 
     // Free RAM: everything the DTB calls memory, minus the image, the DTB and every reservation.
+    let bundle = arch::nsmem::bundle(&platform.ram).map_err(BootError::Bundle)?;
     let image = layout::image();
     let mut holes = Vec::from([image, platform.dtb]);
+    if let Some(b) = &bundle {
+        info!(
+            "bundle: realm image {} bytes, scenario {} bytes, at {}",
+            b.realm.len(),
+            b.scenario.len(),
+            b.range
+        );
+        holes.push(b.range);
+    }
     holes.extend(platform.reserved.iter().map(|r| r.range));
     let free = free_ranges(&platform.ram, &holes);
     let mut frames = Frames::new();
@@ -122,14 +138,20 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
         devices.len()
     );
 
-    Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, rmm_possible })))
+    Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, rmm_possible, bundle })))
 }
 
 /// The Rust entry point, called by boot/entry.S with x0 as passed by the loader.
 pub extern "C" fn hyp_main(dtb_hint: u64) -> ! {
     layout::init_heap(&HEAP);
     let start = arch::timer::uptime_us();
-    let verdict = boot(dtb_hint).and_then(|hyp| selfcheck::run(hyp).map_err(BootError::SelfCheck));
+    let verdict = boot(dtb_hint).and_then(|hyp| {
+        let check = selfcheck::run(hyp).map_err(BootError::SelfCheck)?;
+        match hyp.bundle.take() {
+            Some(b) => crate::run_realm::run(hyp, &b).map_err(BootError::Realm),
+            None => Ok(check),
+        }
+    });
     let ms = (arch::timer::uptime_us() - start) / 1000;
     match verdict {
         Ok(summary) => {

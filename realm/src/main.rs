@@ -112,7 +112,9 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
                 read(l.addr(s.region, p));
             });
         }
-        Step::Write(s, seed) => s.points().for_each(|p| write(l.addr(s.region, p), scenario::pattern(seed, p))),
+        Step::Write(s, seed) => {
+            s.points().for_each(|p| write(l.addr(s.region, p), scenario::pattern(seed, p)))
+        }
         Step::Verify(s, seed) => {
             if let Some(p) = s.points().find(|p| read(l.addr(s.region, *p)) != scenario::pattern(seed, *p)) {
                 say!("  mismatch at offset {p:#x}: {:#x}", read(l.addr(s.region, p)));
@@ -129,7 +131,9 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
             }
         }
         Step::HostPattern(s) => {
-            if let Some(p) = s.points().find(|p| read(l.addr(Region::Shared, *p)) != scenario::host_pattern(*p)) {
+            if let Some(p) =
+                s.points().find(|p| read(l.addr(Region::Shared, *p)) != scenario::host_pattern(*p))
+            {
                 say!("  offset {p:#x} holds {:#x}", read(l.addr(Region::Shared, p)));
                 return Err("the host's pattern is not there");
             }
@@ -138,7 +142,11 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
             let (base, top) = (l.prot_base + off, l.prot_base + off + len);
             let accepted = rsi::ipa_state_set(base, top, ram)?;
             if accepted == expect_reject {
-                return Err(if expect_reject { "the host accepted a change it should reject" } else { "the host rejected the change" });
+                return Err(if expect_reject {
+                    "the host accepted a change it should reject"
+                } else {
+                    "the host rejected the change"
+                });
             }
             if accepted {
                 let (got, _) = rsi::ipa_state_get(base, top)?;
@@ -160,12 +168,30 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn realm_main(scen: u64, scen_len: u64, prot: u64, prot_size: u64, shared_gpa: u64, shared_size: u64, console_gpa: u64) -> ! {
+extern "C" fn realm_main(
+    scen: u64,
+    scen_len: u64,
+    prot: u64,
+    prot_size: u64,
+    shared_gpa: u64,
+    shared_size: u64,
+    console_gpa: u64,
+) -> ! {
     let width = rsi::ipa_width();
     let shared_bit = 1u64 << (width - 1);
     CONSOLE.store(console_gpa | shared_bit, core::sync::atomic::Ordering::Relaxed);
-    let l = Layout { prot_base: prot, prot_size, shared_base: shared_gpa | shared_bit, shared_size, console: console_gpa | shared_bit };
-    say!("realm: RSI {} ok, IPA width {width}, shared alias bit {shared_bit:#x}, console {:#x}", rsi::version_string(), l.console);
+    let l = Layout {
+        prot_base: prot,
+        prot_size,
+        shared_base: shared_gpa | shared_bit,
+        shared_size,
+        console: console_gpa | shared_bit,
+    };
+    say!(
+        "realm: RSI {} ok, IPA width {width}, shared alias bit {shared_bit:#x}, console {:#x}",
+        rsi::version_string(),
+        l.console
+    );
     // SAFETY: the host put `scen_len` bytes of scenario text at IPA `scen` (measured DATA_CREATE).
     let bytes = unsafe { core::slice::from_raw_parts(scen as *const u8, scen_len as usize) };
     let Ok(text) = core::str::from_utf8(bytes) else {

@@ -37,7 +37,11 @@ pub fn ipa_width() -> u64 {
 }
 
 pub fn version_string() -> &'static str {
-    if smc([fid::VERSION, rmi::rsi::RSI_ABI_VERSION, 0, 0, 0])[0] == status::SUCCESS { "1.0" } else { "(not 1.0)" }
+    if smc([fid::VERSION, rmi::rsi::RSI_ABI_VERSION, 0, 0, 0])[0] == status::SUCCESS {
+        "1.0"
+    } else {
+        "(not 1.0)"
+    }
 }
 
 /// RSI_IPA_STATE_SET over [base, top), looping on partial progress. `Ok(accepted)`.

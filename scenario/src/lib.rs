@@ -17,7 +17,8 @@
 //! zero   prot OFF LEN STRIDE         check that the whole page at every STRIDE reads zero
 //! host-pattern shared OFF LEN STRIDE check the host's pre-filled pattern
 //! ripas  OFF LEN ram|empty [reject]  RSI_IPA_STATE_SET over protected [OFF, OFF+LEN); the host
-//!                                    must accept (or, with `reject`, must reject) the change
+//!                                    must accept (or, with `reject`, must reject) the change;
+//!                                    only a `reject` range may reach past the region
 //! collapse shared OFF                ask the host (RSI_HOST_CALL) to back the 2 MiB block at OFF
 //!                                    with a huge page from now on, as khugepaged would
 //! touch-outside                      access an IPA no memslot covers (the host must stop the realm)
@@ -147,6 +148,9 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
     let err = |msg| Err(ParseError { line: line_no, msg });
     let mut w = line.split_whitespace();
     let cmd = w.next()?;
+    if cmd == "print" {
+        return Some(Ok(Step::Print(line["print".len()..].trim())));
+    }
     let mut args = [""; 6];
     let mut n = 0;
     for a in w.by_ref() {
@@ -160,8 +164,13 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
         number(args[i]).ok_or(ParseError { line: line_no, msg: what })
     };
     let span = |r: Region| -> Result<Span, ParseError> {
-        let s = Span { region: r, off: num(1, "bad offset")?, len: num(2, "bad length")?, stride: num(3, "bad stride")? };
-        if s.off % 8 != 0 || s.stride == 0 || s.stride % 8 != 0 {
+        let s = Span {
+            region: r,
+            off: num(1, "bad offset")?,
+            len: num(2, "bad length")?,
+            stride: num(3, "bad stride")?,
+        };
+        if !s.off.is_multiple_of(8) || s.stride == 0 || !s.stride.is_multiple_of(8) {
             return Err(ParseError { line: line_no, msg: "offset and stride must be multiples of 8" });
         }
         if s.len == 0 {
@@ -175,12 +184,15 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
     };
     let step = (|| -> Result<Step<'_>, ParseError> {
         Ok(match cmd {
-            "print" => Step::Print(line["print".len()..].trim()),
             "config" => {
                 want(2)?;
                 let c = match args[0] {
-                    "protected-blocks" => Config::ProtectedBlocks(on_off(args[1]).ok_or(ParseError { line: line_no, msg: "expected on or off" })?),
-                    "shared-blocks" => Config::SharedBlocks(on_off(args[1]).ok_or(ParseError { line: line_no, msg: "expected on or off" })?),
+                    "protected-blocks" => Config::ProtectedBlocks(
+                        on_off(args[1]).ok_or(ParseError { line: line_no, msg: "expected on or off" })?,
+                    ),
+                    "shared-blocks" => Config::SharedBlocks(
+                        on_off(args[1]).ok_or(ParseError { line: line_no, msg: "expected on or off" })?,
+                    ),
                     "protected-size" => Config::ProtectedSize(num(1, "bad size")?),
                     "shared-size" => Config::SharedSize(num(1, "bad size")?),
                     _ => return Err(ParseError { line: line_no, msg: "unknown config key" }),
@@ -289,7 +301,9 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             match k {
                 Config::ProtectedBlocks(b) => c.protected_blocks = b,
                 Config::SharedBlocks(b) => c.shared_blocks = b,
-                Config::ProtectedSize(s) | Config::SharedSize(s) if s == 0 || s % BLOCK != 0 || s > (1 << 32) => {
+                Config::ProtectedSize(s) | Config::SharedSize(s)
+                    if s == 0 || s % BLOCK != 0 || s > (1 << 32) =>
+                {
                     return Err(ParseError { line, msg: "sizes are whole 2 MiB blocks, at most 4G" });
                 }
                 Config::ProtectedSize(s) => c.protected_size = s,
@@ -307,13 +321,25 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             sp.off.checked_add(sp.len).is_some_and(|e| e <= size)
         };
         match s {
-            Step::Read(sp) | Step::Write(sp, _) | Step::Verify(sp, _) | Step::Zero(sp) | Step::HostPattern(sp)
+            Step::Read(sp)
+            | Step::Write(sp, _)
+            | Step::Verify(sp, _)
+            | Step::Zero(sp)
+            | Step::HostPattern(sp)
                 if !fits(&sp) =>
             {
                 return Err(ParseError { line, msg: "range outside its region" });
             }
-            Step::Ripas { off, len, .. } if off.checked_add(len).is_none_or(|e| e > c.protected_size) => {
+            // A change the host is to reject may reach past the region (that is why it rejects).
+            Step::Ripas { off, len, expect_reject: false, .. }
+                if off.checked_add(len).is_none_or(|e| e > c.protected_size) =>
+            {
                 return Err(ParseError { line, msg: "RIPAS range outside the protected region" });
+            }
+            Step::Ripas { off, len, expect_reject: true, .. }
+                if off.checked_add(len).is_none_or(|e| e > 1 << 32) =>
+            {
+                return Err(ParseError { line, msg: "RIPAS range beyond 4G" });
             }
             Step::Collapse(off) if off >= c.shared_size => {
                 return Err(ParseError { line, msg: "collapse outside the shared region" });
@@ -328,14 +354,15 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
     Ok(c)
 }
 
-/// What the shared region must hold after the realm ran: the last `write` to each shared word
-/// (the host checks these words in its backing pages).
+/// Every word the realm's `write` steps put in the shared region, in order (a later write to the
+/// same offset wins); the host checks the final values in its backing pages.
 pub fn shared_writes(text: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
-    steps(text).filter_map(|(_, s)| match s {
-        Ok(Step::Write(sp, seed)) if sp.region == Region::Shared => Some((sp, seed)),
-        _ => None,
-    })
-    .flat_map(|(sp, seed)| sp.points().map(move |p| (p, pattern(seed, p))))
+    steps(text)
+        .filter_map(|(_, s)| match s {
+            Ok(Step::Write(sp, seed)) if sp.region == Region::Shared => Some((sp, seed)),
+            _ => None,
+        })
+        .flat_map(|(sp, seed)| sp.points().map(move |p| (p, pattern(seed, p))))
 }
 
 #[cfg(test)]
@@ -365,7 +392,10 @@ mod tests {
         assert_eq!(s[0], Step::Config(Config::SharedBlocks(false)));
         assert_eq!(s[1], Step::Print("hello realm"));
         assert_eq!(s[2], Step::Read(Span { region: Region::Prot, off: 0, len: 8 << 20, stride: 2 << 20 }));
-        assert_eq!(s[3], Step::Write(Span { region: Region::Shared, off: 0x1000, len: 4096, stride: 4096 }, 7));
+        assert_eq!(
+            s[3],
+            Step::Write(Span { region: Region::Shared, off: 0x1000, len: 4096, stride: 4096 }, 7)
+        );
         assert_eq!(s[7], Step::Ripas { off: 2 << 20, len: 2 << 20, ram: false, expect_reject: false });
         assert_eq!(s[8], Step::Ripas { off: 0, len: 4096, ram: true, expect_reject: true });
         assert_eq!(s[9], Step::Collapse(2 << 20));

@@ -59,3 +59,28 @@ flash_image() {
   cp "$fw/bl1.bin" "$out"
   dd if="$work/fip.bin" of="$out" bs=64k seek=4 conv=notrunc status=none
 }
+
+# The test realm, built soft-float (the host does not preserve FP registers across exits).
+REALM_TARGET=aarch64-unknown-none-softfloat
+build_realm() {
+  (cd "$ROOT" && cargo build -p realm --target "$REALM_TARGET" --release 2>&1 | grep -v 'strict-align\|unstable feature\|passed through\|feature request\|^\s*|\s*$\|^\s*=' ) >&2
+  local elf="$ROOT/target/$REALM_TARGET/release/realm"
+  [ -f "$elf" ] || die "building the test realm failed"
+  aarch64-linux-gnu-objcopy -O binary "$elf" "$elf.bin" || die "objcopy of the realm failed"
+  echo "$elf.bin"
+}
+
+# make_bundle REALM_BIN SCENARIO OUT TRACE(0|1): the file QEMU loads at 0x5000_0000 for the hyp:
+# "HYPBNDL1", flags, realm length, scenario length; the realm at 4 KiB; the scenario after it.
+make_bundle() {
+  python3 - "$1" "$2" "$3" "$4" <<'PY' || die "could not write the bundle"
+import struct, sys
+realm = open(sys.argv[1], 'rb').read()
+scen = open(sys.argv[2], 'rb').read()
+flags = 1 if sys.argv[4] == '1' else 0
+pad = (-len(realm)) % 4096
+hdr = b'HYPBNDL1' + struct.pack('<QQQ', flags, len(realm), len(scen))
+open(sys.argv[3], 'wb').write(hdr + b'\0' * (4096 - len(hdr)) + realm + b'\0' * pad + scen)
+PY
+}
+bundle_args() { echo "-device loader,file=$1,addr=0x50000000,force-raw=on"; }

@@ -10,6 +10,7 @@ pub mod guest;
 pub mod layout;
 pub mod mmio;
 pub mod mmu;
+pub mod nsmem;
 pub mod probe;
 pub mod rmm_mem;
 pub mod smc;

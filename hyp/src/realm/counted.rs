@@ -4,8 +4,8 @@
 use alloc::format;
 use alloc::string::String;
 use rmi::{
-    Fid, GranuleAddr, Ipa, Measure, Page, PsciStatus, RealmParams, RecParams, RecRun, RmiError, RmiVersion, Rmm,
-    RttEntry, RttLevel, VersionReport, WithTop,
+    Fid, GranuleAddr, Ipa, Measure, Page, PsciStatus, RealmParams, RecParams, RecRun, RmiError, RmiVersion,
+    Rmm, RttEntry, RttLevel, VersionReport, WithTop,
 };
 
 /// Every RMI command this hypervisor issues, in FID order (for tables).
@@ -53,6 +53,7 @@ impl CallCounts {
     pub fn failed_total(&self) -> u64 {
         self.failed.iter().sum()
     }
+    #[cfg(test)]
     pub fn of(&self, fid: Fid) -> u64 {
         self.calls[slot(fid)]
     }
@@ -124,7 +125,11 @@ impl<R: Rmm> Rmm for Counted<R> {
     }
     fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError> {
         let r = self.inner.realm_create(rd, params);
-        self.note(Fid::RealmCreate, || format!("rd {rd}, s2sz {}, sl {}", params.s2sz, params.rtt_level_start), &r);
+        self.note(
+            Fid::RealmCreate,
+            || format!("rd {rd}, s2sz {}, sl {}", params.s2sz, params.rtt_level_start),
+            &r,
+        );
         r
     }
     fn realm_activate(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
@@ -154,15 +159,31 @@ impl<R: Rmm> Rmm for Counted<R> {
     }
     fn rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError> {
         let r = self.inner.rec_enter(rec, run);
-        self.note(Fid::RecEnter, || format!("{rec}, flags {:#x} -> exit {}", run.enter.flags, run.exit.exit_reason), &r);
+        self.note(
+            Fid::RecEnter,
+            || format!("{rec}, flags {:#x} -> exit {}", run.enter.flags, run.exit.exit_reason),
+            &r,
+        );
         r
     }
-    fn psci_complete(&mut self, calling: GranuleAddr, target: GranuleAddr, status: PsciStatus) -> Result<(), RmiError> {
+    fn psci_complete(
+        &mut self,
+        calling: GranuleAddr,
+        target: GranuleAddr,
+        status: PsciStatus,
+    ) -> Result<(), RmiError> {
         let r = self.inner.psci_complete(calling, target, status);
         self.note(Fid::PsciComplete, || format!("{calling}, {target}, {status:?}"), &r);
         r
     }
-    fn data_create(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa, src: &Page, measure: Measure) -> Result<(), RmiError> {
+    fn data_create(
+        &mut self,
+        rd: GranuleAddr,
+        data: GranuleAddr,
+        ipa: Ipa,
+        src: &Page,
+        measure: Measure,
+    ) -> Result<(), RmiError> {
         let r = self.inner.data_create(rd, data, ipa, src, measure);
         self.note(Fid::DataCreate, || format!("{data} at {ipa}"), &r);
         r
@@ -177,7 +198,13 @@ impl<R: Rmm> Rmm for Counted<R> {
         self.note(Fid::DataDestroy, || format!("{ipa} (top {})", r.top), &r.result);
         r
     }
-    fn rtt_create(&mut self, rd: GranuleAddr, rtt: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<(), RmiError> {
+    fn rtt_create(
+        &mut self,
+        rd: GranuleAddr,
+        rtt: GranuleAddr,
+        ipa: Ipa,
+        level: RttLevel,
+    ) -> Result<(), RmiError> {
         let r = self.inner.rtt_create(rd, rtt, ipa, level);
         self.note(Fid::RttCreate, || format!("{rtt} at {ipa}, L{}", lv(level)), &r);
         r
@@ -192,7 +219,13 @@ impl<R: Rmm> Rmm for Counted<R> {
         self.note(Fid::RttFold, || format!("{ipa}, L{}", lv(level)), &r);
         r
     }
-    fn rtt_map_unprotected(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel, desc: u64) -> Result<(), RmiError> {
+    fn rtt_map_unprotected(
+        &mut self,
+        rd: GranuleAddr,
+        ipa: Ipa,
+        level: RttLevel,
+        desc: u64,
+    ) -> Result<(), RmiError> {
         let r = self.inner.rtt_map_unprotected(rd, ipa, level, desc);
         self.note(Fid::RttMapUnprotected, || format!("{ipa}, L{}, desc {desc:#x}", lv(level)), &r);
         r
@@ -212,7 +245,13 @@ impl<R: Rmm> Rmm for Counted<R> {
         self.note(Fid::RttInitRipas, || format!("[{base}, {top})"), &r);
         r
     }
-    fn rtt_set_ripas(&mut self, rd: GranuleAddr, rec: GranuleAddr, base: Ipa, top: Ipa) -> Result<Ipa, RmiError> {
+    fn rtt_set_ripas(
+        &mut self,
+        rd: GranuleAddr,
+        rec: GranuleAddr,
+        base: Ipa,
+        top: Ipa,
+    ) -> Result<Ipa, RmiError> {
         let r = self.inner.rtt_set_ripas(rd, rec, base, top);
         self.note(Fid::RttSetRipas, || format!("[{base}, {top})"), &r);
         r

@@ -83,6 +83,7 @@ impl Ledger {
         self.live.iter().filter_map(|(pa, u)| GranuleAddr::new(*pa).map(|g| (g, *u)))
     }
 
+    #[cfg(test)]
     pub fn live_count(&self) -> usize {
         self.live.len()
     }

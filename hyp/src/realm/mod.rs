@@ -10,11 +10,12 @@
 pub mod counted;
 pub mod ledger;
 pub mod params;
+pub mod summary;
 pub mod vm;
 
 #[cfg(test)]
 mod tests;
 
-pub use counted::{COMMANDS, CallCounts, Counted};
-pub use ledger::{Ledger, Use};
-pub use vm::{Layout, Stop, Vm, VmConfig};
+pub use counted::Counted;
+
+pub use vm::{Stop, Vm, VmConfig};

@@ -218,7 +218,8 @@ impl Vm {
 
     fn alloc_frames(frames: &mut Frames, bytes: u64, what: &str) -> Res<PhysAddr> {
         let n = (bytes / PAGE_SIZE) as usize;
-        let pa = frames.alloc(n).ok_or_else(|| format!("out of host memory for {what} ({} MiB)", bytes >> 20))?;
+        let pa =
+            frames.alloc(n).ok_or_else(|| format!("out of host memory for {what} ({} MiB)", bytes >> 20))?;
         Ok(pa)
     }
 
@@ -261,7 +262,13 @@ impl Vm {
             rd: GranuleAddr::new(0).unwrap_or_else(|| unreachable!()),
             shape,
             layout,
-            prot: Memslot { gpa: 0, size: layout.prot_end, backing: prot_backing, blocks: cfg.protected_blocks, huge: BTreeSet::new() },
+            prot: Memslot {
+                gpa: 0,
+                size: layout.prot_end,
+                backing: prot_backing,
+                blocks: cfg.protected_blocks,
+                huge: BTreeSet::new(),
+            },
             shared: Memslot {
                 gpa: layout.shared_gpa,
                 size: cfg.shared_size,
@@ -292,14 +299,23 @@ impl Vm {
         }
     }
 
-    fn build<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, cfg: &VmConfig, image: &[u8], scenario: &[u8]) -> Res<()> {
+    fn build<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        cfg: &VmConfig,
+        image: &[u8],
+        scenario: &[u8],
+    ) -> Res<()> {
         let rd = granule(Self::alloc_frames(frames, PAGE_SIZE, "the RD")?)?;
         self.ledger.delegate(rmm, rd, Use::Rd).map_err(|e| format!("RMI_GRANULE_DELEGATE (RD): {e}"))?;
         self.rd = rd;
         let roots_pa = Self::alloc_frames(frames, self.shape.num_root * PAGE_SIZE, "the root RTTs")?;
         for i in 0..self.shape.num_root {
             let g = granule(PhysAddr(roots_pa.0 + i * PAGE_SIZE))?;
-            self.ledger.delegate(rmm, g, Use::Rtt).map_err(|e| format!("RMI_GRANULE_DELEGATE (root RTT): {e}"))?;
+            self.ledger
+                .delegate(rmm, g, Use::Rtt)
+                .map_err(|e| format!("RMI_GRANULE_DELEGATE (root RTT): {e}"))?;
             self.roots.push(g);
         }
         let mut p = Box::new(RealmParams::zeroed());
@@ -316,6 +332,7 @@ impl Vm {
         }
         self.ledger.relabel(rd, Use::Rd);
 
+        self.topup(rmm, frames)?;
         self.init_ripas(rmm, frames, 0, self.layout.prot_end)?;
         self.load(rmm, frames, self.layout.image_gpa, image)?;
         self.load(rmm, frames, self.layout.scenario_gpa, scenario)?;
@@ -340,7 +357,15 @@ impl Vm {
         Ok(())
     }
 
-    fn create_rec<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, index: u64, pc: u64, gprs: [u64; 8], aux: usize) -> Res<()> {
+    fn create_rec<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        index: u64,
+        pc: u64,
+        gprs: [u64; 8],
+        aux: usize,
+    ) -> Res<()> {
         let rec = granule(Self::alloc_frames(frames, PAGE_SIZE, "a REC")?)?;
         self.ledger.delegate(rmm, rec, Use::Rec).map_err(|e| format!("RMI_GRANULE_DELEGATE (REC): {e}"))?;
         let mut rp = Box::new(RecParams::zeroed());
@@ -352,7 +377,9 @@ impl Vm {
         let mut auxv = Vec::new();
         for i in 0..aux {
             let g = granule(Self::alloc_frames(frames, PAGE_SIZE, "REC aux")?)?;
-            self.ledger.delegate(rmm, g, Use::RecAux).map_err(|e| format!("RMI_GRANULE_DELEGATE (aux): {e}"))?;
+            self.ledger
+                .delegate(rmm, g, Use::RecAux)
+                .map_err(|e| format!("RMI_GRANULE_DELEGATE (aux): {e}"))?;
             rp.aux[i] = g.get();
             auxv.push(g);
         }
@@ -381,7 +408,9 @@ impl Vm {
             page.0[..chunk.len()].copy_from_slice(chunk);
             self.ensure_tables(rmm, frames, ipa, RttLevel::PAGE)?;
             let pa = granule(self.prot.pa(ipa))?;
-            self.ledger.delegate(rmm, pa, Use::Data).map_err(|e| format!("RMI_GRANULE_DELEGATE {pa}: {e}"))?;
+            self.ledger
+                .delegate(rmm, pa, Use::Data)
+                .map_err(|e| format!("RMI_GRANULE_DELEGATE {pa}: {e}"))?;
             if let Err(e) = rmm.data_create(self.rd, pa, Ipa(ipa), &page, Measure::Content) {
                 self.ledger.undelegate(rmm, pa);
                 return Err(format!("RMI_DATA_CREATE at {ipa:#x}: {e}"));
@@ -393,7 +422,13 @@ impl Vm {
 
     /// RTT_INIT_RIPAS over [base, top): it works at whatever level the walk reaches and stops
     /// at the end of a table, so loop, creating a table where an entry is larger than the rest.
-    fn init_ripas<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, base: u64, top: u64) -> Res<()> {
+    fn init_ripas<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        base: u64,
+        top: u64,
+    ) -> Res<()> {
         let mut addr = base;
         let mut stuck = 0;
         while addr < top {
@@ -416,7 +451,12 @@ impl Vm {
 
     // ---- RTTs and the memcache -----------------------------------------------------------
 
-    fn fresh_rtt<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, used: Use) -> Res<GranuleAddr> {
+    fn fresh_rtt<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        used: Use,
+    ) -> Res<GranuleAddr> {
         let g = granule(Self::alloc_frames(frames, PAGE_SIZE, "an RTT")?)?;
         match self.ledger.delegate(rmm, g, used) {
             Ok(()) => Ok(g),
@@ -462,7 +502,13 @@ impl Vm {
     }
 
     /// Make sure RTTs exist from below the root down to `level` for `ipa`.
-    fn ensure_tables<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, ipa: u64, level: RttLevel) -> Res<()> {
+    fn ensure_tables<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        ipa: u64,
+        level: RttLevel,
+    ) -> Res<()> {
         let mut l = self.shape.start.next();
         while l <= level {
             if !self.tables.contains(&Self::table_key(l, ipa)) {
@@ -476,11 +522,17 @@ impl Vm {
     /// RTT_CREATE the level-`level` table for `ipa`. "(RMI_ERROR_RTT, level - 1)" means it is
     /// there already (a racing vCPU); a lower index means a table above is missing: create the
     /// tables from the reported level down, then retry.
-    fn create_table<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, level: RttLevel, ipa: u64) -> Res<()> {
+    fn create_table<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        level: RttLevel,
+        ipa: u64,
+    ) -> Res<()> {
         let key = Self::table_key(level, ipa);
         let base = key.1;
         let rtt = self.take_rtt(rmm, frames)?;
-        for _ in 0..2 {
+        if (0..2).next().is_some() {
             match rmm.rtt_create(self.rd, rtt, Ipa(base), level) {
                 Ok(()) => {
                     self.tables.insert(key);
@@ -541,7 +593,12 @@ impl Vm {
     }
 
     /// A stage-2 fault on the protected IPA `ipa`.
-    fn protected_fault<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, ipa: u64) -> Result<&'static str, Stop> {
+    fn protected_fault<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        ipa: u64,
+    ) -> Result<&'static str, Stop> {
         if ipa >= self.layout.prot_end {
             return Err(Stop::Error(format!("protected IPA {ipa:#x} is outside every memslot")));
         }
@@ -614,7 +671,12 @@ impl Vm {
     /// Map a whole 2 MiB protected block: 512 DATA_CREATE_UNKNOWN under a temporary level-3
     /// RTT, then RTT_FOLD into a level-2 block (the RTT goes back to the memcache). A failure
     /// midway undoes what was done: DATA_DESTROY and UNDELEGATE each page, RTT_DESTROY the table.
-    fn map_protected_block<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, block: u64) -> Res<()> {
+    fn map_protected_block<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        block: u64,
+    ) -> Res<()> {
         self.ensure_tables(rmm, frames, block, RttLevel::BLOCK)?;
         self.create_table(rmm, frames, RttLevel::PAGE, block)?;
         for i in 0..ENTRIES {
@@ -622,11 +684,15 @@ impl Vm {
             let pa = granule(self.prot.pa(ipa))?;
             if let Err(e) = self.ledger.delegate(rmm, pa, Use::Data) {
                 self.unwind_block(rmm, block, i, None);
-                return Err(format!("RMI_GRANULE_DELEGATE {pa} (block {block:#x}, page {i}): {e}; block unwound"));
+                return Err(format!(
+                    "RMI_GRANULE_DELEGATE {pa} (block {block:#x}, page {i}): {e}; block unwound"
+                ));
             }
             if let Err(e) = rmm.data_create_unknown(self.rd, pa, Ipa(ipa)) {
                 self.unwind_block(rmm, block, i, Some(pa));
-                return Err(format!("RMI_DATA_CREATE_UNKNOWN at {ipa:#x} (block page {i}): {e}; block unwound"));
+                return Err(format!(
+                    "RMI_DATA_CREATE_UNKNOWN at {ipa:#x} (block page {i}): {e}; block unwound"
+                ));
             }
             self.data.insert(ipa, RttLevel::PAGE);
         }
@@ -649,7 +715,13 @@ impl Vm {
         Ok(())
     }
 
-    fn unwind_block<R: Rmm>(&mut self, rmm: &mut Counted<R>, block: u64, done: u64, pending: Option<GranuleAddr>) {
+    fn unwind_block<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        block: u64,
+        done: u64,
+        pending: Option<GranuleAddr>,
+    ) {
         self.stats.unwinds += 1;
         for j in (0..done).rev() {
             let ipa = block + j * PAGE_SIZE;
@@ -718,7 +790,14 @@ impl Vm {
     /// * nothing is lost: the block maps the same backing as the pages it replaces (the memslot is
     ///   linear), so the page the realm already shared keeps its contents and address;
     /// * the RTT granule goes back to the memcache.
-    fn map_shared<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, ipa: u64, level: RttLevel, pa: PhysAddr) -> Res<()> {
+    fn map_shared<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        ipa: u64,
+        level: RttLevel,
+        pa: PhysAddr,
+    ) -> Res<()> {
         if level == RttLevel::BLOCK && self.tables.contains(&Self::table_key(RttLevel::PAGE, ipa)) {
             self.destroy_shared_table(rmm, ipa)?;
         }
@@ -738,9 +817,13 @@ impl Vm {
                         }
                     }
                     Some(l) if l == level => {
-                        let entry = rmm.rtt_read_entry(self.rd, Ipa(ipa), level).map_err(|e| format!("RMI_RTT_READ_ENTRY: {e}"))?;
+                        let entry = rmm
+                            .rtt_read_entry(self.rd, Ipa(ipa), level)
+                            .map_err(|e| format!("RMI_RTT_READ_ENTRY: {e}"))?;
                         match entry.state {
-                            RttEntryState::Table if level == RttLevel::BLOCK => self.destroy_shared_table(rmm, ipa)?,
+                            RttEntryState::Table if level == RttLevel::BLOCK => {
+                                self.destroy_shared_table(rmm, ipa)?
+                            }
                             RttEntryState::Assigned => {
                                 // Another vCPU mapped it first.
                                 self.stats.races += 1;
@@ -776,7 +859,9 @@ impl Vm {
             return Err(Stop::Error(format!("console access with ESR {esr:#x} is not a data abort")));
         };
         let Some(access) = da.access else {
-            return Err(Stop::Error(String::from("console access the RMM reports as not emulatable (no ISV)")));
+            return Err(Stop::Error(String::from(
+                "console access the RMM reports as not emulatable (no ISV)",
+            )));
         };
         if da.write {
             if gpa - self.layout.console_gpa == UART_DR {
@@ -802,7 +887,13 @@ impl Vm {
     /// RIPAS change: accept a range inside the protected memslot (RTT_SET_RIPAS, creating or
     /// unfolding tables where it stops with RMI_ERROR_RTT); reject anything else. Pages made EMPTY
     /// are reclaimed (DATA_DESTROY, UNDELEGATE), as Linux `realm_set_ipa_state` does.
-    fn ripas_change<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, rec: GranuleAddr, run: &mut RecRun) -> Res<()> {
+    fn ripas_change<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        rec: GranuleAddr,
+        run: &mut RecRun,
+    ) -> Res<()> {
         let (base, top, value) = (run.exit.ripas_base, run.exit.ripas_top, run.exit.ripas_value);
         if top > self.layout.prot_end || base >= top {
             info!("realm: rejecting RIPAS change [{base:#x}, {top:#x}) outside the protected memslot");
@@ -842,7 +933,12 @@ impl Vm {
 
     /// DATA_DESTROY and UNDELEGATE the protected pages mapped in [base, top).
     fn reclaim<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, base: u64, top: u64) -> Res<()> {
-        let blocks: Vec<u64> = self.data.range(align_down(base, BLOCK_SIZE)..top).filter(|(_, l)| **l == RttLevel::BLOCK).map(|(a, _)| *a).collect();
+        let blocks: Vec<u64> = self
+            .data
+            .range(align_down(base, BLOCK_SIZE)..top)
+            .filter(|(_, l)| **l == RttLevel::BLOCK)
+            .map(|(a, _)| *a)
+            .collect();
         for b in blocks {
             if b + BLOCK_SIZE > base {
                 self.create_table(rmm, frames, RttLevel::PAGE, b)?;
@@ -862,10 +958,10 @@ impl Vm {
                 self.ledger.undelegate(rmm, g);
             }
             Err(e) => {
-                if let Ok(g) = granule(self.prot.pa(ipa)) {
-                    if self.ledger.is_live(g) {
-                        self.ledger.lose(g, format!("RMI_DATA_DESTROY at {ipa:#x}: {e}"));
-                    }
+                if let Ok(g) = granule(self.prot.pa(ipa))
+                    && self.ledger.is_live(g)
+                {
+                    self.ledger.lose(g, format!("RMI_DATA_DESTROY at {ipa:#x}: {e}"));
                 }
             }
         }
@@ -876,7 +972,7 @@ impl Vm {
         let answer = match run.exit.imm {
             HOST_CALL_COLLAPSE => {
                 let block = self.shared.gpa + run.exit.gprs[0];
-                if block % BLOCK_SIZE == 0 && self.shared.contains(block) {
+                if block.is_multiple_of(BLOCK_SIZE) && self.shared.contains(block) {
                     self.shared.huge.insert(block);
                     info!("realm: host backs shared block {block:#x} with a huge page from now on");
                     0
@@ -890,7 +986,13 @@ impl Vm {
     }
 
     /// Handle one REC exit; `Ok(None)` = re-enter.
-    pub fn handle_exit<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, rec: GranuleAddr, run: &mut RecRun) -> Option<Stop> {
+    pub fn handle_exit<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        rec: GranuleAddr,
+        run: &mut RecRun,
+    ) -> Option<Stop> {
         self.stats.exits += 1;
         run.enter.flags = 0;
         let before: CallCounts = rmm.counts;
@@ -900,7 +1002,9 @@ impl Vm {
                 let s = Syndrome::decode(esr);
                 let status = match (s.class, s.data_abort()) {
                     (crate::esr::ExceptionClass::DataAbortLower, Some(d)) => d.status,
-                    (crate::esr::ExceptionClass::InstrAbortLower, _) => FaultStatus::from_raw((esr & 0x3f) as u8),
+                    (crate::esr::ExceptionClass::InstrAbortLower, _) => {
+                        FaultStatus::from_raw((esr & 0x3f) as u8)
+                    }
                     _ => return Some(Stop::Error(format!("unexpected SYNC exit, ESR {esr:#x}"))),
                 };
                 let ipa = rmi_ipa(run.exit.hpfar, run.exit.far);
@@ -929,7 +1033,9 @@ impl Vm {
                 ("host call", -1)
             }
             exit_reason::IRQ | exit_reason::FIQ => ("interrupt", -1),
-            exit_reason::SERROR => return Some(Stop::Error(format!("SError from the realm, ESR {:#x}", run.exit.esr))),
+            exit_reason::SERROR => {
+                return Some(Stop::Error(format!("SError from the realm, ESR {:#x}", run.exit.esr)));
+            }
             other => return Some(Stop::Error(format!("unknown exit reason {other}"))),
         };
         let calls = rmm.counts.since(&before).total();
@@ -944,11 +1050,16 @@ impl Vm {
         match fid {
             rsi::psci::SYSTEM_OFF | rsi::psci::SYSTEM_RESET => Some(Stop::PowerOff),
             rsi::psci::CPU_OFF => Some(Stop::CpuOff),
-            rsi::psci::CPU_ON | rsi::psci::CPU_ON_32 | rsi::psci::AFFINITY_INFO | rsi::psci::AFFINITY_INFO_32 => {
+            rsi::psci::CPU_ON
+            | rsi::psci::CPU_ON_32
+            | rsi::psci::AFFINITY_INFO
+            | rsi::psci::AFFINITY_INFO_32 => {
                 let m = run.exit.gprs[1];
                 let idx = ((m & 0xf) | ((m >> 8) & 0xff) << 4) as usize;
                 let Some(target) = self.recs.get(idx).copied() else {
-                    return Some(Stop::Error(format!("PSCI {fid:#x} for a vCPU that does not exist ({m:#x})")));
+                    return Some(Stop::Error(format!(
+                        "PSCI {fid:#x} for a vCPU that does not exist ({m:#x})"
+                    )));
                 };
                 match rmm.psci_complete(rec, target, PsciStatus::Success) {
                     Ok(()) => None,
@@ -983,7 +1094,11 @@ impl Vm {
     /// Undo everything: REC_DESTROY; unfold protected blocks (RTT_CREATE) and DATA_DESTROY every
     /// data granule; RTT_DESTROY bottom-up; REALM_DESTROY; UNDELEGATE everything, giving host
     /// frames back. Returns the leaks, each with its reason; on success the ledger is empty.
-    pub fn teardown<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames) -> Vec<super::ledger::Leak> {
+    pub fn teardown<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+    ) -> Vec<super::ledger::Leak> {
         for rec in core::mem::take(&mut self.recs) {
             match rmm.rec_destroy(rec) {
                 Ok(()) => self.give_back(rmm, frames, rec),
@@ -998,7 +1113,8 @@ impl Vm {
             }
         }
         // Protected blocks: unfold, then destroy page by page.
-        let blocks: Vec<u64> = self.data.iter().filter(|(_, l)| **l == RttLevel::BLOCK).map(|(a, _)| *a).collect();
+        let blocks: Vec<u64> =
+            self.data.iter().filter(|(_, l)| **l == RttLevel::BLOCK).map(|(a, _)| *a).collect();
         for b in blocks {
             if let Err(e) = self.create_table(rmm, frames, RttLevel::PAGE, b) {
                 warn!("realm teardown: unfolding {b:#x}: {e}");
@@ -1062,10 +1178,11 @@ impl Vm {
     fn scrub_table<R: Rmm>(&mut self, rmm: &mut Counted<R>, base: u64) {
         for i in 0..ENTRIES {
             let ipa = base + i * PAGE_SIZE;
-            if let Ok(e) = rmm.rtt_read_entry(self.rd, Ipa(ipa), RttLevel::PAGE) {
-                if e.state == RttEntryState::Assigned && ipa & self.shared_bit() == 0 {
-                    self.destroy_data(rmm, ipa);
-                }
+            if let Ok(e) = rmm.rtt_read_entry(self.rd, Ipa(ipa), RttLevel::PAGE)
+                && e.state == RttEntryState::Assigned
+                && ipa & self.shared_bit() == 0
+            {
+                self.destroy_data(rmm, ipa);
             }
         }
     }

@@ -1,0 +1,83 @@
+//! The host's own accesses to Non-secure RAM it owns: the bundle the loader left (realm image and
+//! scenario), and the shared memslot's backing (pre-filled with the host's pattern, and read back
+//! after the realm stopped to check what the realm wrote).
+
+use crate::addr::{MemRange, PhysAddr};
+
+/// Where scripts/run has QEMU load the bundle (`-device loader,...,addr=`): free NS RAM in both
+/// boot modes (below the image at 0x6000_0000, above the RMM's carve-out).
+pub const BUNDLE_ADDR: PhysAddr = PhysAddr(0x5000_0000);
+const BUNDLE_MAGIC: [u8; 8] = *b"HYPBNDL1";
+const BUNDLE_HEADER: u64 = 0x1000;
+/// Largest bundle accepted.
+pub const BUNDLE_MAX: u64 = 16 << 20;
+
+/// The realm image and scenario the run should use.
+pub struct Bundle {
+    pub range: MemRange,
+    pub flags: u64,
+    pub realm: &'static [u8],
+    pub scenario: &'static [u8],
+}
+
+/// Bundle flag: log every RMI call.
+pub const BUNDLE_TRACE: u64 = 1;
+
+fn in_ram(ram: &[MemRange], r: MemRange) -> bool {
+    ram.iter().any(|m| m.start <= r.start && r.end <= m.end)
+}
+
+/// The bundle at [`BUNDLE_ADDR`], if one was loaded (`Err` if one is there but malformed).
+pub fn bundle(ram: &[MemRange]) -> Result<Option<Bundle>, &'static str> {
+    let header = MemRange { start: BUNDLE_ADDR, end: BUNDLE_ADDR.add(BUNDLE_HEADER) };
+    if !in_ram(ram, header) {
+        return Ok(None);
+    }
+    // SAFETY: the header page is RAM (checked) and mapped or the MMU is off.
+    let word = |i: u64| unsafe { core::ptr::read_volatile((BUNDLE_ADDR.0 + i * 8) as *const u64) };
+    if word(0).to_le_bytes() != BUNDLE_MAGIC {
+        return Ok(None);
+    }
+    let (flags, realm_len, scen_len) = (word(1), word(2), word(3));
+    let scen_off = BUNDLE_HEADER + realm_len.div_ceil(4096) * 4096;
+    let end = scen_off.checked_add(scen_len).ok_or("bundle lengths overflow")?;
+    if end > BUNDLE_MAX || realm_len == 0 {
+        return Err("bundle lengths are implausible");
+    }
+    let range = MemRange { start: BUNDLE_ADDR, end: BUNDLE_ADDR.add(end) };
+    if !in_ram(ram, range) {
+        return Err("the bundle runs past the end of RAM");
+    }
+    // SAFETY: both slices lie in the bundle's RAM (checked), which the hypervisor keeps out of
+    // its frame allocator and never writes.
+    let (realm, scenario) = unsafe {
+        (
+            core::slice::from_raw_parts((BUNDLE_ADDR.0 + BUNDLE_HEADER) as *const u8, realm_len as usize),
+            core::slice::from_raw_parts((BUNDLE_ADDR.0 + scen_off) as *const u8, scen_len as usize),
+        )
+    };
+    Ok(Some(Bundle { range, flags, realm, scenario }))
+}
+
+/// Write `f(offset)` into every 64-bit word of `range` (host-owned NS RAM).
+pub fn fill(range: MemRange, ram: &[MemRange], f: impl Fn(u64) -> u64) {
+    if !in_ram(ram, range) {
+        return;
+    }
+    let mut pa = range.start.0;
+    while pa + 8 <= range.end.0 {
+        // SAFETY: `pa` is aligned RAM inside `range`, which the caller owns (a memslot's backing
+        // that is not delegated), identity mapped Normal.
+        unsafe { core::ptr::write_volatile(pa as *mut u64, f(pa - range.start.0)) };
+        pa += 8;
+    }
+}
+
+/// Read a word of host-owned NS RAM (`None` outside RAM or unaligned).
+pub fn read_u64(pa: PhysAddr, ram: &[MemRange]) -> Option<u64> {
+    if !pa.is_aligned(8) || !in_ram(ram, MemRange { start: pa, end: pa.add(8) }) {
+        return None;
+    }
+    // SAFETY: aligned RAM (checked); the caller reads only NS memory (shared memslot backing).
+    Some(unsafe { core::ptr::read_volatile(pa.0 as *const u64) })
+}

@@ -1,0 +1,58 @@
+//! The run summary printed after a realm stops: faults by class and level with the RMI calls they
+//! cost, RMI calls by command, granules delegated / undelegated / leaked, RTTs live, time.
+
+use super::counted::{COMMANDS, CallCounts};
+use super::ledger::Leak;
+use super::vm::FaultStats;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Lines of the summary (the caller prints them).
+pub fn lines(
+    stats: &FaultStats,
+    calls: &CallCounts,
+    delegated: u64,
+    undelegated: u64,
+    leaks: &[Leak],
+    rtts_live: usize,
+    ms: u64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(String::from("summary: faults by class and level (RMI calls spent, per fault):"));
+    for ((class, level), (n, c)) in &stats.by_class {
+        let lvl = if *level >= 0 { format!("L{level}") } else { String::from("-") };
+        out.push(format!(
+            "  {class:<13} {lvl:<3} {n:>7} faults {c:>8} calls {:>7.2} per fault",
+            *c as f64 / (*n).max(1) as f64
+        ));
+    }
+    out.push(format!(
+        "  exits {}, races {}, protected blocks folded {} (refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}",
+        stats.exits, stats.races, stats.folds, stats.fold_refused, stats.block_over_table, stats.unwinds, stats.memcache_misses
+    ));
+    out.push(format!(
+        "summary: RMI calls by command ({} in all, {} failed):",
+        calls.total(),
+        calls.failed_total()
+    ));
+    for (i, fid) in COMMANDS.iter().enumerate() {
+        if calls.calls[i] > 0 {
+            out.push(format!(
+                "  {:<26} {:>8}{}",
+                fid.name(),
+                calls.calls[i],
+                if calls.failed[i] > 0 { format!(" ({} failed)", calls.failed[i]) } else { String::new() }
+            ));
+        }
+    }
+    out.push(format!("summary: RTTs live when the realm stopped: {rtts_live}; elapsed {ms} ms"));
+    out.push(format!(
+        "summary: granules delegated {delegated}, undelegated {undelegated}, leaked {}",
+        leaks.len()
+    ));
+    for l in leaks {
+        out.push(format!("  leaked {} ({:?}): {}", l.pa, l.used_as, l.why));
+    }
+    out
+}
