@@ -13,6 +13,12 @@
  * Pulled in by hyp/src/arch/boot.rs with (el2_vectors comes from boot/vectors.S):
  *   {main}      the Rust entry, extern "C" fn(dtb_hint: u64) -> !
  *   {cptr_el2}  CPTR_EL2 value: RES1 bits, TFP = 0 (FP/SIMD not trapped)
+ *   {secondary} the Rust entry of the other CPUs, extern "C" fn(cpu: u64) -> !
+ *   {stack_size} bytes of stack per CPU
+ *
+ * Secondary CPUs enter at `_secondary_start` (PSCI CPU_ON from CPU 0) at EL2 with the MMU off and
+ * x0 = their CPU index (the CPU_ON context id); each gets the stack ending at
+ * __stack_top - index * stack_size (CPU 0 has the topmost).
  */
 .section .text.boot, "ax"
 .global _start
@@ -49,3 +55,20 @@ _start:
 .Lpark:
     wfe
     b       .Lpark
+
+.global _secondary_start
+_secondary_start:
+    adrp    x9, el2_vectors
+    add     x9, x9, :lo12:el2_vectors
+    msr     vbar_el2, x9
+    mov     x9, #{cptr_el2}
+    msr     cptr_el2, x9
+    isb
+    adrp    x9, __stack_top
+    add     x9, x9, :lo12:__stack_top
+    mov     x10, #{stack_size}
+    mul     x10, x10, x0
+    sub     sp, x9, x10
+    mov     x29, xzr
+    mov     x30, xzr
+    b       {secondary}

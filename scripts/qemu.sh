@@ -7,5 +7,5 @@ if [ "${1:-}" = "--help" ] || [ $# -lt 1 ]; then
   echo "usage: scripts/qemu.sh HYP_ELF [QEMU ARGS...]"; exit 0
 fi
 elf=$1; shift
-exec qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -m 2G -smp 1 -nic none \
+exec qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -m "${HYP_MEM:-2G}" -smp "${HYP_SMP:-1}" -nic none \
   -nographic -semihosting-config enable=on,target=native -kernel "$elf" "$@"

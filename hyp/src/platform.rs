@@ -55,6 +55,8 @@ pub struct Platform {
     pub gic: Option<Gic>,
     pub psci: Option<PsciMethod>,
     pub cpus: usize,
+    /// MPIDR affinity values of the CPUs (`/cpus/cpu@N` `reg`), in DTB order.
+    pub cpu_ids: Vec<u64>,
 }
 
 /// Why the DTB was rejected.
@@ -258,14 +260,20 @@ pub fn parse(blob: &[u8], base: PhysAddr) -> Result<Platform, DtbError> {
             _ => None,
         });
 
-    let cpus = fdt
+    let cpu_ids: Vec<u64> = fdt
         .find_node("/cpus")
-        .map(|c| c.children().filter(|n| n.name.split('@').next() == Some("cpu")).count())
-        .unwrap_or(0);
+        .map(|c| {
+            c.children()
+                .filter(|n| n.name.split('@').next() == Some("cpu"))
+                .map(|n| n.reg().next().map(|r| r.starting_address as u64).unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cpus = cpu_ids.len();
     let model =
         fdt.root().ok().and_then(|r| r.property("model")).and_then(|p| p.as_str()).unwrap_or("unknown");
 
-    Ok(Platform { model: String::from(model), dtb, ram, reserved, uart, gic, psci, cpus })
+    Ok(Platform { model: String::from(model), dtb, ram, reserved, uart, gic, psci, cpus, cpu_ids })
 }
 
 #[cfg(test)]
@@ -326,6 +334,7 @@ mod tests {
         assert_eq!(p.psci, Some(PsciMethod::Smc));
         assert_eq!(p.gic.unwrap().redistributors.start, PhysAddr(0x080a_0000));
         assert_eq!(p.cpus, 2);
+        assert_eq!(p.cpu_ids, [0, 1]);
         assert_eq!(p.dtb.start, QEMU_VIRT_DTB);
         assert_eq!(p.dtb.size(), blob.len() as u64);
         let names: Vec<_> =

@@ -1,31 +1,70 @@
 //! Running the bundled realm: pick the backend (the firmware's RMM if it speaks RMI 1.0, else
 //! the embedded model), build the realm, pre-fill the shared memslot with the host's pattern,
-//! run vCPU 0 to its end, check what the realm wrote to shared memory, tear down, summarise.
+//! run every vCPU on its own physical CPU (vCPU n on CPU n, started when the realm's PSCI CPU_ON
+//! for it completes), check what the realm wrote to shared memory, tear down, summarise.
 
+use crate::arch::guest::ElGuest;
 use crate::arch::nsmem::{self, BUNDLE_TRACE, Bundle};
 use crate::arch::smc::Smc;
-use crate::realm::{Counted, Stop, Vm, VmConfig, summary};
-use crate::selfcheck::embedded_rmm;
+use crate::memory::Frames;
+use crate::realm::counted::CallCounts;
+use crate::realm::shared_model::SharedModel;
+use crate::realm::{Counted, Host, Stop, Vm, VmConfig, run_shared, summary};
+use crate::selfcheck::{EmbeddedRmm, embedded_rmm};
 use crate::start::Hyp;
 use crate::{arch, println};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 use log::info;
 use rmi::{RmiVersion, Rmm, SmcRmm};
+use spin::{Mutex, Once};
+
+/// Which RMM the vCPUs talk to.
+#[derive(Clone, Copy)]
+enum Backend {
+    Firmware,
+    /// The embedded model, and this machine's world-switch parameters (PA bits, VMID16).
+    Embedded(u32, bool),
+}
+
+/// What the secondary CPUs need to run their vCPUs.
+struct Job {
+    host: Mutex<Host>,
+    backend: Backend,
+    trace: bool,
+    vcpus: usize,
+    /// Per vCPU: why it stopped and the RMI calls it made (set when its loop ends).
+    results: Mutex<Vec<Option<(Stop, CallCounts)>>>,
+    claimed: [AtomicBool; arch::smp::MAX_CPUS],
+    finished: AtomicBool,
+}
+
+static JOB: Once<Job> = Once::new();
+static MODEL: Once<Mutex<EmbeddedRmm>> = Once::new();
 
 /// Run the bundle's scenario; `Ok(summary line)` or `Err(reason)`.
 pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
     let text =
         core::str::from_utf8(bundle.scenario).map_err(|_| String::from("the scenario is not UTF-8"))?;
     let cfg = scenario::validate(text).map_err(|e| format!("scenario {e}"))?;
-    let trace = bundle.flags & BUNDLE_TRACE != 0;
+    let cpus = (0..arch::smp::MAX_CPUS).filter(|i| *i == 0 || arch::smp::is_online(*i)).count();
+    if cfg.vcpus > cpus {
+        return Err(format!(
+            "the scenario wants {} vCPUs but {cpus} CPU(s) are online (scripts/run --smp N)",
+            cfg.vcpus
+        ));
+    }
     let vm_cfg = VmConfig {
         prot_size: cfg.protected_size,
         shared_size: cfg.shared_size,
         protected_blocks: cfg.protected_blocks,
         shared_blocks: cfg.shared_blocks,
         vmid: 1,
+        vcpus: cfg.vcpus,
     };
+    let trace = bundle.flags & BUNDLE_TRACE != 0;
     if hyp.rmm_possible {
         let mut smc = SmcRmm::new(Smc);
         let v = smc.version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
@@ -35,18 +74,65 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
                 v.lower, v.higher
             ));
         }
-        info!("realm backend: the firmware's RMM (RMI {}..{})", v.lower, v.higher);
-        drive(hyp, smc, &vm_cfg, bundle, text, trace)
+        info!("realm backend: the firmware's RMM (RMI {}..{}), {} vCPU(s)", v.lower, v.higher, cfg.vcpus);
+        drive(hyp, smc, Backend::Firmware, &vm_cfg, bundle, text, trace)
     } else {
-        info!("realm backend: the embedded RMM model");
-        let rmm = embedded_rmm(hyp)?;
-        drive(hyp, rmm, &vm_cfg, bundle, text, trace)
+        info!("realm backend: the embedded RMM model, {} vCPU(s)", cfg.vcpus);
+        let model = embedded_rmm(hyp)?;
+        let (pa_bits, vmid16) = crate::selfcheck::world_switch_params()?;
+        let model = MODEL.call_once(|| Mutex::new(model));
+        let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
+        drive(hyp, rmm, Backend::Embedded(pa_bits, vmid16), &vm_cfg, bundle, text, trace)
+    }
+}
+
+/// Run vCPU `index` of the job on this CPU with a fresh RMI handle, and record how it ended.
+fn run_on_this_cpu<R: Rmm>(job: &Job, rmm: R, index: usize) {
+    let mut rmm = Counted::new(rmm, job.trace);
+    let stop = run_shared(&job.host, &mut rmm, index);
+    if let Some(slot) = job.results.lock().get_mut(index) {
+        *slot = Some((stop, rmm.counts));
+    }
+}
+
+fn run_vcpu(job: &Job, index: usize) {
+    match job.backend {
+        Backend::Firmware => run_on_this_cpu(job, SmcRmm::new(Smc), index),
+        Backend::Embedded(pa_bits, vmid16) => match MODEL.get() {
+            Some(model) => {
+                run_on_this_cpu(job, SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) }, index)
+            }
+            None => {
+                job.results.lock()[index] =
+                    Some((Stop::Error(String::from("no embedded model")), CallCounts::default()));
+            }
+        },
+    }
+}
+
+/// A secondary CPU's life: wait for a realm whose vCPU `cpu` has been started, run it, repeat.
+pub fn secondary_loop(cpu: usize) -> ! {
+    loop {
+        if let Some(job) = JOB.get() {
+            if job.finished.load(Ordering::Acquire) {
+                break;
+            }
+            let started = cpu < job.vcpus && job.host.lock().vm.started.get(cpu).copied().unwrap_or(false);
+            if started && !job.claimed[cpu].swap(true, Ordering::AcqRel) {
+                run_vcpu(job, cpu);
+            }
+        }
+        core::hint::spin_loop();
+    }
+    loop {
+        aarch64_cpu::asm::wfe();
     }
 }
 
 fn drive<R: Rmm>(
     hyp: &mut Hyp,
     rmm: R,
+    backend: Backend,
     cfg: &VmConfig,
     bundle: &Bundle,
     text: &str,
@@ -54,7 +140,14 @@ fn drive<R: Rmm>(
 ) -> Result<String, String> {
     let start = arch::timer::uptime_us();
     let mut rmm = Counted::new(rmm, trace);
-    let mut vm = Vm::create(&mut rmm, &mut hyp.frames, cfg, bundle.realm, bundle.scenario)?;
+    let mut frames = core::mem::replace(&mut hyp.frames, Frames::new());
+    let vm = match Vm::create(&mut rmm, &mut frames, cfg, bundle.realm, bundle.scenario) {
+        Ok(vm) => vm,
+        Err(e) => {
+            hyp.frames = frames;
+            return Err(e);
+        }
+    };
     let ram = &hyp.platform.ram;
     let shared =
         crate::addr::MemRange { start: vm.shared.backing, end: vm.shared.backing.add(vm.shared.size) };
@@ -69,14 +162,50 @@ fn drive<R: Rmm>(
         vm.shared.backing,
         vm.layout.console_gpa
     );
-    let stop = vm.run_vcpu(&mut rmm, &mut hyp.frames, 0);
+    let job = JOB.call_once(|| Job {
+        host: Mutex::new(Host { vm, frames }),
+        backend,
+        trace,
+        vcpus: cfg.vcpus,
+        results: Mutex::new((0..cfg.vcpus).map(|_| None).collect()),
+        claimed: [const { AtomicBool::new(false) }; arch::smp::MAX_CPUS],
+        finished: AtomicBool::new(false),
+    });
+    job.claimed[0].store(true, Ordering::Release);
+    let stop0 = run_shared(&job.host, &mut rmm, 0);
+    // Wait for every vCPU that was started to finish (the realm powers off only after its other
+    // vCPUs turned themselves off; a realm that does not is stopped by the QEMU timeout).
+    loop {
+        let started: Vec<bool> = job.host.lock().vm.started.clone();
+        let results = job.results.lock();
+        if (1..cfg.vcpus).all(|i| !started[i] || results[i].is_some()) {
+            break;
+        }
+        drop(results);
+        core::hint::spin_loop();
+    }
+    job.finished.store(true, Ordering::Release);
     let run_ms = (arch::timer::uptime_us() - start) / 1000;
-    let rtts_live = vm.rtts_live();
+    // Calls of the other vCPUs; CPU 0's handle keeps counting through teardown and is added last.
+    let mut counts = CallCounts::default();
+    let mut stops = Vec::from([(0usize, stop0)]);
+    for (i, r) in job.results.lock().iter().enumerate().skip(1) {
+        if let Some((stop, c)) = r {
+            for k in 0..counts.calls.len() {
+                counts.calls[k] += c.calls[k];
+                counts.failed[k] += c.failed[k];
+            }
+            stops.push((i, stop.clone()));
+        }
+    }
 
-    // What the realm wrote to shared memory must be in the host's backing pages.
+    let mut guard = job.host.lock();
+    let Host { vm, frames } = &mut *guard;
+    let rtts_live = vm.rtts_live();
+    let signature = vm.final_state();
+    // What the realm wrote to shared memory must be in the host's backing pages (later writes win).
     let mut words = 0u64;
     let mut shared_bad = None;
-    // Later writes to a word win.
     let expected: alloc::collections::BTreeMap<u64, u64> = scenario::shared_writes(text).collect();
     for (off, want) in expected {
         words += 1;
@@ -87,10 +216,14 @@ fn drive<R: Rmm>(
             ));
         }
     }
-    let leaks = vm.teardown(&mut rmm, &mut hyp.frames);
+    let leaks = vm.teardown(&mut rmm, frames);
+    for k in 0..counts.calls.len() {
+        counts.calls[k] += rmm.counts.calls[k];
+        counts.failed[k] += rmm.counts.failed[k];
+    }
     for line in summary::lines(
         &vm.stats,
-        &rmm.counts,
+        &counts,
         vm.ledger.delegated,
         vm.ledger.undelegated,
         &leaks,
@@ -99,6 +232,7 @@ fn drive<R: Rmm>(
     ) {
         println!("{line}");
     }
+    println!("final state: {signature}");
     if leaks.is_empty() {
         println!("zero leaks: all {} delegated granules were undelegated", vm.ledger.delegated);
     }
@@ -109,19 +243,26 @@ fn drive<R: Rmm>(
         .rev()
         .find(|l| l.starts_with("realm: PASS") || l.starts_with("realm: FAIL"))
         .cloned();
-    let verdict = match (&stop, expects_stop) {
+    let bad_secondary = stops.iter().find_map(|(i, s)| match s {
+        Stop::Error(e) if *i > 0 => Some(format!("vCPU {i}: {e}")),
+        _ => None,
+    });
+    let verdict = match (&stops[0].1, expects_stop) {
         (Stop::Error(e), true) if e.contains("outside every memslot") => {
             Ok(format!("the host stopped the realm as the scenario expects ({e})"))
         }
         (Stop::Error(e), _) => Err(format!("the host stopped the realm: {e}")),
         (_, true) => Err(String::from("the realm touched memory outside every memslot and was not stopped")),
-        (Stop::PowerOff, false) => match &realm_said {
-            Some(l) if l.starts_with("realm: PASS") => Ok(l.clone()),
-            Some(l) => Err(l.clone()),
-            None => Err(String::from("the realm powered off without a verdict")),
+        (Stop::PowerOff, false) => match (&realm_said, bad_secondary) {
+            (_, Some(e)) => Err(e),
+            (Some(l), None) if l.starts_with("realm: PASS") => Ok(l.clone()),
+            (Some(l), None) => Err(l.clone()),
+            (None, None) => Err(String::from("the realm powered off without a verdict")),
         },
         (Stop::CpuOff, false) => Err(String::from("vCPU 0 turned itself off before the scenario ended")),
     };
+    // Give the frames back to the hypervisor for the final checks.
+    hyp.frames = core::mem::replace(frames, Frames::new());
     let verdict = verdict?;
     if let Some(bad) = shared_bad {
         return Err(bad);

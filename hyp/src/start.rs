@@ -132,6 +132,7 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     let mmfr0 = ID_AA64MMFR0_EL1.get();
     let pa_bits = cpufeat::pa_bits(mmfr0).ok_or(BootError::PaRange(mmfr0))?;
     Stage1::install(&mapped_ram, &devices, platform.uart, pa_bits).map_err(BootError::Map)?;
+    start_secondaries(&platform);
     info!(
         "EL2 stage 1 on: identity map, {} RAM range(s) in 4 KiB pages, {} device range(s)",
         mapped_ram.len(),
@@ -139,6 +140,43 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     );
 
     Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, rmm_possible, bundle })))
+}
+
+/// Start every other CPU the DTB lists (PSCI CPU_ON) and wait until each runs with its MMU on.
+fn start_secondaries(platform: &Platform) {
+    use arch::smp::{MAX_CPUS, is_online, start_cpu};
+    let mut online = 1;
+    for (i, mpidr) in platform.cpu_ids.iter().enumerate().skip(1).take(MAX_CPUS - 1) {
+        if let Err(e) = start_cpu(i, *mpidr) {
+            log::warn!("CPU {i} (MPIDR {mpidr:#x}) did not start: PSCI {e:?}");
+            continue;
+        }
+        let t0 = arch::timer::uptime_us();
+        while !is_online(i) && arch::timer::uptime_us() - t0 < 1_000_000 {
+            core::hint::spin_loop();
+        }
+        if is_online(i) {
+            online += 1;
+        } else {
+            log::warn!("CPU {i} (MPIDR {mpidr:#x}) did not come online within 1 s");
+        }
+    }
+    if platform.cpu_ids.len() > 1 {
+        info!("{online} of {} CPU(s) online", platform.cpu_ids.len());
+    }
+}
+
+/// Where the other CPUs start (boot/entry.S `_secondary_start`, stack set, MMU off).
+pub extern "C" fn secondary_main(cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    if !Stage1::enable_secondary() {
+        loop {
+            aarch64_cpu::asm::wfe();
+        }
+    }
+    arch::guest::init_host_hcr();
+    arch::smp::mark_online(cpu);
+    crate::run_realm::secondary_loop(cpu)
 }
 
 /// The Rust entry point, called by boot/entry.S with x0 as passed by the loader.

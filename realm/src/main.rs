@@ -28,6 +28,20 @@ core::arch::global_asm!(
     "    isb",
     "    bl   realm_main",
     "1:  b 1b",
+    // Other vCPUs: PSCI CPU_ON from vCPU 0 with x0 = the vCPU index; stack below vCPU 0's.
+    ".global _secondary",
+    "_secondary:",
+    "    adrp x9, __stack_top",
+    "    add  x9, x9, :lo12:__stack_top",
+    "    mov  x10, #0x10000",
+    "    mul  x10, x10, x0",
+    "    sub  sp, x9, x10",
+    "    adrp x9, realm_vectors",
+    "    add  x9, x9, :lo12:realm_vectors",
+    "    msr  vbar_el1, x9",
+    "    isb",
+    "    bl   realm_secondary",
+    "2:  b 2b",
     // EL1 vectors: every entry reports and powers off (kind in x0).
     ".section .vectors, \"ax\"",
     ".balign 2048",
@@ -49,7 +63,77 @@ struct Layout {
     console: u64,
 }
 
+macro_rules! say {
+    ($($arg:tt)*) => {{ let _ = writeln!(Console, $($arg)*); }};
+}
+
 static CONSOLE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// State the vCPUs share (in the realm's own protected memory; its MMU is off, so every access is
+/// a non-cacheable single-copy-atomic load or store — no exclusives needed): the layout vCPU 0
+/// learned, one barrier counter and one "done" flag per vCPU, and a failure flag.
+struct Shared {
+    layout: [u64; 7],
+    vcpus: u64,
+    arrived: [u64; scenario::MAX_VCPUS],
+    done: [u64; scenario::MAX_VCPUS],
+    failed: u64,
+}
+static mut SHARED: Shared = Shared { layout: [0; 7], vcpus: 1, arrived: [0; 8], done: [0; 8], failed: 0 };
+
+/// Pointers to fields of SHARED (no references are ever formed: several vCPUs write it).
+fn f_layout(k: usize) -> *mut u64 {
+    // SAFETY: a raw field pointer into a static; nothing is read or written here.
+    unsafe { &raw mut SHARED.layout[k] }
+}
+fn f_vcpus() -> *mut u64 {
+    // SAFETY: as for f_layout.
+    unsafe { &raw mut SHARED.vcpus }
+}
+fn f_arrived(i: usize) -> *mut u64 {
+    // SAFETY: as for f_layout.
+    unsafe { &raw mut SHARED.arrived[i] }
+}
+fn f_done(i: usize) -> *mut u64 {
+    // SAFETY: as for f_layout.
+    unsafe { &raw mut SHARED.done[i] }
+}
+fn f_failed() -> *mut u64 {
+    // SAFETY: as for f_layout.
+    unsafe { &raw mut SHARED.failed }
+}
+fn vol_read(p: *const u64) -> u64 {
+    // SAFETY: `p` points into SHARED.
+    unsafe { core::ptr::read_volatile(p) }
+}
+fn vol_write(p: *mut u64, v: u64) {
+    // SAFETY: `p` points into SHARED; each word has one writer (or all write the same value).
+    unsafe {
+        core::ptr::write_volatile(p, v);
+        core::arch::asm!("dsb sy");
+    }
+}
+
+/// Wait until every vCPU has arrived as often as this one; `false` if a vCPU failed meanwhile.
+fn barrier(me: usize) -> bool {
+    let n = vol_read(f_vcpus()) as usize;
+    let mine = vol_read(f_arrived(me)) + 1;
+    vol_write(f_arrived(me), mine);
+    loop {
+        if vol_read(f_failed()) != 0 {
+            return false;
+        }
+        if (0..n).all(|i| vol_read(f_arrived(i)) >= mine) {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+fn fail(me: usize, line: usize, why: &str) {
+    say!("realm: FAIL at line {line} (vCPU {me}): {why}");
+    vol_write(f_failed(), 1);
+}
 
 /// The host's PL011-like console: each byte written to its data register.
 struct Console;
@@ -67,10 +151,6 @@ impl Write for Console {
         }
         Ok(())
     }
-}
-
-macro_rules! say {
-    ($($arg:tt)*) => { let _ = writeln!(Console, $($arg)*); };
 }
 
 fn read(addr: u64) -> u64 {
@@ -162,9 +242,87 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
             read(l.shared_base + l.shared_size + (2 << 20));
             return Err("the host let an access outside every memslot through");
         }
-        Step::End => {}
+        Step::End | Step::Cpus(_) | Step::Barrier => {}
     }
     Ok(())
+}
+
+/// Run the scenario's steps that belong to vCPU `me`; `Err(line)` on the first failure.
+fn run_steps(l: &Layout, text: &str, me: usize) -> Result<usize, ()> {
+    let mut mine = me == 0;
+    let mut n = 0;
+    for (i, line) in text.lines().enumerate() {
+        let Some(step) = scenario::parse_line(i + 1, line) else { continue };
+        let step = match step {
+            Ok(s) => s,
+            Err(e) => {
+                say!("realm: FAIL: {e}");
+                fail(me, i + 1, "unparsable line");
+                return Err(());
+            }
+        };
+        match step {
+            Step::Cpus(set) => {
+                mine = set & (1 << me) != 0;
+                continue;
+            }
+            Step::Barrier => {
+                if !barrier(me) {
+                    return Err(());
+                }
+                continue;
+            }
+            Step::End => break,
+            _ => {}
+        }
+        if !mine {
+            continue;
+        }
+        if me == 0 && !matches!(step, Step::Config(_) | Step::Print(_)) {
+            say!("[{}] {}", i + 1, line.trim());
+        }
+        if let Err(why) = run_step(l, step) {
+            fail(me, i + 1, why);
+            return Err(());
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn layout_from(a: &[u64; 7], shared_bit: u64) -> Layout {
+    Layout {
+        prot_base: a[2],
+        prot_size: a[3],
+        shared_base: a[4] | shared_bit,
+        shared_size: a[5],
+        console: a[6] | shared_bit,
+    }
+}
+
+fn scenario_text(a: &[u64; 7]) -> Option<&'static str> {
+    // SAFETY: the host put a[1] bytes of scenario text at IPA a[0] (measured DATA_CREATE).
+    let bytes = unsafe { core::slice::from_raw_parts(a[0] as *const u8, a[1] as usize) };
+    core::str::from_utf8(bytes).ok()
+}
+
+/// Entry of vCPUs 1.. (PSCI CPU_ON from vCPU 0).
+#[unsafe(no_mangle)]
+extern "C" fn realm_secondary(me: u64) -> ! {
+    let me = me as usize;
+    let mut a = [0u64; 7];
+    for (k, w) in a.iter_mut().enumerate() {
+        *w = vol_read(f_layout(k));
+    }
+    let width = rsi::ipa_width();
+    let l = layout_from(&a, 1u64 << (width - 1));
+    if let Some(text) = scenario_text(&a) {
+        let _ = run_steps(&l, text, me);
+    }
+    // The final barrier of `end` (skipped if someone failed), then report done and stop.
+    barrier(me);
+    vol_write(f_done(me), 1);
+    rsi::cpu_off();
 }
 
 #[unsafe(no_mangle)]
@@ -180,47 +338,44 @@ extern "C" fn realm_main(
     let width = rsi::ipa_width();
     let shared_bit = 1u64 << (width - 1);
     CONSOLE.store(console_gpa | shared_bit, core::sync::atomic::Ordering::Relaxed);
-    let l = Layout {
-        prot_base: prot,
-        prot_size,
-        shared_base: shared_gpa | shared_bit,
-        shared_size,
-        console: console_gpa | shared_bit,
-    };
+    let a = [scen, scen_len, prot, prot_size, shared_gpa, shared_size, console_gpa];
+    let l = layout_from(&a, shared_bit);
     say!(
         "realm: RSI {} ok, IPA width {width}, shared alias bit {shared_bit:#x}, console {:#x}",
         rsi::version_string(),
         l.console
     );
-    // SAFETY: the host put `scen_len` bytes of scenario text at IPA `scen` (measured DATA_CREATE).
-    let bytes = unsafe { core::slice::from_raw_parts(scen as *const u8, scen_len as usize) };
-    let Ok(text) = core::str::from_utf8(bytes) else {
+    let Some(text) = scenario_text(&a) else {
         say!("realm: FAIL: the scenario is not UTF-8");
         rsi::system_off();
     };
-    let mut n = 0;
-    for (i, line) in text.lines().enumerate() {
-        let Some(step) = scenario::parse_line(i + 1, line) else { continue };
-        let step = match step {
-            Ok(s) => s,
-            Err(e) => {
-                say!("realm: FAIL: {e}");
-                rsi::system_off();
-            }
-        };
-        if !matches!(step, Step::Config(_) | Step::Print(_)) {
-            say!("[{}] {}", i + 1, line.trim());
-        }
-        if let Err(why) = run_step(&l, step) {
-            say!("realm: FAIL at line {}: {why}", i + 1);
+    let vcpus = scenario::validate(text).map(|c| c.vcpus).unwrap_or(1);
+    for (k, w) in a.iter().enumerate() {
+        vol_write(f_layout(k), *w);
+    }
+    vol_write(f_vcpus(), vcpus as u64);
+    for i in 1..vcpus {
+        let r = rsi::cpu_on(i as u64);
+        if r != 0 {
+            say!("realm: FAIL: PSCI CPU_ON for vCPU {i} returned {r:#x}");
             rsi::system_off();
         }
-        n += 1;
-        if step == Step::End {
-            break;
+    }
+    if vcpus > 1 {
+        say!("realm: {vcpus} vCPUs running");
+    }
+    let result = run_steps(&l, text, 0);
+    let all = barrier(0);
+    // Wait for the others to be done before powering off.
+    for i in 1..vcpus {
+        while vol_read(f_done(i)) == 0 {
+            core::hint::spin_loop();
         }
     }
-    say!("realm: PASS ({n} steps)");
+    match result {
+        Ok(n) if all => say!("realm: PASS ({n} steps, {vcpus} vCPU(s))"),
+        _ => say!("realm: FAIL (see above)"),
+    }
     rsi::system_off();
 }
 

@@ -88,6 +88,25 @@ pub fn host_call(imm: u64, arg: u64) -> Result<(), &'static str> {
     Ok(())
 }
 
+unsafe extern "C" {
+    static _secondary: u8;
+}
+
+/// PSCI CPU_ON for vCPU `index` (RmiRecMpidr layout) at `_secondary`; the PSCI result.
+pub fn cpu_on(index: u64) -> u64 {
+    let entry = (&raw const _secondary) as u64;
+    let mpidr = (index & 0xf) | ((index >> 4) << 8);
+    smc([psci::CPU_ON, mpidr, entry, index, 0])[0]
+}
+
+pub fn cpu_off() -> ! {
+    smc([psci::CPU_OFF, 0, 0, 0, 0]);
+    loop {
+        // SAFETY: parking the vCPU if the host ever re-enters it.
+        unsafe { core::arch::asm!("wfi") };
+    }
+}
+
 pub fn system_off() -> ! {
     smc([psci::SYSTEM_OFF, 0, 0, 0, 0]);
     loop {

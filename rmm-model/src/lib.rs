@@ -32,7 +32,7 @@ pub fn realm_shape_valid(s2sz: u64, sl: i64, num_root: u64) -> bool {
         && realm::num_root_tables(s2sz, sl) == num_root
 }
 pub use rtt::S2Ctx;
-pub use run::{Guest, HwExit, Stage2Config, VcpuContext};
+pub use run::{Entered, Guest, HwExit, Inject, Stage2Config, Step, VcpuContext};
 
 use alloc::collections::BTreeMap;
 use rmi::{
@@ -114,7 +114,10 @@ impl<M: Memory, G: Guest> Model<M, G> {
         self.injections.clear();
     }
 
-    fn injected(&mut self, fid: Fid) -> Option<RmiError> {
+    /// Count a call of `fid` and return the injected failure for it, if one is due. Callers that
+    /// drive REC_ENTER in phases ([`Model::rec_enter_begin`]) call this first, as
+    /// [`Rmm::rec_enter`] does.
+    pub fn injected(&mut self, fid: Fid) -> Option<RmiError> {
         self.stats.calls += 1;
         let pos = self.injections.iter().position(|i| i.fid.is_none_or(|f| f == fid))?;
         let inj = &mut self.injections[pos];

@@ -26,6 +26,9 @@ pub trait Memory {
     /// At EL2 this unmaps it from / maps it back into the hypervisor's identity map, so a host
     /// access faults the way a Granule Protection Fault would.
     fn set_realm_pas(&mut self, pa: u64, realm: bool);
+    /// An RTT change removed or replaced live stage-2 translations of realm `vmid`: invalidate
+    /// them on every CPU (TF-RMM `s2tt_invalidate_*`). Nothing to do where no guest runs.
+    fn invalidate_s2(&mut self, _vmid: u16) {}
 }
 
 /// Host-side memory: a zero-initialised arena standing for `[base, base + size)`.

@@ -107,6 +107,13 @@ impl<M: Memory, G: Guest> Model<M, G> {
     }
 
     /// The RD's stage-2 context, if `rd` is an RD granule.
+    /// Tell the memory layer that live translations of `rd`'s realm changed.
+    pub(crate) fn invalidate(&mut self, rd: GranuleAddr) {
+        if let Some(vmid) = self.realms.get(&rd.get()).map(|r| r.vmid) {
+            self.mem.invalidate_s2(vmid);
+        }
+    }
+
     pub(crate) fn s2ctx(&self, rd: GranuleAddr) -> Option<S2Ctx> {
         self.realms.get(&rd.get()).map(|r| r.s2)
     }
@@ -155,6 +162,9 @@ impl<M: Memory, G: Guest> Model<M, G> {
         }
         self.set_state(rtt, GState::Rtt);
         self.write_rtte(&w, Rtte::Table(t));
+        if matches!(parent, Rtte::Assigned { .. } | Rtte::AssignedNs { .. }) {
+            self.invalidate(rd);
+        }
         Ok(())
     }
 
@@ -222,6 +232,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             return Err(rtt_err(level));
         };
         self.write_rtte(&w, new_parent);
+        self.invalidate(rd);
         self.mem.zero_granule(t);
         self.set_state(GranuleAddr::new(t).ok_or(INPUT)?, GState::Delegated);
         self.stats.folds += 1;
@@ -254,6 +265,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
         let new_parent =
             if ctx.in_par(ipa.0) { Rtte::Unassigned(Ripas::Destroyed) } else { Rtte::UnassignedNs };
         self.write_rtte(&w, new_parent);
+        self.invalidate(rd);
         self.mem.zero_granule(t);
         let g = GranuleAddr::new(t).expect("RTT granules are aligned");
         self.set_state(g, GState::Delegated);
@@ -304,6 +316,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             Err(rtt_err(w.level))
         } else {
             self.write_rtte(&w, Rtte::UnassignedNs);
+            self.invalidate(rd);
             Ok(())
         };
         WithTop { result, top: Ipa(self.skip_non_live(ipa.0, &w)) }
@@ -417,6 +430,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             }
         };
         self.write_rtte(&w, new);
+        self.invalidate(rd);
         self.mem.zero_granule(pa);
         let g = GranuleAddr::new(pa).expect("data granules are aligned");
         self.set_state(g, GState::Delegated);
@@ -518,6 +532,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             addr += size;
         }
         if addr > base.0 {
+            self.invalidate(rd);
             if let Some(s) = self.recs.get_mut(&rec.get()).and_then(|r| r.set_ripas.as_mut()) {
                 s.addr = addr;
             }

@@ -151,12 +151,37 @@ pub fn ipa_from_hpfar(hpfar: u64) -> u64 {
     (hpfar & HPFAR_FIPA_MASK) << 8
 }
 
+/// An exception the world switch must deliver to the guest before resuming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inject {
+    /// Synchronous external abort (data or instruction) at `far`.
+    Sea { far: u64, instruction: bool },
+    /// Undefined instruction.
+    Undef,
+}
+
 /// The outcome of handling one hardware exit.
-enum Step {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
     /// Re-enter the guest.
     Resume,
+    /// Deliver this exception to the guest, then re-enter it.
+    Inject(Inject),
     /// Return to the host with `run.exit` filled.
     Exit,
+}
+
+/// A REC between RMI_REC_ENTER's checks and its return: what the world switch needs to run it.
+/// The model lock need not be held while the guest runs ([`Model::rec_enter_begin`],
+/// [`Model::rec_enter_step`], [`Model::rec_enter_end`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Entered {
+    pub vcpu: VcpuContext,
+    pub s2: Stage2Config,
+    rd: GranuleAddr,
+    ctx: S2Ctx,
+    /// An SEA to deliver before the first run (INJECT_SEA).
+    pub inject: Option<Inject>,
 }
 
 impl<M: Memory, G: Guest> Model<M, G> {
@@ -179,6 +204,35 @@ impl<M: Memory, G: Guest> Model<M, G> {
     /// ((REALM, 0) NEW, (REALM, 1) SYSTEM_OFF), runnable, PSCI pending, GIC state, INJECT_SEA,
     /// EMUL_MMIO; then the pending RIPAS change and host call are completed and the REC runs.
     pub(crate) fn cmd_rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError> {
+        let Some(mut e) = self.rec_enter_begin(rec, run)? else { return Ok(()) };
+        let mut inject = e.inject.take();
+        loop {
+            match inject.take() {
+                Some(Inject::Sea { far, instruction }) => {
+                    self.guest.inject_sea(&mut e.vcpu, far, instruction)
+                }
+                Some(Inject::Undef) => self.guest.inject_undef(&mut e.vcpu),
+                None => {}
+            }
+            let hw = self.guest.run(&mut e.vcpu, &e.s2);
+            match self.rec_enter_step(rec, &mut e, hw, run) {
+                Step::Resume => {}
+                Step::Inject(i) => inject = Some(i),
+                Step::Exit => break,
+            }
+        }
+        self.rec_enter_end(rec, e);
+        Ok(())
+    }
+
+    /// REC_ENTER up to running the guest: the checks, the completion of the previous exit, and
+    /// the REC marked running. `Ok(None)` when the REC is not to run (the exit is already in
+    /// `run.exit`).
+    pub fn rec_enter_begin(
+        &mut self,
+        rec: GranuleAddr,
+        run: &mut RecRun,
+    ) -> Result<Option<Entered>, RmiError> {
         if !self.is(rec, GState::Rec) {
             return Err(INPUT);
         }
@@ -212,11 +266,12 @@ impl<M: Memory, G: Guest> Model<M, G> {
         let last = r.last;
         let last_ec = (last.esr & EC_MASK) >> EC_SHIFT;
         let mut vcpu = r.vcpu;
+        let mut inject = None;
         if flags & enter_flags::INJECT_SEA != 0 {
             if last_ec != EC_DABT_LOWER || ctx.in_par(ipa_from_hpfar(last.hpfar)) {
                 return Err(REC);
             }
-            self.guest.inject_sea(&mut vcpu, last.far, false);
+            inject = Some(Inject::Sea { far: last.far, instruction: false });
         } else if flags & enter_flags::EMUL_MMIO != 0 {
             if last_ec != EC_DABT_LOWER || last.esr & ISV == 0 {
                 return Err(REC);
@@ -251,7 +306,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                         r.vcpu = vcpu;
                     }
                     Self::rsi_buffer_abort(run, ipa, level);
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -271,18 +326,27 @@ impl<M: Memory, G: Guest> Model<M, G> {
         }
         run.exit = rmi::RecExit::zeroed();
         self.stats.rec_entries += 1;
-        loop {
-            let hw = self.guest.run(&mut vcpu, &s2cfg);
-            match self.handle_exit(rec, rd, &ctx, &mut vcpu, hw, run) {
-                Step::Resume => continue,
-                Step::Exit => break,
-            }
-        }
+        Ok(Some(Entered { vcpu, s2: s2cfg, rd, ctx, inject }))
+    }
+
+    /// Handle what the hardware reported for an entered REC.
+    pub fn rec_enter_step(
+        &mut self,
+        rec: GranuleAddr,
+        e: &mut Entered,
+        hw: HwExit,
+        run: &mut RecRun,
+    ) -> Step {
+        let (rd, ctx) = (e.rd, e.ctx);
+        self.handle_exit(rec, rd, &ctx, &mut e.vcpu, hw, run)
+    }
+
+    /// REC_ENTER returns: the REC stops running and keeps its registers.
+    pub fn rec_enter_end(&mut self, rec: GranuleAddr, e: Entered) {
         if let Some(r) = self.recs.get_mut(&rec.get()) {
             r.running = false;
-            r.vcpu = vcpu;
+            r.vcpu = e.vcpu;
         }
-        Ok(())
     }
 
     fn sync_exit(run: &mut RecRun, esr: u64, far: u64, hpfar: u64) -> Step {
@@ -338,8 +402,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 // Beyond the IPA space, RIPAS EMPTY, or an instruction fetch from the unprotected
                 // half: the realm gets a synchronous external abort, the host hears nothing.
                 if ipa >= ctx.ipa_size() || empty || (instruction && !ctx.in_par(ipa)) {
-                    self.guest.inject_sea(vcpu, far, instruction);
-                    return Step::Resume;
+                    return Step::Inject(Inject::Sea { far, instruction });
                 }
                 self.set_last(rec, LastRun { esr, far, hpfar });
                 if instruction && (fsc & !3) != DFSC_TRANSLATION_L0 {
@@ -355,11 +418,8 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 Self::sync_exit(run, esr & ESR_EMULATED_ABORT_MASK, far & 0xfff, hpfar)
             }
             EC_SMC64 => self.handle_smc(rec, rd, ctx, vcpu, run),
-            EC_HVC64 => {
-                // A realm must use RSI_HOST_CALL; TF-RMM injects an undefined-instruction exception.
-                self.guest.inject_undef(vcpu);
-                Step::Resume
-            }
+            // A realm must use RSI_HOST_CALL; TF-RMM injects an undefined-instruction exception.
+            EC_HVC64 => Step::Inject(Inject::Undef),
             EC_WFX => {
                 self.set_last(rec, LastRun { esr, far, hpfar });
                 vcpu.pc += 4;

@@ -22,6 +22,10 @@
 //! collapse shared OFF                ask the host (RSI_HOST_CALL) to back the 2 MiB block at OFF
 //!                                    with a huge page from now on, as khugepaged would
 //! touch-outside                      access an IPA no memslot covers (the host must stop the realm)
+//! config vcpus N                     N vCPUs (1..8); vCPU 0 starts the others with PSCI CPU_ON
+//! cpu all|N|N-M[,..]                 the following steps are run by these vCPUs (default: vCPU 0)
+//! barrier                            every vCPU waits until all have arrived (protected memory,
+//!                                    one counter per vCPU, no atomics needed)
 //! end                                end of the scenario (the realm powers off)
 //! ```
 //! REGION is `prot` (the protected data region) or `shared` (the shared region, reached through
@@ -63,6 +67,8 @@ pub enum Config {
     SharedBlocks(bool),
     ProtectedSize(u64),
     SharedSize(u64),
+    /// Number of vCPUs.
+    Vcpus(usize),
 }
 
 /// One step.
@@ -75,11 +81,23 @@ pub enum Step<'a> {
     Verify(Span, u64),
     Zero(Span),
     HostPattern(Span),
-    Ripas { off: u64, len: u64, ram: bool, expect_reject: bool },
+    Ripas {
+        off: u64,
+        len: u64,
+        ram: bool,
+        expect_reject: bool,
+    },
     Collapse(u64),
     TouchOutside,
+    /// The following steps are run by the vCPUs in this set (bit n = vCPU n).
+    Cpus(u64),
+    /// Every vCPU waits here until all have arrived.
+    Barrier,
     End,
 }
+
+/// Most vCPUs a scenario may ask for.
+pub const MAX_VCPUS: usize = 8;
 
 /// What is wrong with a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +213,10 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                     ),
                     "protected-size" => Config::ProtectedSize(num(1, "bad size")?),
                     "shared-size" => Config::SharedSize(num(1, "bad size")?),
+                    "vcpus" => match num(1, "bad vCPU count")? {
+                        n @ 1..=8 => Config::Vcpus(n as usize),
+                        _ => return Err(ParseError { line: line_no, msg: "vcpus is 1 to 8" }),
+                    },
                     _ => return Err(ParseError { line: line_no, msg: "unknown config key" }),
                 };
                 Step::Config(c)
@@ -254,6 +276,32 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 }
                 Step::Collapse(off)
             }
+            "cpu" => {
+                want(1)?;
+                let mut set = 0u64;
+                for part in args[0].split(',') {
+                    let (a, b) = match part.split_once('-') {
+                        _ if part == "all" => (Some(0), Some(MAX_VCPUS as u64 - 1)),
+                        Some((a, b)) => (number(a), number(b)),
+                        None => (number(part), number(part)),
+                    };
+                    let (a, b) = (a.unwrap_or(u64::MAX), b.unwrap_or(u64::MAX));
+                    if a > b || b >= MAX_VCPUS as u64 {
+                        return Err(ParseError {
+                            line: line_no,
+                            msg: "cpu takes all, N, N-M or a comma list of them (N < 8)",
+                        });
+                    }
+                    for c in a..=b {
+                        set |= 1 << c;
+                    }
+                }
+                Step::Cpus(set)
+            }
+            "barrier" => {
+                want(0)?;
+                Step::Barrier
+            }
             "touch-outside" => {
                 want(0)?;
                 Step::TouchOutside
@@ -280,11 +328,18 @@ pub struct HostConfig {
     pub shared_blocks: bool,
     pub protected_size: u64,
     pub shared_size: u64,
+    pub vcpus: usize,
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self { protected_blocks: true, shared_blocks: true, protected_size: 32 << 20, shared_size: 8 << 20 }
+        Self {
+            protected_blocks: true,
+            shared_blocks: true,
+            protected_size: 32 << 20,
+            shared_size: 8 << 20,
+            vcpus: 1,
+        }
     }
 }
 
@@ -308,6 +363,7 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
                 }
                 Config::ProtectedSize(s) => c.protected_size = s,
                 Config::SharedSize(s) => c.shared_size = s,
+                Config::Vcpus(n) => c.vcpus = n,
             }
         }
     }
@@ -340,6 +396,9 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
                 if off.checked_add(len).is_none_or(|e| e > 1 << 32) =>
             {
                 return Err(ParseError { line, msg: "RIPAS range beyond 4G" });
+            }
+            Step::Cpus(set) if set & !((1u64 << c.vcpus) - 1) != 0 && set != (1 << MAX_VCPUS) - 1 => {
+                return Err(ParseError { line, msg: "cpu names a vCPU beyond config vcpus" });
             }
             Step::Collapse(off) if off >= c.shared_size => {
                 return Err(ParseError { line, msg: "collapse outside the shared region" });
@@ -402,6 +461,12 @@ mod tests {
         assert_eq!(s[11], Step::End);
         let c = validate(text).unwrap();
         assert!(!c.shared_blocks && c.protected_blocks);
+        let smp = "config vcpus 4\ncpu all\nbarrier\ncpu 1-2,0\nread prot 0 4K 4K\nend\n";
+        let s: Vec<_> = steps(smp).map(|(_, s)| s.unwrap()).collect();
+        assert_eq!(s[1], Step::Cpus(0xff));
+        assert_eq!(s[2], Step::Barrier);
+        assert_eq!(s[3], Step::Cpus(0b111));
+        assert_eq!(validate(smp).unwrap().vcpus, 4);
     }
 
     #[test]
@@ -417,6 +482,9 @@ mod tests {
             ("print x\n", 1, "the scenario must finish with end"),
             ("end\nprint late", 2, "steps after end"),
             ("collapse shared 4K\nend", 1, "collapse takes a 2 MiB aligned offset"),
+            ("config vcpus 2\ncpu 2\nend", 2, "cpu names a vCPU beyond config vcpus"),
+            ("cpu 1-0\nend", 1, "cpu takes all, N, N-M or a comma list of them (N < 8)"),
+            ("config vcpus 9\nend", 1, "vcpus is 1 to 8"),
         ];
         for (text, line, msg) in cases {
             assert_eq!(validate(text), Err(ParseError { line, msg }), "{text}");

@@ -13,7 +13,9 @@ const CPTR_EL2_BOOT: u64 = (0b11 << 12) | (1 << 9) | 0xff;
 core::arch::global_asm!(
     include_str!("../../../boot/entry.S"),
     main = sym crate::start::hyp_main,
+    secondary = sym crate::start::secondary_main,
     cptr_el2 = const CPTR_EL2_BOOT,
+    stack_size = const super::smp::STACK_SIZE,
 );
 
 core::arch::global_asm!(

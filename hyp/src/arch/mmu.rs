@@ -78,6 +78,9 @@ pub struct Stage1 {
 unsafe impl Send for Stage1 {}
 
 static STAGE1: Once<Mutex<Stage1>> = Once::new();
+static PA_BITS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+/// TTBR0_EL2 of the installed map, for the secondary CPUs.
+static ROOT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 impl Stage1 {
     /// Build the map of `ram` (identity, page granular, plus the RMM alias) and `devices`, check
@@ -125,11 +128,14 @@ impl Stage1 {
             )
             .map_err(Stage1Error::Map)?;
         }
+        PA_BITS.store(pa_bits, core::sync::atomic::Ordering::Relaxed);
         let stage1 = STAGE1.call_once(|| Mutex::new(Self { map }));
         // SAFETY: the map covers the whole image (code, data, stack, heap — checked above) and
         // the console; every other address the hypervisor uses is RAM from `ram`, its alias, or a
         // device in `devices`. The tables live in a static, so they outlive their use in TTBR0_EL2.
         unsafe { stage1.lock().enable(pa_bits) };
+        let root = stage1.lock().map.root_address().0 as u64;
+        ROOT.store(root, core::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -139,39 +145,28 @@ impl Stage1 {
     /// The map must cover the image (code, data, stack, heap), the console and every address the
     /// hypervisor touches afterwards, with the attributes it relies on; `self` must live forever.
     unsafe fn enable(&mut self, pa_bits: u32) {
-        let ps = match pa_bits {
-            ..=32 => TCR_EL2::PS::Bits_32,
-            33..=36 => TCR_EL2::PS::Bits_36,
-            37..=40 => TCR_EL2::PS::Bits_40,
-            41..=42 => TCR_EL2::PS::Bits_42,
-            43..=44 => TCR_EL2::PS::Bits_44,
-            _ => TCR_EL2::PS::Bits_48,
-        };
-        MAIR_EL2.write(
-            MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
-                + MAIR_EL2::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
-                + MAIR_EL2::Attr1_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc,
-        );
-        // TCR_EL2 (E2H = 0) bits 31 and 23 are RES1.
-        TCR_EL2.set(
-            (1 << 31)
-                | (1 << 23)
-                | (TCR_EL2::T0SZ.val(64 - VA_BITS as u64)
-                    + TCR_EL2::TG0::KiB_4
-                    + TCR_EL2::SH0::Inner
-                    + TCR_EL2::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
-                    + TCR_EL2::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
-                    + ps)
-                    .value,
-        );
-        barrier::isb(barrier::SY);
         // SAFETY: the caller guarantees the map covers everything the hypervisor uses and lives
-        // forever; activate() writes TTBR0_EL2 with the barriers aarch64-paging documents.
-        unsafe { self.map.activate() };
-        barrier::dsb(barrier::ISH);
-        barrier::isb(barrier::SY);
-        SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable);
-        barrier::isb(barrier::SY);
+        // forever; activate() writes TTBR0_EL2 and marks the map live for break-before-make checks.
+        unsafe {
+            set_translation_regs(pa_bits);
+            self.map.activate();
+            turn_on();
+        }
+    }
+
+    /// Turn the MMU on for a secondary CPU with the map CPU 0 installed, without taking any lock
+    /// (with the MMU off, memory is Device memory, where atomics are not to be relied on).
+    /// `false` if there is no map yet.
+    pub fn enable_secondary() -> bool {
+        let root = ROOT.load(core::sync::atomic::Ordering::Acquire);
+        if root == 0 {
+            return false;
+        }
+        let pa_bits = PA_BITS.load(core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the same tables CPU 0 runs with: they cover the whole image (so every CPU's
+        // stack) and live in a static for the rest of the run.
+        unsafe { load_regs(pa_bits, root) };
+        true
     }
 
     /// Whether the EL2 MMU is on.
@@ -189,6 +184,63 @@ impl Stage1 {
         barrier::dsb(barrier::ISH);
         barrier::isb(barrier::SY);
         Ok(())
+    }
+}
+
+/// MAIR_EL2 and TCR_EL2 for the identity map.
+///
+/// # Safety
+/// Only before the MMU is on (the attributes of live mappings must not change under them).
+unsafe fn set_translation_regs(pa_bits: u32) {
+    let ps = match pa_bits {
+        ..=32 => TCR_EL2::PS::Bits_32,
+        33..=36 => TCR_EL2::PS::Bits_36,
+        37..=40 => TCR_EL2::PS::Bits_40,
+        41..=42 => TCR_EL2::PS::Bits_42,
+        43..=44 => TCR_EL2::PS::Bits_44,
+        _ => TCR_EL2::PS::Bits_48,
+    };
+    MAIR_EL2.write(
+        MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
+            + MAIR_EL2::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+            + MAIR_EL2::Attr1_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc,
+    );
+    // TCR_EL2 (E2H = 0) bits 31 and 23 are RES1.
+    TCR_EL2.set(
+        (1 << 31)
+            | (1 << 23)
+            | (TCR_EL2::T0SZ.val(64 - VA_BITS as u64)
+                + TCR_EL2::TG0::KiB_4
+                + TCR_EL2::SH0::Inner
+                + TCR_EL2::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+                + TCR_EL2::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+                + ps)
+                .value,
+    );
+    barrier::isb(barrier::SY);
+}
+
+/// SCTLR_EL2: MMU and caches on, after the barriers the architecture asks for.
+///
+/// # Safety
+/// TTBR0_EL2, MAIR_EL2 and TCR_EL2 must describe a map of everything in use.
+unsafe fn turn_on() {
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+    SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable);
+    barrier::isb(barrier::SY);
+}
+
+/// A secondary CPU's registers for the map at `root`.
+///
+/// # Safety
+/// `root` must be the installed map's root (see [`Stage1::enable_secondary`]).
+unsafe fn load_regs(pa_bits: u32, root: u64) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        set_translation_regs(pa_bits);
+        core::arch::asm!("msr ttbr0_el2, {}", "isb", in(reg) root, options(nostack, preserves_flags));
+        turn_on();
     }
 }
 

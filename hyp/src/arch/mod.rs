@@ -14,5 +14,6 @@ pub mod nsmem;
 pub mod probe;
 pub mod rmm_mem;
 pub mod smc;
+pub mod smp;
 pub mod testguest;
 pub mod timer;

@@ -61,6 +61,22 @@ impl Memory for RmmMemory {
         }
     }
 
+    fn invalidate_s2(&mut self, _vmid: u16) {
+        // Every CPU runs the one realm, so VTTBR_EL2 holds its VMID here too (or no entries of it
+        // are cached yet); the IS form reaches the other CPUs.
+        // SAFETY: TLB maintenance only; `dsb ish` orders the table writes before it and waits
+        // for completion everywhere.
+        unsafe {
+            core::arch::asm!(
+                "dsb ishst",
+                "tlbi vmalls12e1is",
+                "dsb ish",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+
     fn set_realm_pas(&mut self, pa: u64, realm: bool) {
         let r = mmu::with(|s| s.set_page_mapped(PhysAddr(pa), !realm));
         if !matches!(r, Some(Ok(()))) {

@@ -10,6 +10,7 @@
 pub mod counted;
 pub mod ledger;
 pub mod params;
+pub mod shared_model;
 pub mod summary;
 pub mod vm;
 
@@ -18,4 +19,5 @@ mod tests;
 
 pub use counted::Counted;
 
-pub use vm::{Stop, Vm, VmConfig};
+#[cfg_attr(test, allow(unused_imports))]
+pub use vm::{Host, Stop, Vm, VmConfig, run_shared};

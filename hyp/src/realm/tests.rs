@@ -75,7 +75,7 @@ fn world() -> World {
 }
 
 fn cfg(protected_blocks: bool, shared_blocks: bool) -> VmConfig {
-    VmConfig { prot_size: 8 << 20, shared_size: 4 << 20, protected_blocks, shared_blocks, vmid: 1 }
+    VmConfig { prot_size: 8 << 20, shared_size: 4 << 20, protected_blocks, shared_blocks, vmid: 1, vcpus: 1 }
 }
 
 fn vm(w: &mut World, c: VmConfig) -> Vm {
@@ -325,4 +325,87 @@ fn a_failed_undelegate_is_reported_as_a_leak() {
     // The leaked granule is still delegated in the RMM and was not handed back as a host frame.
     assert_eq!(w.rmm.inner.granules().count(), 1);
     assert_eq!(w.rmm.inner.granule_state(leaks[0].pa.get()), Some(rmm_model::GState::Delegated));
+}
+
+#[test]
+fn a_fault_on_a_page_already_mapped_is_a_race_unless_the_page_is_lost() {
+    let mut w = world();
+    let mut v = vm(&mut w, cfg(false, true));
+    let p = v.layout.prot_base;
+    let s = v.layout.shared_gpa | v.shared_bit();
+    // The second fault on each page stands for a vCPU that faulted before the first was handled.
+    let acts = [Act::Touch(p, true), Act::Touch(p, false), Act::Touch(s, true), Act::Touch(s, true)];
+    assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
+    assert_eq!(v.stats.races, 2);
+    teardown_clean(w, v);
+
+    // A page destroyed behind the realm's back (RIPAS DESTROYED) is not a race: the realm stops.
+    let mut w = world();
+    let mut v = vm(&mut w, cfg(false, true));
+    assert_eq!(run_more(&mut w, &mut v, &[Act::Touch(p, true)]), None);
+    let g = w.rmm.inner.data_destroy(v.rd, Ipa(p)).result.unwrap();
+    w.rmm.inner.granule_undelegate(g).unwrap();
+    match run(&mut w, &mut v, &[Act::Touch(p, false)]) {
+        Stop::Error(e) => assert!(e.contains("RIPAS is DESTROYED"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // The mirror still lists the page: teardown's DATA_DESTROY fails, and the granule, already
+    // undelegated behind the host's back, must not be reported twice.
+    let leaks = v.teardown(&mut w.rmm, &mut w.frames);
+    assert_eq!(w.rmm.inner.granules().count(), 0);
+    assert!(leaks.len() <= 1, "{leaks:?}");
+}
+
+/// Run the script without letting the realm power off (an IRQ ends the entry instead).
+fn run_more(w: &mut World, v: &mut Vm, acts: &[Act]) -> Option<Stop> {
+    w.rmm.inner.guest.acts.extend(acts.iter().copied());
+    let rec = v.recs[0];
+    let mut run = std::boxed::Box::new(rmi::RecRun::zeroed());
+    while !w.rmm.inner.guest.acts.is_empty() {
+        v.topup(&mut w.rmm, &mut w.frames).unwrap();
+        w.rmm.rec_enter(rec, &mut run).unwrap();
+        if let Some(stop) = v.handle_exit(&mut w.rmm, &mut w.frames, rec, &mut run) {
+            return Some(stop);
+        }
+    }
+    None
+}
+
+/// The SMP path on one thread: the realm behind the host lock, the model behind its own lock,
+/// REC_ENTER driven in phases through `SharedModel` — the same outcome as the direct path.
+#[test]
+fn shared_model_and_host_lock_run_the_same_realm() {
+    let model =
+        spin::Mutex::new(Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default()));
+    let mut frames = Frames::new();
+    frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
+    // The world switch each CPU would bring; here the script, shared through the model's guest.
+    struct ViaModel<'a>(&'a spin::Mutex<M>);
+    impl Guest for ViaModel<'_> {
+        fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit {
+            self.0.lock().guest.run(vcpu, s2)
+        }
+        fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, i: bool) {
+            self.0.lock().guest.inject_sea(vcpu, far, i)
+        }
+        fn inject_undef(&mut self, vcpu: &mut VcpuContext) {
+            self.0.lock().guest.inject_undef(vcpu)
+        }
+    }
+    let mut rmm = Counted::new(shared_model::SharedModel { model: &model, guest: ViaModel(&model) }, false);
+    let v = Vm::create(&mut rmm, &mut frames, &cfg(true, true), &[0; 64], b"end\n").unwrap();
+    let (p, s) = (v.layout.prot_base, v.layout.shared_gpa | v.shared_bit());
+    model.lock().guest.acts.extend([Act::Touch(p, true), Act::Touch(s, true), Act::Touch(p + 0x1000, false)]);
+    let host = spin::Mutex::new(Host { vm: v, frames });
+    assert_eq!(run_shared(&host, &mut rmm, 0), Stop::PowerOff);
+    let mut h = host.lock();
+    let Host { vm, frames } = &mut *h;
+    assert_eq!(
+        vm.final_state(),
+        "protected pages 2, protected blocks 1, shared pages 0, shared blocks 1, RTTs 5"
+    );
+    assert_eq!(vm.stats.races, 1, "the second touch of the folded block");
+    let leaks = vm.teardown(&mut rmm, frames);
+    assert!(leaks.is_empty(), "{leaks:?}");
+    assert_eq!(model.lock().granules().count(), 0);
 }

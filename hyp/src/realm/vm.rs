@@ -102,6 +102,8 @@ pub struct VmConfig {
     pub protected_blocks: bool,
     pub shared_blocks: bool,
     pub vmid: u16,
+    /// vCPUs (RECs); vCPU 0 starts, the realm starts the others with PSCI CPU_ON.
+    pub vcpus: usize,
 }
 
 /// A memslot: a guest-physical range backed by contiguous host RAM.
@@ -186,9 +188,12 @@ pub struct Vm {
     /// Protected ranges the realm made RIPAS EMPTY.
     empty: Vec<(u64, u64)>,
     pub stats: FaultStats,
-    console: String,
+    /// Console line being assembled, per vCPU (their characters interleave).
+    console: Vec<String>,
     /// Lines the realm printed.
     pub console_lines: Vec<String>,
+    /// vCPUs the realm has started with PSCI CPU_ON (vCPU 0 starts itself).
+    pub started: Vec<bool>,
 }
 
 fn level_of_fault(status: FaultStatus) -> i8 {
@@ -286,8 +291,9 @@ impl Vm {
             shared_maps: BTreeMap::new(),
             empty: Vec::new(),
             stats: FaultStats::default(),
-            console: String::new(),
+            console: Vec::new(),
             console_lines: Vec::new(),
+            started: Vec::new(),
         };
         // From here on, a failure leaves a partially built realm for `teardown` to undo.
         match vm.build(rmm, frames, cfg, image, scenario) {
@@ -352,7 +358,11 @@ impl Vm {
             l.console_gpa,
             0,
         ];
-        self.create_rec(rmm, frames, 0, l.image_gpa, args, aux)?;
+        for i in 0..cfg.vcpus.max(1) {
+            self.create_rec(rmm, frames, i as u64, l.image_gpa, args, aux)?;
+            self.console.push(String::new());
+            self.started.push(i == 0);
+        }
         rmm.realm_activate(rd).map_err(|e| format!("RMI_REALM_ACTIVATE: {e}"))?;
         Ok(())
     }
@@ -603,9 +613,18 @@ impl Vm {
             return Err(Stop::Error(format!("protected IPA {ipa:#x} is outside every memslot")));
         }
         if self.mapped_protected(ipa) {
-            return Err(Stop::Error(format!(
-                "IPA {ipa:#x} faulted again after being mapped: its RIPAS is DESTROYED and the host cannot repair it"
-            )));
+            // Mapped since this vCPU faulted (another vCPU won the race), or lost for good: the
+            // RMM tells which.
+            let page = align_down(ipa, PAGE_SIZE);
+            return match rmm.rtt_read_entry(self.rd, Ipa(page), RttLevel::PAGE) {
+                Ok(e) if e.state == RttEntryState::Assigned && e.ripas == Ripas::Ram => {
+                    self.stats.races += 1;
+                    Ok("race")
+                }
+                _ => Err(Stop::Error(format!(
+                    "IPA {ipa:#x} faulted again after being mapped: its RIPAS is DESTROYED and the host cannot repair it"
+                ))),
+            };
         }
         let block = align_down(ipa, BLOCK_SIZE);
         if self.prot.block_ok(block)
@@ -753,13 +772,15 @@ impl Vm {
         &mut self,
         rmm: &mut Counted<R>,
         frames: &mut Frames,
+        rec: GranuleAddr,
         ipa: u64,
         esr: u64,
         run: &mut RecRun,
     ) -> Result<&'static str, Stop> {
         let gpa = ipa & !self.shared_bit();
         if align_down(gpa, PAGE_SIZE) == self.layout.console_gpa {
-            return self.console_access(gpa, esr, run).map(|()| "mmio");
+            let vcpu = self.recs.iter().position(|r| *r == rec).unwrap_or(0);
+            return self.console_access(vcpu, gpa, esr, run).map(|()| "mmio");
         }
         if !self.shared.contains(gpa) {
             return Err(Stop::Error(format!(
@@ -767,6 +788,14 @@ impl Vm {
             )));
         }
         let block = align_down(gpa, BLOCK_SIZE);
+        let sb = self.shared_bit();
+        if self.shared_maps.get(&(block | sb)) == Some(&RttLevel::BLOCK)
+            || self.shared_maps.get(&(align_down(gpa, PAGE_SIZE) | sb)) == Some(&RttLevel::PAGE)
+        {
+            // Another vCPU mapped it after this one faulted.
+            self.stats.races += 1;
+            return Ok("race");
+        }
         let (class, map_ipa, level, pa) = if self.shared.block_ok(block) {
             ("shared 2M", block | self.shared_bit(), RttLevel::BLOCK, self.shared.pa(block))
         } else {
@@ -854,7 +883,7 @@ impl Vm {
     }
 
     /// The PL011-like console: writes to the data register print, reads return 0 (FIFOs ready).
-    fn console_access(&mut self, gpa: u64, esr: u64, run: &mut RecRun) -> Result<(), Stop> {
+    fn console_access(&mut self, vcpu: usize, gpa: u64, esr: u64, run: &mut RecRun) -> Result<(), Stop> {
         let Some(da) = Syndrome::decode(esr).data_abort() else {
             return Err(Stop::Error(format!("console access with ESR {esr:#x} is not a data abort")));
         };
@@ -866,12 +895,18 @@ impl Vm {
         if da.write {
             if gpa - self.layout.console_gpa == UART_DR {
                 let byte = (run.exit.gprs[0] & 0xff) as u8;
-                if byte == b'\n' {
-                    let line = core::mem::take(&mut self.console);
-                    info!("[realm] {line}");
-                    self.console_lines.push(line);
-                } else if self.console.len() < 512 {
-                    self.console.push(byte as char);
+                if let Some(buf) = self.console.get_mut(vcpu) {
+                    if byte == b'\n' {
+                        let line = core::mem::take(buf);
+                        if vcpu == 0 {
+                            info!("[realm] {line}");
+                        } else {
+                            info!("[realm:{vcpu}] {line}");
+                        }
+                        self.console_lines.push(line);
+                    } else if buf.len() < 512 {
+                        buf.push(byte as char);
+                    }
                 }
             }
         } else {
@@ -1011,10 +1046,10 @@ impl Vm {
                 let r = if ipa & self.shared_bit() == 0 {
                     self.protected_fault(rmm, frames, ipa)
                 } else {
-                    self.shared_fault(rmm, frames, ipa, esr, run)
+                    self.shared_fault(rmm, frames, rec, ipa, esr, run)
                 };
                 match r {
-                    Ok(c) => (c, level_of_fault(status)),
+                    Ok(c) => (c, if c == "race" { -1 } else { level_of_fault(status) }),
                     Err(stop) => return Some(stop),
                 }
             }
@@ -1062,7 +1097,12 @@ impl Vm {
                     )));
                 };
                 match rmm.psci_complete(rec, target, PsciStatus::Success) {
-                    Ok(()) => None,
+                    Ok(()) => {
+                        if fid == rsi::psci::CPU_ON || fid == rsi::psci::CPU_ON_32 {
+                            self.started[idx] = true;
+                        }
+                        None
+                    }
                     Err(e) => Some(Stop::Error(format!("RMI_PSCI_COMPLETE: {e}"))),
                 }
             }
@@ -1071,6 +1111,7 @@ impl Vm {
     }
 
     /// Run REC `index` until it stops: top up the memcache, REC_ENTER, handle the exit, repeat.
+    #[cfg(test)]
     pub fn run_vcpu<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, index: usize) -> Stop {
         let Some(rec) = self.recs.get(index).copied() else {
             return Stop::Error(format!("no vCPU {index}"));
@@ -1198,9 +1239,65 @@ impl Vm {
         }
     }
 
+    /// What a run left behind, independent of how vCPUs raced: the mappings and tables the host
+    /// holds. Runs of the same scenario must agree on it (`scripts/run --repeat`).
+    pub fn final_state(&self) -> String {
+        let count = |m: &BTreeMap<u64, RttLevel>, l: RttLevel| m.values().filter(|v| **v == l).count();
+        format!(
+            "protected pages {}, protected blocks {}, shared pages {}, shared blocks {}, RTTs {}",
+            count(&self.data, RttLevel::PAGE),
+            count(&self.data, RttLevel::BLOCK),
+            count(&self.shared_maps, RttLevel::PAGE),
+            count(&self.shared_maps, RttLevel::BLOCK),
+            self.rtts_live()
+        )
+    }
+
     /// RTTs the host currently has (created and not folded or destroyed), plus the roots.
     pub fn rtts_live(&self) -> usize {
         self.tables.len() + self.roots.len()
+    }
+}
+
+/// The host state vCPUs share: the realm and the frame allocator, behind one lock.
+///
+/// Locking (issue 5): everything the host knows about the realm — the RTT mirror, the ledger,
+/// the memcache, memslots, statistics — is per realm and lives in [`Vm`]; host frames are global
+/// and live beside it; both are taken together by one spin lock for topping up the memcache and
+/// for handling an exit. Per vCPU (not locked) are the REC's RecRun page and the RMI handle with
+/// its call counts. The lock is never held across REC_ENTER, so vCPUs run concurrently and
+/// only their exits are handled one at a time; the embedded model has its own lock, always taken
+/// after this one (RMI calls made while handling an exit) or alone (REC_ENTER), never before it.
+pub struct Host {
+    pub vm: Vm,
+    pub frames: Frames,
+}
+
+/// Run vCPU `index` until it stops, on the calling physical CPU.
+pub fn run_shared<R: Rmm>(host: &spin::Mutex<Host>, rmm: &mut Counted<R>, index: usize) -> Stop {
+    let Some(rec) = host.lock().vm.recs.get(index).copied() else {
+        return Stop::Error(format!("no vCPU {index}"));
+    };
+    let mut run = Box::new(RecRun::zeroed());
+    loop {
+        {
+            let mut h = host.lock();
+            let Host { vm, frames } = &mut *h;
+            if let Err(e) = vm.topup(rmm, frames) {
+                return Stop::Error(e);
+            }
+        }
+        match rmm.rec_enter(rec, &mut run) {
+            Ok(()) => {}
+            // Another vCPU powered the realm off while this one was outside it.
+            Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 1 }) => return Stop::PowerOff,
+            Err(e) => return Stop::Error(format!("RMI_REC_ENTER (vCPU {index}): {e}")),
+        }
+        let mut h = host.lock();
+        let Host { vm, frames } = &mut *h;
+        if let Some(stop) = vm.handle_exit(rmm, frames, rec, &mut run) {
+            return stop;
+        }
     }
 }
 
