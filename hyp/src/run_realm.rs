@@ -4,7 +4,7 @@
 //! for it completes), check what the realm wrote to shared memory, tear down, summarise.
 
 use crate::arch::guest::ElGuest;
-use crate::arch::nsmem::{self, BUNDLE_TRACE, Bundle};
+use crate::arch::nsmem::{self, BUNDLE_BENCH, BUNDLE_TRACE, Bundle};
 use crate::arch::smc::Smc;
 use crate::memory::Frames;
 use crate::realm::counted::CallCounts;
@@ -65,6 +65,7 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
         vcpus: cfg.vcpus,
     };
     let trace = bundle.flags & BUNDLE_TRACE != 0;
+    let bench = bundle.flags & BUNDLE_BENCH != 0;
     if hyp.rmm_possible {
         let mut smc = SmcRmm::new(Smc);
         let v = smc.version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
@@ -75,14 +76,14 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
             ));
         }
         info!("realm backend: the firmware's RMM (RMI {}..{}), {} vCPU(s)", v.lower, v.higher, cfg.vcpus);
-        drive(hyp, smc, Backend::Firmware, &vm_cfg, bundle, text, trace)
+        drive(hyp, smc, Backend::Firmware, &vm_cfg, bundle, text, trace, bench)
     } else {
         info!("realm backend: the embedded RMM model, {} vCPU(s)", cfg.vcpus);
         let model = embedded_rmm(hyp)?;
         let (pa_bits, vmid16) = crate::selfcheck::world_switch_params()?;
         let model = MODEL.call_once(|| Mutex::new(model));
         let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
-        drive(hyp, rmm, Backend::Embedded(pa_bits, vmid16), &vm_cfg, bundle, text, trace)
+        drive(hyp, rmm, Backend::Embedded(pa_bits, vmid16), &vm_cfg, bundle, text, trace, bench)
     }
 }
 
@@ -129,6 +130,7 @@ pub fn secondary_loop(cpu: usize) -> ! {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn drive<R: Rmm>(
     hyp: &mut Hyp,
     rmm: R,
@@ -137,12 +139,19 @@ fn drive<R: Rmm>(
     bundle: &Bundle,
     text: &str,
     trace: bool,
+    bench: bool,
 ) -> Result<String, String> {
     let start = arch::timer::uptime_us();
+    let heap0 = crate::start::heap_in_use();
     let mut rmm = Counted::new(rmm, trace);
     let mut frames = core::mem::replace(&mut hyp.frames, Frames::new());
     let vm = match Vm::create(&mut rmm, &mut frames, cfg, bundle.realm, bundle.scenario) {
-        Ok(vm) => vm,
+        Ok(mut vm) => {
+            if bench {
+                vm.trace = Some(Vec::new());
+            }
+            vm
+        }
         Err(e) => {
             hyp.frames = frames;
             return Err(e);
@@ -172,6 +181,7 @@ fn drive<R: Rmm>(
         finished: AtomicBool::new(false),
     });
     job.claimed[0].store(true, Ordering::Release);
+    let run0 = arch::timer::uptime_us();
     let stop0 = run_shared(&job.host, &mut rmm, 0);
     // Wait for every vCPU that was started to finish (the realm powers off only after its other
     // vCPUs turned themselves off; a realm that does not is stopped by the QEMU timeout).
@@ -185,6 +195,7 @@ fn drive<R: Rmm>(
         core::hint::spin_loop();
     }
     job.finished.store(true, Ordering::Release);
+    let run_us = arch::timer::uptime_us() - run0;
     let run_ms = (arch::timer::uptime_us() - start) / 1000;
     // Calls of the other vCPUs; CPU 0's handle keeps counting through teardown and is added last.
     let mut counts = CallCounts::default();
@@ -202,7 +213,10 @@ fn drive<R: Rmm>(
     let mut guard = job.host.lock();
     let Host { vm, frames } = &mut *guard;
     let rtts_live = vm.rtts_live();
+    let rtts_min = vm.rtts_minimum();
+    let heap_bytes = crate::start::heap_in_use().saturating_sub(heap0);
     let signature = vm.final_state();
+    let fault_trace = vm.trace.take();
     // What the realm wrote to shared memory must be in the host's backing pages (later writes win).
     let mut words = 0u64;
     let mut shared_bad = None;
@@ -263,6 +277,12 @@ fn drive<R: Rmm>(
     };
     // Give the frames back to the hypervisor for the final checks.
     hyp.frames = core::mem::replace(frames, Frames::new());
+    let stats = vm.stats.clone();
+    drop(guard);
+    if let (true, Some(t)) = (bench, fault_trace) {
+        let m = Measured { run_us, rtts_live, rtts_min, heap_bytes, stats: &stats, counts: &counts };
+        measure(hyp, &mut rmm, cfg, bundle, &t, &m)?;
+    }
     let verdict = verdict?;
     if let Some(bad) = shared_bad {
         return Err(bad);
@@ -271,4 +291,90 @@ fn drive<R: Rmm>(
         return Err(format!("{} granule(s) leaked", leaks.len()));
     }
     Ok(format!("{verdict}; {words} shared words checked in the host's pages; 0 leaks"))
+}
+
+/// What the run itself measured.
+struct Measured<'a> {
+    run_us: u64,
+    rtts_live: usize,
+    rtts_min: usize,
+    heap_bytes: usize,
+    stats: &'a crate::realm::vm::FaultStats,
+    counts: &'a CallCounts,
+}
+
+/// The benchmark figures: replay the run's fault trace with no guest on the same RMM (the bare
+/// RMI cost of our algorithm), and with the seed's algorithm on a fresh embedded model; print one
+/// `bench:` line for scripts/bench.
+fn measure<R: Rmm>(hyp: &mut Hyp, rmm: &mut Counted<R>, cfg: &VmConfig, bundle: &Bundle, trace: &[u64], m: &Measured<'_>) -> Result<(), String> {
+    let one = VmConfig { vcpus: 1, ..*cfg };
+    // Our algorithm, bare.
+    let mut vm = Vm::create(rmm, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
+    let console = vm.layout.console_gpa;
+    let faults: Vec<u64> = trace.iter().copied().filter(|ipa| (ipa & !vm.shared_bit()) & !0xfff != console).collect();
+    vm.topup(rmm, &mut hyp.frames)?;
+    let c0 = rmm.counts;
+    let t0 = arch::timer::uptime_us();
+    for ipa in &faults {
+        if let Err(Stop::Error(e)) = vm.replay_fault(rmm, &mut hyp.frames, *ipa) {
+            return Err(format!("bare replay: {e}"));
+        }
+    }
+    let bare_us = arch::timer::uptime_us() - t0;
+    let bare = rmm.counts.since(&c0);
+    let leaks = vm.teardown(rmm, &mut hyp.frames);
+    if !leaks.is_empty() {
+        return Err(format!("bare replay leaked {} granule(s)", leaks.len()));
+    }
+    // The seed's algorithm, on the embedded model.
+    let mut model = Counted::new(embedded_rmm(hyp)?, false);
+    let mut svm = Vm::create(&mut model, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
+    let mut seed = crate::realm::replay::Seed::default();
+    let s0 = model.counts;
+    for ipa in &faults {
+        seed.fault(&mut model, &mut hyp.frames, &svm, *ipa).map_err(|e| format!("seed replay: {e}"))?;
+    }
+    let seed_calls = model.counts.since(&s0);
+    seed.undo(&mut model, &mut hyp.frames, &svm);
+    let leaks = svm.teardown(&mut model, &mut hyp.frames);
+    if !leaks.is_empty() {
+        return Err(format!("seed replay leaked {} granule(s)", leaks.len()));
+    }
+    let (mut faulted, mut fault_calls) = (0u64, 0u64);
+    let mut by_kind = [(0u64, 0u64); 4]; // protected, shared, ripas, race
+    for ((class, _), (n, c)) in &m.stats.by_class {
+        let k = match *class {
+            c if c.starts_with("protected") => 0,
+            c if c.starts_with("shared") => 1,
+            "ripas" => 2,
+            "race" => 3,
+            _ => continue,
+        };
+        by_kind[k].0 += n;
+        by_kind[k].1 += c;
+        faulted += n;
+        fault_calls += c;
+    }
+    let mut line = format!(
+        "bench: faults={faulted} fault_calls={fault_calls} run_us={} bare_us={bare_us} bare_calls={} seed_calls={} seed_failed={} rtts_live={} rtts_min={} heap_bytes={} races={} folds={}",
+        m.run_us,
+        bare.total(),
+        seed_calls.total(),
+        seed_calls.failed_total(),
+        m.rtts_live,
+        m.rtts_min,
+        m.heap_bytes,
+        m.stats.races,
+        m.stats.folds,
+    );
+    for (name, (n, c)) in ["prot", "shared", "ripas", "race"].iter().zip(by_kind) {
+        line.push_str(&format!(" {name}_faults={n} {name}_calls={c}"));
+    }
+    for (i, fid) in crate::realm::counted::COMMANDS.iter().enumerate() {
+        if m.counts.calls[i] > 0 {
+            line.push_str(&format!(" {}={}", fid.name(), m.counts.calls[i]));
+        }
+    }
+    println!("{line}");
+    Ok(())
 }

@@ -15,6 +15,11 @@ use log::{LevelFilter, info};
 #[global_allocator]
 static HEAP: LockedHeap<32> = LockedHeap::empty();
 
+/// Bytes allocated on the hypervisor's heap (benchmarks: host bookkeeping per realm page).
+pub fn heap_in_use() -> usize {
+    HEAP.lock().stats_alloc_actual()
+}
+
 /// Why boot stopped.
 pub enum BootError {
     Dtb(DtbError),

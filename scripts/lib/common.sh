@@ -72,14 +72,14 @@ build_realm() {
   echo "$elf.bin"
 }
 
-# make_bundle REALM_BIN SCENARIO OUT TRACE(0|1): the file QEMU loads at 0x5000_0000 for the hyp:
+# make_bundle REALM_BIN SCENARIO OUT FLAGS (1 = trace, 2 = bench): the file QEMU loads at 0x5000_0000 for the hyp:
 # "HYPBNDL1", flags, realm length, scenario length; the realm at 4 KiB; the scenario after it.
 make_bundle() {
   python3 - "$1" "$2" "$3" "$4" <<'PY' || die "could not write the bundle"
 import struct, sys
 realm = open(sys.argv[1], 'rb').read()
 scen = open(sys.argv[2], 'rb').read()
-flags = 1 if sys.argv[4] == '1' else 0
+flags = int(sys.argv[4])  # bit 0: trace every RMI call; bit 1: benchmark measurements
 pad = (-len(realm)) % 4096
 hdr = b'HYPBNDL1' + struct.pack('<QQQ', flags, len(realm), len(scen))
 open(sys.argv[3], 'wb').write(hdr + b'\0' * (4096 - len(hdr)) + realm + b'\0' * pad + scen)

@@ -22,6 +22,8 @@ pub struct Bundle {
 
 /// Bundle flag: log every RMI call.
 pub const BUNDLE_TRACE: u64 = 1;
+/// Bundle flag: after the run, measure (bare RMI replay, the seed's algorithm, RTT minimum).
+pub const BUNDLE_BENCH: u64 = 2;
 
 fn in_ram(ram: &[MemRange], r: MemRange) -> bool {
     ram.iter().any(|m| m.start <= r.start && r.end <= m.end)

@@ -10,6 +10,7 @@
 pub mod counted;
 pub mod ledger;
 pub mod params;
+pub mod replay;
 pub mod shared_model;
 pub mod summary;
 pub mod vm;

@@ -194,6 +194,8 @@ pub struct Vm {
     pub console_lines: Vec<String>,
     /// vCPUs the realm has started with PSCI CPU_ON (vCPU 0 starts itself).
     pub started: Vec<bool>,
+    /// Fault IPAs in the order they were handled, when recording (benchmarks replay them).
+    pub trace: Option<Vec<u64>>,
 }
 
 fn level_of_fault(status: FaultStatus) -> i8 {
@@ -294,6 +296,7 @@ impl Vm {
             console: Vec::new(),
             console_lines: Vec::new(),
             started: Vec::new(),
+            trace: None,
         };
         // From here on, a failure leaves a partially built realm for `teardown` to undo.
         match vm.build(rmm, frames, cfg, image, scenario) {
@@ -1043,6 +1046,9 @@ impl Vm {
                     _ => return Some(Stop::Error(format!("unexpected SYNC exit, ESR {esr:#x}"))),
                 };
                 let ipa = rmi_ipa(run.exit.hpfar, run.exit.far);
+                if let Some(t) = self.trace.as_mut() {
+                    t.push(ipa);
+                }
                 let r = if ipa & self.shared_bit() == 0 {
                     self.protected_fault(rmm, frames, ipa)
                 } else {
@@ -1237,6 +1243,36 @@ impl Vm {
                 frames.free(pa, 1);
             }
         }
+    }
+
+    /// Handle a stage-2 fault at `ipa` as if a vCPU had exited with it (no guest, no REC_ENTER):
+    /// the benchmarks' "bare RMI cost" replays a recorded trace through this.
+    pub fn replay_fault<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, ipa: u64) -> Result<&'static str, Stop> {
+        let mut run = Box::new(RecRun::zeroed());
+        if ipa & self.shared_bit() == 0 {
+            self.protected_fault(rmm, frames, ipa)
+        } else {
+            let rec = self.recs.first().copied().ok_or(Stop::Error(String::from("no REC")))?;
+            self.shared_fault(rmm, frames, rec, ipa, 0, &mut run)
+        }
+    }
+
+    /// The fewest RTTs the current mappings need: the roots, plus a level-3 table under every 2 MiB
+    /// with page mappings, plus the tables between root and level 2 over every mapped 2 MiB.
+    pub fn rtts_minimum(&self) -> usize {
+        let mut l3 = BTreeSet::new();
+        let mut l2_over = BTreeSet::new();
+        for (ipa, level) in self.data.iter().chain(self.shared_maps.iter()) {
+            if *level == RttLevel::PAGE {
+                l3.insert(align_down(*ipa, BLOCK_SIZE));
+            }
+            let mut l = self.shape.start.next();
+            while l < RttLevel::PAGE {
+                l2_over.insert(Self::table_key(l, *ipa));
+                l = l.next();
+            }
+        }
+        self.roots.len() + l3.len() + l2_over.len()
     }
 
     /// What a run left behind, independent of how vCPUs raced: the mappings and tables the host
