@@ -6,6 +6,7 @@
 use crate::arch::guest::ElGuest;
 use crate::arch::nsmem::{self, BUNDLE_BENCH, BUNDLE_TRACE, Bundle};
 use crate::arch::smc::Smc;
+use crate::arch::smp::Lock as Mutex;
 use crate::memory::Frames;
 use crate::realm::counted::CallCounts;
 use crate::realm::shared_model::SharedModel;
@@ -19,7 +20,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use log::info;
 use rmi::{RmiVersion, Rmm, SmcRmm};
-use spin::{Mutex, Once};
+use spin::Once;
 
 /// Which RMM the vCPUs talk to.
 #[derive(Clone, Copy)]
@@ -123,11 +124,23 @@ pub fn secondary_loop(cpu: usize) -> ! {
                 run_vcpu(job, cpu);
             }
         }
-        core::hint::spin_loop();
+        relax();
     }
+    // Nothing more for this CPU: WFI (no interrupt is enabled) lets QEMU stop spending a host
+    // thread on it.
     loop {
-        aarch64_cpu::asm::wfe();
+        aarch64_cpu::asm::wfi();
     }
+}
+
+/// A polite spin: YIELD lets a multi-threaded QEMU run the other vCPUs (busy loops on a 2-core
+/// host would otherwise starve the CPU doing the work).
+fn relax() {
+    for _ in 0..64 {
+        aarch64_cpu::asm::nop();
+    }
+    // SAFETY: a hint instruction; no effect on state.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -192,7 +205,7 @@ fn drive<R: Rmm>(
             break;
         }
         drop(results);
-        core::hint::spin_loop();
+        relax();
     }
     job.finished.store(true, Ordering::Release);
     let run_us = arch::timer::uptime_us() - run0;
@@ -306,12 +319,20 @@ struct Measured<'a> {
 /// The benchmark figures: replay the run's fault trace with no guest on the same RMM (the bare
 /// RMI cost of our algorithm), and with the seed's algorithm on a fresh embedded model; print one
 /// `bench:` line for scripts/bench.
-fn measure<R: Rmm>(hyp: &mut Hyp, rmm: &mut Counted<R>, cfg: &VmConfig, bundle: &Bundle, trace: &[u64], m: &Measured<'_>) -> Result<(), String> {
+fn measure<R: Rmm>(
+    hyp: &mut Hyp,
+    rmm: &mut Counted<R>,
+    cfg: &VmConfig,
+    bundle: &Bundle,
+    trace: &[u64],
+    m: &Measured<'_>,
+) -> Result<(), String> {
     let one = VmConfig { vcpus: 1, ..*cfg };
     // Our algorithm, bare.
     let mut vm = Vm::create(rmm, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
     let console = vm.layout.console_gpa;
-    let faults: Vec<u64> = trace.iter().copied().filter(|ipa| (ipa & !vm.shared_bit()) & !0xfff != console).collect();
+    let faults: Vec<u64> =
+        trace.iter().copied().filter(|ipa| (ipa & !vm.shared_bit()) & !0xfff != console).collect();
     vm.topup(rmm, &mut hyp.frames)?;
     let c0 = rmm.counts;
     let t0 = arch::timer::uptime_us();

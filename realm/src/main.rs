@@ -126,8 +126,14 @@ fn barrier(me: usize) -> bool {
         if (0..n).all(|i| vol_read(f_arrived(i)) >= mine) {
             return true;
         }
-        core::hint::spin_loop();
+        relax();
     }
+}
+
+/// YIELD in spin loops, so a multi-threaded QEMU lets the vCPUs that do work run.
+fn relax() {
+    // SAFETY: a hint instruction.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
 
 fn fail(me: usize, line: usize, why: &str) {
@@ -369,7 +375,7 @@ extern "C" fn realm_main(
     // Wait for the others to be done before powering off.
     for i in 1..vcpus {
         while vol_read(f_done(i)) == 0 {
-            core::hint::spin_loop();
+            relax();
         }
     }
     match result {

@@ -5,8 +5,9 @@
 //! Per entry: VTCR_EL2 from the realm's IPA width and start level (4 KiB granule), VTTBR_EL2 =
 //! root | VMID << 48, HCR_EL2 = VM | SWIO | FMO | IMO | AMO | TSC | RW | FWB (+ TWI/TWE when the host
 //! asked to trap WFx) — FWB because TF-RMM runs realms with it and the model's descriptors use
-//! its MemAttr encoding. Stage-2 TLBs for the VMID are invalidated on every entry, because the
-//! model edits RTTs without per-entry maintenance. Between entries HCR_EL2 goes back to RW only.
+//! its MemAttr encoding. This CPU's stage-2 TLB entries for the VMID are dropped on every entry
+//! (a VMID can be reused by the next realm); RTT changes that remove live translations are
+//! broadcast by the model's memory layer. Between entries HCR_EL2 goes back to RW only.
 //!
 //! FP/SIMD: the hypervisor's Rust code uses NEON registers and does not save the guest's, so
 //! realm guests are built soft-float (aarch64-unknown-none-softfloat).
@@ -142,8 +143,10 @@ unsafe fn load_stage2(vtcr: u64, s2: &Stage2Config, hcr: u64) {
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(s2.root | (s2.vmid as u64) << 48);
     barrier::isb(barrier::SY);
-    // SAFETY: TLB maintenance for the current VMID only; it has no other effect.
-    unsafe { core::arch::asm!("tlbi vmalls12e1is", "dsb ish", options(nostack, preserves_flags)) };
+    // This CPU only: entries another realm with the same VMID left (the self-check's realm).
+    // Changes to live RTTs are invalidated everywhere when they are made (RmmMemory).
+    // SAFETY: TLB maintenance for the current VMID on this CPU; it has no other effect.
+    unsafe { core::arch::asm!("tlbi vmalls12e1", "dsb nsh", options(nostack, preserves_flags)) };
     HCR_EL2.set(hcr);
     barrier::isb(barrier::SY);
 }
@@ -175,6 +178,7 @@ impl Guest for ElGuest {
         let kind = unsafe { run_guest(&mut frame) };
         HCR_EL2.set(HCR_HOST);
         barrier::isb(barrier::SY);
+        super::mmu::flush_local_el2_tlb();
         vcpu.gprs = frame.regs;
         vcpu.pc = frame.elr;
         vcpu.pstate = frame.spsr;

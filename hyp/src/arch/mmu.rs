@@ -17,9 +17,10 @@
 use crate::addr::{MemRange, PhysAddr};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{MAIR_EL2, ReadWriteable, Readable, SCTLR_EL2, TCR_EL2, Writeable};
+use aarch64_paging::descriptor::VirtualAddress;
 use aarch64_paging::descriptor::{El23Attributes as A, PhysicalAddress};
 use aarch64_paging::idmap::IdTranslation;
-use aarch64_paging::paging::{Constraints, El2, MemoryRegion};
+use aarch64_paging::paging::{Constraints, MemoryRegion, TranslationRegime};
 use aarch64_paging::{MapError, Mapping};
 use spin::{Mutex, Once};
 
@@ -68,9 +69,54 @@ impl core::fmt::Display for Stage1Error {
     }
 }
 
+/// The non-secure EL2 regime, with TLB maintenance on this CPU only (`tlbi vae2`, not the
+/// broadcast `vae2is` aarch64-paging's `El2` uses).
+///
+/// Why: the only changes made to the live map are granules delegated (unmapped) or undelegated
+/// (mapped again). Under multi-threaded QEMU a broadcast TLBI stops every vCPU thread, which made
+/// each protected fault cost milliseconds with four CPUs. The other CPUs drop their EL2 TLB
+/// entries (`tlbi alle2`) after every exit from a guest, which is the only time they run host code
+/// between two delegations, so a stale entry cannot outlive the realm exit being handled.
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
+pub struct El2ThisCpu;
+
+impl TranslationRegime for El2ThisCpu {
+    type Attributes = A;
+    type Asid = ();
+    type VaRange = ();
+
+    fn invalidate_va(va: VirtualAddress) {
+        let page = (va.0 >> 12) as u64;
+        // SAFETY: TLB maintenance only.
+        unsafe {
+            core::arch::asm!("tlbi vae2, {}", "dsb nsh", in(reg) page, options(nostack, preserves_flags))
+        };
+    }
+
+    unsafe fn activate(root_pa: PhysicalAddress, _asid: (), _va_range: ()) -> usize {
+        let previous: u64;
+        // SAFETY: the caller (Mapping::activate) guarantees the root is a live table.
+        unsafe {
+            core::arch::asm!("mrs {}, ttbr0_el2", "msr ttbr0_el2, {}", "isb", out(reg) previous, in(reg) root_pa.0,
+                options(nostack, preserves_flags));
+        }
+        previous as usize
+    }
+
+    unsafe fn deactivate(_previous: usize, _asid: (), _va_range: ()) {
+        // The hypervisor never switches its EL2 map off.
+    }
+}
+
+/// Drop this CPU's EL2 TLB entries (after a guest exit; see [`El2ThisCpu`]).
+pub fn flush_local_el2_tlb() {
+    // SAFETY: TLB maintenance only.
+    unsafe { core::arch::asm!("tlbi alle2", "dsb nsh", "isb", options(nostack, preserves_flags)) };
+}
+
 /// The EL2 map.
 pub struct Stage1 {
-    map: Mapping<IdTranslation<A>, El2>,
+    map: Mapping<IdTranslation<A>, El2ThisCpu>,
 }
 
 // SAFETY: the tables are only reached through the `STAGE1` mutex; the raw pointers inside
@@ -102,7 +148,7 @@ impl Stage1 {
         if let Some(r) = ram.iter().find(|r| r.end.0 > RMM_ALIAS_OFFSET) {
             return Err(Stage1Error::RamTooHigh(*r));
         }
-        let mut map = Mapping::new(IdTranslation::new(), ROOT_LEVEL, El2);
+        let mut map = Mapping::new(IdTranslation::new(), ROOT_LEVEL, El2ThisCpu);
         for r in ram {
             map.map_range(
                 &region(r.start.0, r.end.0),

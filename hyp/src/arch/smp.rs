@@ -32,3 +32,17 @@ pub fn mark_online(index: usize) {
 pub fn is_online(index: usize) -> bool {
     ONLINE.get(index).is_some_and(|f| f.load(Ordering::Acquire))
 }
+
+/// How the hypervisor's spin locks wait: YIELD, so that under a multi-threaded QEMU with more
+/// vCPUs than host cores the lock holder gets to run (plain spinning starves it).
+pub struct Yield;
+
+impl spin::RelaxStrategy for Yield {
+    fn relax() {
+        // SAFETY: a hint instruction; no effect on state.
+        unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+    }
+}
+
+/// The lock type shared between CPUs.
+pub type Lock<T> = spin::mutex::Mutex<T, Yield>;

@@ -27,7 +27,15 @@ fn rtt_level(e: &RmiError) -> Option<RttLevel> {
 }
 
 impl Seed {
-    fn create_tables<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, vm: &Vm, ipa: u64, from: RttLevel, to: RttLevel) -> Result<(), RmiError> {
+    fn create_tables<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        vm: &Vm,
+        ipa: u64,
+        from: RttLevel,
+        to: RttLevel,
+    ) -> Result<(), RmiError> {
         let mut l = from.next();
         while l <= to {
             let pa = frames.alloc(1).ok_or(RmiError::Unknown(0))?;
@@ -50,7 +58,13 @@ impl Seed {
     }
 
     /// Handle one fault the seed's way.
-    pub fn fault<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, vm: &Vm, ipa: u64) -> Result<(), RmiError> {
+    pub fn fault<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        vm: &Vm,
+        ipa: u64,
+    ) -> Result<(), RmiError> {
         let page = ipa & !(PAGE_SIZE - 1);
         let shared = page & vm.shared_bit() != 0;
         // A page the trace touches again (after a RIPAS change, which the replay does not repeat)
@@ -61,7 +75,12 @@ impl Seed {
         for _ in 0..4 {
             let r = if shared {
                 let gpa = page & !vm.shared_bit();
-                rmm.rtt_map_unprotected(vm.rd, Ipa(page), RttLevel::PAGE, vm.shared.pa(gpa).0 | super::vm::NS_DESC_WB_RW)
+                rmm.rtt_map_unprotected(
+                    vm.rd,
+                    Ipa(page),
+                    RttLevel::PAGE,
+                    vm.shared.pa(gpa).0 | super::vm::NS_DESC_WB_RW,
+                )
             } else {
                 let g = GranuleAddr::new(vm.prot.pa(page).0).ok_or(RmiError::Unknown(page))?;
                 rmm.granule_delegate(g)?;
@@ -77,7 +96,9 @@ impl Seed {
             match r {
                 Ok(()) => return Ok(()),
                 Err(e) => match rtt_level(&e) {
-                    Some(l) if l < RttLevel::PAGE => self.create_tables(rmm, frames, vm, page, l, RttLevel::PAGE)?,
+                    Some(l) if l < RttLevel::PAGE => {
+                        self.create_tables(rmm, frames, vm, page, l, RttLevel::PAGE)?
+                    }
                     Some(_) => return Ok(()),
                     None => return Err(e),
                 },

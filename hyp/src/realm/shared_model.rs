@@ -8,11 +8,11 @@ use rmi::{
     Rmm, RttEntry, RttLevel, VersionReport, WithTop,
 };
 use rmm_model::{Guest, Inject, Memory, Model, Step};
-use spin::Mutex;
+use spin::RelaxStrategy;
 
 /// One CPU's handle on the shared model; `guest` is this CPU's world switch.
-pub struct SharedModel<'a, M: Memory, G: Guest, W: Guest> {
-    pub model: &'a Mutex<Model<M, G>>,
+pub struct SharedModel<'a, M: Memory, G: Guest, W: Guest, L: RelaxStrategy = spin::Spin> {
+    pub model: &'a spin::mutex::Mutex<Model<M, G>, L>,
     pub guest: W,
 }
 
@@ -20,7 +20,7 @@ macro_rules! locked {
     ($self:ident . $m:ident ( $($a:expr),* )) => { $self.model.lock().$m($($a),*) };
 }
 
-impl<M: Memory, G: Guest, W: Guest> Rmm for SharedModel<'_, M, G, W> {
+impl<M: Memory, G: Guest, W: Guest, L: RelaxStrategy> Rmm for SharedModel<'_, M, G, W, L> {
     fn version(&mut self, requested: RmiVersion) -> Result<VersionReport, RmiError> {
         locked!(self.version(requested))
     }

@@ -1247,7 +1247,12 @@ impl Vm {
 
     /// Handle a stage-2 fault at `ipa` as if a vCPU had exited with it (no guest, no REC_ENTER):
     /// the benchmarks' "bare RMI cost" replays a recorded trace through this.
-    pub fn replay_fault<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, ipa: u64) -> Result<&'static str, Stop> {
+    pub fn replay_fault<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        ipa: u64,
+    ) -> Result<&'static str, Stop> {
         let mut run = Box::new(RecRun::zeroed());
         if ipa & self.shared_bit() == 0 {
             self.protected_fault(rmm, frames, ipa)
@@ -1310,7 +1315,11 @@ pub struct Host {
 }
 
 /// Run vCPU `index` until it stops, on the calling physical CPU.
-pub fn run_shared<R: Rmm>(host: &spin::Mutex<Host>, rmm: &mut Counted<R>, index: usize) -> Stop {
+pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
+    host: &spin::mutex::Mutex<Host, L>,
+    rmm: &mut Counted<R>,
+    index: usize,
+) -> Stop {
     let Some(rec) = host.lock().vm.recs.get(index).copied() else {
         return Stop::Error(format!("no vCPU {index}"));
     };
