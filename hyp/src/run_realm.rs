@@ -133,12 +133,10 @@ pub fn secondary_loop(cpu: usize) -> ! {
     }
 }
 
-/// A polite spin: YIELD lets a multi-threaded QEMU run the other vCPUs (busy loops on a 2-core
-/// host would otherwise starve the CPU doing the work).
+/// A polite spin (see arch::smp::Yield).
 fn relax() {
-    for _ in 0..64 {
-        aarch64_cpu::asm::nop();
-    }
+    <arch::smp::Yield as spin::RelaxStrategy>::relax();
+}
     // SAFETY: a hint instruction; no effect on state.
     unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
