@@ -137,9 +137,6 @@ pub fn secondary_loop(cpu: usize) -> ! {
 fn relax() {
     <arch::smp::Yield as spin::RelaxStrategy>::relax();
 }
-    // SAFETY: a hint instruction; no effect on state.
-    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
-}
 
 #[allow(clippy::too_many_arguments)]
 fn drive<R: Rmm>(
