@@ -20,6 +20,16 @@
  * x0 = their CPU index (the CPU_ON context id); each gets the stack ending at
  * __stack_top - index * stack_size (CPU 0 has the topmost).
  */
+/* Every CPU: the EL2 vector table before anything can fault, then FP/SIMD not trapped. */
+.macro el2_cpu_setup
+    adrp    x9, el2_vectors
+    add     x9, x9, :lo12:el2_vectors
+    msr     vbar_el2, x9
+    mov     x9, #{cptr_el2}
+    msr     cptr_el2, x9
+    isb
+.endm
+
 .section .text.boot, "ax"
 .global _start
 _start:
@@ -27,13 +37,7 @@ _start:
     lsr     x9, x9, #2
     cmp     x9, #2
     b.ne    .Lpark                  // not at EL2: nothing sensible to do, and no console yet
-
-    adrp    x9, el2_vectors
-    add     x9, x9, :lo12:el2_vectors
-    msr     vbar_el2, x9
-    mov     x9, #{cptr_el2}
-    msr     cptr_el2, x9
-    isb
+    el2_cpu_setup
 
     adrp    x9, __stack_top
     add     x9, x9, :lo12:__stack_top
@@ -58,12 +62,7 @@ _start:
 
 .global _secondary_start
 _secondary_start:
-    adrp    x9, el2_vectors
-    add     x9, x9, :lo12:el2_vectors
-    msr     vbar_el2, x9
-    mov     x9, #{cptr_el2}
-    msr     cptr_el2, x9
-    isb
+    el2_cpu_setup
     adrp    x9, __stack_top
     add     x9, x9, :lo12:__stack_top
     mov     x10, #{stack_size}

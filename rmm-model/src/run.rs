@@ -160,6 +160,16 @@ pub enum Inject {
     Undef,
 }
 
+impl Inject {
+    /// Hand the exception to the world switch for `vcpu`.
+    pub fn deliver<G: Guest>(self, guest: &mut G, vcpu: &mut VcpuContext) {
+        match self {
+            Inject::Sea { far, instruction } => guest.inject_sea(vcpu, far, instruction),
+            Inject::Undef => guest.inject_undef(vcpu),
+        }
+    }
+}
+
 /// The outcome of handling one hardware exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -207,12 +217,8 @@ impl<M: Memory, G: Guest> Model<M, G> {
         let Some(mut e) = self.rec_enter_begin(rec, run)? else { return Ok(()) };
         let mut inject = e.inject.take();
         loop {
-            match inject.take() {
-                Some(Inject::Sea { far, instruction }) => {
-                    self.guest.inject_sea(&mut e.vcpu, far, instruction)
-                }
-                Some(Inject::Undef) => self.guest.inject_undef(&mut e.vcpu),
-                None => {}
+            if let Some(i) = inject.take() {
+                i.deliver(&mut self.guest, &mut e.vcpu);
             }
             let hw = self.guest.run(&mut e.vcpu, &e.s2);
             match self.rec_enter_step(rec, &mut e, hw, run) {

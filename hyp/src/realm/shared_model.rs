@@ -7,7 +7,7 @@ use rmi::{
     Fid, GranuleAddr, Ipa, Measure, Page, PsciStatus, RealmParams, RecParams, RecRun, RmiError, RmiVersion,
     Rmm, RttEntry, RttLevel, VersionReport, WithTop,
 };
-use rmm_model::{Guest, Inject, Memory, Model, Step};
+use rmm_model::{Guest, Memory, Model, Step};
 use spin::RelaxStrategy;
 
 /// One CPU's handle on the shared model; `guest` is this CPU's world switch.
@@ -64,12 +64,8 @@ impl<M: Memory, G: Guest, W: Guest, L: RelaxStrategy> Rmm for SharedModel<'_, M,
         };
         let mut inject = e.inject.take();
         loop {
-            match inject.take() {
-                Some(Inject::Sea { far, instruction }) => {
-                    self.guest.inject_sea(&mut e.vcpu, far, instruction)
-                }
-                Some(Inject::Undef) => self.guest.inject_undef(&mut e.vcpu),
-                None => {}
+            if let Some(i) = inject.take() {
+                i.deliver(&mut self.guest, &mut e.vcpu);
             }
             let hw = self.guest.run(&mut e.vcpu, &e.s2);
             match self.model.lock().rec_enter_step(rec, &mut e, hw, run) {
