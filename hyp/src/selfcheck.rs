@@ -77,6 +77,7 @@ pub fn run(hyp: &mut Hyp) -> Result<String, String> {
     let summary = if hyp.rmm_possible {
         if rmi_granule_protection(hyp, page)? {
             realm_smoke(&mut SmcRmm::new(Smc), hyp)?;
+            conformance(&mut SmcRmm::new(Smc), hyp)?;
             "platform self-check, RMI delegate/GPF/undelegate and a realm on the firmware's RMM"
         } else {
             "platform self-check and RMI delegate/GPF/undelegate on the firmware's RMM"
@@ -84,6 +85,7 @@ pub fn run(hyp: &mut Hyp) -> Result<String, String> {
     } else {
         let mut rmm = embedded_rmm(hyp)?;
         realm_smoke(&mut rmm, hyp)?;
+        conformance(&mut rmm, hyp)?;
         let left = rmm.granules().count();
         expect(left == 0, "embedded RMM ledger empty", format!("{left} granules not NS"))?;
         "platform self-check and a realm on the embedded RMM (embedded boot)"
@@ -134,6 +136,17 @@ fn rmi_granule_protection(hyp: &mut Hyp, page: PhysAddr) -> Result<bool, String>
     let p = read(hyp, page)?;
     expect(matches!(p, Probe::Value(_)), "read after undelegate", describe(p))?;
     Ok(v.accepted)
+}
+
+/// Print the RMI conformance transcript (realm::conformance): diff it between RMMs.
+fn conformance<R: Rmm>(rmm: &mut R, hyp: &mut Hyp) -> Result<(), String> {
+    let out = crate::realm::conformance::run(rmm, &mut hyp.frames)
+        .map_err(|e| format!("conformance probe: {e}"))?;
+    for (name, result) in &out {
+        crate::println!("conformance: {name:<34} {result}");
+    }
+    info!("self-check: RMI conformance probe: {} results printed", out.len());
+    Ok(())
 }
 
 /// The embedded RMM model over this machine's RAM, running realms with the EL2 world switch.

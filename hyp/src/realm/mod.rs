@@ -7,6 +7,7 @@
 //! * `counted` — RMI calls by command, and the `--trace` log;
 //! * `vm`      — creation, the exit loop, fault handling, teardown.
 
+pub mod conformance;
 pub mod counted;
 pub mod ledger;
 pub mod params;

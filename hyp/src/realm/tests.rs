@@ -445,3 +445,30 @@ fn replays_of_ours_and_the_seed() {
     seed.undo(&mut w.rmm, &mut w.frames, &v);
     teardown_clean(w, v);
 }
+
+/// The model's transcript of the conformance probe, pinned: each value is what TF-RMM
+/// rmm-spec-v1.0-rel0 returns for that case (rtt.c, realm.c, rec.c, run.c), and a run of the probe
+/// against TF-RMM itself printed the same lines (scripts/run --rmm, "conformance:" lines).
+#[test]
+fn conformance_probe_transcript() {
+    let mut w = world();
+    let out = conformance::run(&mut w.rmm, &mut w.frames).unwrap();
+    for (name, got) in &out {
+        std::println!("{name:<34} {got}");
+    }
+    let get = |n: &str| out.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str()).unwrap();
+    assert_eq!(get("delegate twice"), "(RMI_ERROR_INPUT, 0)");
+    assert_eq!(get("REALM_CREATE (39, 2, 1)"), "(RMI_ERROR_INPUT, 0)");
+    assert_eq!(get("RTT_CREATE L3 before L2"), "(RMI_ERROR_RTT, 1)");
+    assert_eq!(get("RTT_CREATE L2 again"), "(RMI_ERROR_RTT, 1)");
+    assert_eq!(get("DATA_CREATE_UNKNOWN without L3"), "(RMI_ERROR_RTT, 2)");
+    assert_eq!(get("DATA_CREATE_UNKNOWN again"), "(RMI_ERROR_RTT, 3)");
+    assert_eq!(get("RTT_DESTROY live L3"), "(RMI_ERROR_RTT, 3) top 0x0");
+    assert_eq!(get("DATA_DESTROY unmapped 0x3000"), "(RMI_ERROR_RTT, 3) top 0x200000");
+    assert_eq!(get("MAP_UNPROTECTED L2 over L3 table"), "(RMI_ERROR_RTT, 2)");
+    assert_eq!(get("RTT_DESTROY L3 with ASSIGNED_NS").split(' ').next(), Some("SUCCESS"));
+    assert_eq!(get("REC_ENTER realm NEW"), "(RMI_ERROR_REALM, 0)");
+    assert_eq!(get("REC_ENTER with ICH_HCR.En"), "(RMI_ERROR_REC, 0)");
+    assert_eq!(w.rmm.inner.granules().count(), 0);
+    assert_eq!(w.frames.frames_in_use(), 0);
+}
