@@ -4,9 +4,9 @@
 //! RSI_REALM_CONFIG (so the shared alias is GPA | 1 << (width - 1)), runs the scenario's steps,
 //! prints each one on the MMIO console, and ends with a verdict line and PSCI SYSTEM_OFF.
 //!
-//! Built for aarch64-unknown-none-softfloat with +strict-align: the host does not preserve FP
-//! registers across exits, and with the MMU off all data accesses are Device memory, where
-//! unaligned accesses fault.
+//! Built for aarch64-unknown-none-softfloat, whose target spec already has `+strict-align`: the
+//! host does not preserve FP registers across exits, and with the MMU off all data accesses are
+//! Device memory, where unaligned accesses fault.
 #![no_std]
 #![no_main]
 

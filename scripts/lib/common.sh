@@ -65,7 +65,7 @@ flash_image() {
 # The test realm, built soft-float (the host does not preserve FP registers across exits).
 REALM_TARGET=aarch64-unknown-none-softfloat
 build_realm() {
-  (cd "$ROOT" && cargo build -p realm --target "$REALM_TARGET" --release 2>&1 | grep -v 'strict-align\|unstable feature\|passed through\|feature request\|^\s*|\s*$\|^\s*=' ) >&2
+  (cd "$ROOT" && cargo build -p realm --target "$REALM_TARGET" --release 2>&1) >&2
   local elf="$ROOT/target/$REALM_TARGET/release/realm"
   [ -f "$elf" ] || die "building the test realm failed"
   aarch64-linux-gnu-objcopy -O binary "$elf" "$elf.bin" || die "objcopy of the realm failed"
