@@ -310,21 +310,27 @@ fn error_injection_at_every_call_site_leaks_nothing() {
 
 #[test]
 fn a_failed_undelegate_is_reported_as_a_leak() {
-    let mut w = world();
-    let mut v = vm(&mut w, cfg(false, true));
-    let p = v.layout.prot_base;
-    assert_eq!(run(&mut w, &mut v, &[Act::Touch(p, true)]), Stop::PowerOff);
-    w.rmm.inner.fail_nth_call(
-        Some(Fid::GranuleUndelegate),
-        1,
-        RmiError::Status { status: RmiStatus::ErrorInput, index: 0 },
-    );
-    let leaks = v.teardown(&mut w.rmm, &mut w.frames);
-    assert_eq!(leaks.len(), 1);
-    assert!(leaks[0].why.contains("RMI_GRANULE_UNDELEGATE"), "{:?}", leaks[0]);
-    // The leaked granule is still delegated in the RMM and was not handed back as a host frame.
-    assert_eq!(w.rmm.inner.granules().count(), 1);
-    assert_eq!(w.rmm.inner.granule_state(leaks[0].pa.get()), Some(rmm_model::GState::Delegated));
+    // The 1st UNDELEGATE of teardown is the REC (a host frame); the 18th, after 16 aux granules,
+    // is the first data granule (in the protected memslot).
+    for (nth, in_slot) in [(1u64, false), (18, true)] {
+        let mut w = world();
+        let mut v = vm(&mut w, cfg(false, true));
+        let p = v.layout.prot_base;
+        assert_eq!(run(&mut w, &mut v, &[Act::Touch(p, true)]), Stop::PowerOff);
+        let undelegate_failure = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
+        w.rmm.inner.fail_nth_call(Some(Fid::GranuleUndelegate), nth, undelegate_failure);
+        let leaks = v.teardown(&mut w.rmm, &mut w.frames);
+        assert_eq!(leaks.len(), 1);
+        assert!(leaks[0].why.contains("RMI_GRANULE_UNDELEGATE"), "{:?}", leaks[0]);
+        // Still delegated in the RMM, and never handed back to the host allocator: a leaked host
+        // frame stays allocated; a leaked memslot granule keeps its whole memslot out.
+        assert_eq!(w.rmm.inner.granules().count(), 1);
+        assert_eq!(w.rmm.inner.granule_state(leaks[0].pa.get()), Some(rmm_model::GState::Delegated));
+        let slot = v.prot.backing.0..v.prot.backing.0 + v.layout.prot_end;
+        assert_eq!(slot.contains(&leaks[0].pa.get()), in_slot, "{:?}", leaks[0]);
+        let expect = if in_slot { v.layout.prot_end / 4096 } else { 1 };
+        assert_eq!(w.frames.frames_in_use(), expect);
+    }
 }
 
 #[test]

@@ -1214,10 +1214,21 @@ impl Vm {
         for (g, u) in left {
             self.ledger.lose(g, format!("still in use as {u:?} after teardown"));
         }
-        frames.free(self.prot.backing, (self.prot.size / PAGE_SIZE) as usize);
-        frames.free(self.shared.backing, (self.shared.size / PAGE_SIZE) as usize);
-        self.prot.size = 0;
-        self.shared.size = 0;
+        // A memslot holding a leaked granule (still in the Realm PAS) is never handed back to
+        // the host allocator: its pages could be reused and faulted on.
+        for slot in [&mut self.prot, &mut self.shared] {
+            let (start, end) = (slot.backing.0, slot.backing.0 + slot.size);
+            let tainted = self.ledger.leaked.iter().any(|l| (start..end).contains(&l.pa.get()));
+            if tainted {
+                warn!(
+                    "realm teardown: memslot {start:#x}+{:#x} kept out of the allocator (it holds a leaked granule)",
+                    slot.size
+                );
+            } else if slot.size > 0 {
+                frames.free(slot.backing, (slot.size / PAGE_SIZE) as usize);
+            }
+            slot.size = 0;
+        }
         self.ledger.leaked.clone()
     }
 
