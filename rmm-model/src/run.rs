@@ -587,6 +587,25 @@ impl<M: Memory, G: Guest> Model<M, G> {
         }
     }
 
+    /// A CPU_ON / AFFINITY_INFO for another REC: pending until RMI_PSCI_COMPLETE; the host sees
+    /// the FID and the target MPIDR.
+    fn psci_to_host(
+        &mut self,
+        rec: GranuleAddr,
+        vcpu: &mut VcpuContext,
+        run: &mut RecRun,
+        fid: u64,
+        target: u64,
+    ) -> Step {
+        if let Some(r) = self.recs.get_mut(&rec.get()) {
+            r.psci_pending = true;
+        }
+        vcpu.pc += 4;
+        run.exit.exit_reason = exit_reason::PSCI;
+        run.exit.gprs[..2].copy_from_slice(&[fid, target]);
+        Step::Exit
+    }
+
     /// TF-RMM `runtime/rsi/psci.c`: VERSION and FEATURES are answered here; CPU_ON and
     /// AFFINITY_INFO for another REC exit to the host and wait for PSCI_COMPLETE; CPU_SUSPEND,
     /// CPU_OFF, SYSTEM_OFF and SYSTEM_RESET are reported to the host.
@@ -651,11 +670,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 if idx == own {
                     return done(vcpu, psci::ALREADY_ON);
                 }
-                if let Some(r) = self.recs.get_mut(&rec.get()) {
-                    r.psci_pending = true;
-                }
-                vcpu.pc += 4;
-                exit(run, &[fid, x1])
+                self.psci_to_host(rec, vcpu, run, fid, x1)
             }
             psci::AFFINITY_INFO_32 | psci::AFFINITY_INFO => {
                 let idx = rec_index(x1 & 0xff_ffff_ffff);
@@ -665,11 +680,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 if idx == own {
                     return done(vcpu, psci::AFFINITY_ON);
                 }
-                if let Some(r) = self.recs.get_mut(&rec.get()) {
-                    r.psci_pending = true;
-                }
-                vcpu.pc += 4;
-                exit(run, &[fid, x1])
+                self.psci_to_host(rec, vcpu, run, fid, x1)
             }
             psci::SYSTEM_OFF | psci::SYSTEM_RESET => {
                 if let Some(realm) = self.realms.get_mut(&rd.get()) {
