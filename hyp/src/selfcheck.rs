@@ -205,7 +205,7 @@ pub fn realm_smoke<R: Rmm>(rmm: &mut R, hyp: &mut Hyp) -> Result<(), String> {
     params.num_wps = 1;
     params.vmid = 1;
     params.rtt_base = root.get();
-    params.rtt_level_start = START.0 as i64;
+    params.rtt_level_start = START.get() as i64;
     params.rtt_num_start = 1;
     rmm.realm_create(rd, &params).map_err(|e| format!("RMI_REALM_CREATE: {e}"))?;
     for level in [RttLevel::BLOCK, RttLevel::PAGE] {

@@ -341,7 +341,7 @@ impl<C: Conduit> Rmm for SmcRmm<C> {
         let r = self.call(Fid::RttReadEntry, &[rd.get(), ipa.0, level.raw()]);
         decode_return(r[0])?;
         Ok(RttEntry {
-            walk_level: RttLevel(r[1] as i64 as i8),
+            walk_level: RttLevel::new(r[1] as i64).ok_or(RmiError::Unknown(r[1]))?,
             state: RttEntryState::decode(r[2]).ok_or(RmiError::Unknown(r[2]))?,
             desc: r[3],
             ripas: Ripas::decode(r[4]).ok_or(RmiError::Unknown(r[4]))?,

@@ -16,10 +16,21 @@ impl fmt::Display for Ipa {
 }
 
 /// An RTT level (4 KiB granule: -1..=3, -1 only with LPA2).
+///
+/// Checked: a level from outside the hypervisor (an RMI error index, RTT_READ_ENTRY's walk level,
+/// RealmParams) becomes an `RttLevel` only through [`RttLevel::new`] or
+/// [`RttLevel::from_rmi_index`], so every level the code shifts by is in range. [`next`] and
+/// [`prev`] may step one past either end (level 4 or -2) as a loop bound or a deliberately bad
+/// argument for an RMM; such a level maps nothing (`map_size` 0) and `new` refuses it.
+///
+/// [`next`]: RttLevel::next
+/// [`prev`]: RttLevel::prev
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RttLevel(pub i8);
+pub struct RttLevel(i8);
 
 impl RttLevel {
+    /// Level -1: 256 TiB per entry, table only, LPA2 (52-bit IPAs) only.
+    pub const LPA2_ROOT: Self = Self(-1);
     /// Level 0: 512 GiB per entry, table only.
     pub const L0: Self = Self(0);
     /// Level 1: 1 GiB blocks; the smallest level a block may be mapped at (`S2TT_MIN_BLOCK_LEVEL`).
@@ -31,17 +42,39 @@ impl RttLevel {
     /// The smallest level a block (not a table) may be mapped at.
     pub const MIN_BLOCK: Self = Self::L1;
 
-    /// Bytes mapped by one entry at this level: 4 KiB << 9 * (3 - level).
+    /// The level `l`, if it is one (-1..=3).
+    pub const fn new(l: i64) -> Option<Self> {
+        if l >= Self::LPA2_ROOT.0 as i64 && l <= Self::PAGE.0 as i64 { Some(Self(l as i8)) } else { None }
+    }
+    /// The level an RMI_ERROR_RTT index names (TF-RMM packs the level into the index byte, so
+    /// level -1 arrives as 0xff); `None` for any other byte.
+    pub const fn from_rmi_index(index: u8) -> Option<Self> {
+        Self::new(index as i8 as i64)
+    }
+    /// The level as a number.
+    pub const fn get(self) -> i8 {
+        self.0
+    }
+    /// Whether this is a level at all (not a loop bound one past either end).
+    pub const fn is_valid(self) -> bool {
+        Self::new(self.0 as i64).is_some()
+    }
+    /// Bytes mapped by one entry at this level: 4 KiB << 9 * (3 - level); 0 for a non-level.
     pub const fn map_size(self) -> u64 {
+        if !self.is_valid() {
+            return 0;
+        }
         1u64 << (12 + 9 * (3 - self.0 as i64) as u32)
     }
-    /// The level below.
+    /// The level below (one past [`RttLevel::PAGE`] is a loop bound, not a level).
     pub const fn next(self) -> Self {
-        Self(self.0 + 1)
+        Self(self.0.saturating_add(1))
     }
+    /// The level above (one past the root is a loop bound, not a level).
     pub const fn prev(self) -> Self {
-        Self(self.0 - 1)
+        Self(self.0.saturating_sub(1))
     }
+    /// The level as an RMI argument register (sign-extended).
     pub const fn raw(self) -> u64 {
         self.0 as i64 as u64
     }
@@ -184,7 +217,21 @@ mod tests {
         assert_eq!(RttLevel::BLOCK.map_size(), 2 << 20);
         assert_eq!(RttLevel::L1.map_size(), 1 << 30);
         assert_eq!(RttLevel::L0.map_size(), 512 << 30);
-        assert_eq!(RttLevel(-1).raw(), u64::MAX);
+        assert_eq!(RttLevel::LPA2_ROOT.raw(), u64::MAX);
+        assert_eq!(RttLevel::PAGE.next().map_size(), 0, "one past the page level maps nothing");
+    }
+
+    #[test]
+    fn levels_from_outside_are_checked() {
+        assert_eq!(RttLevel::new(3), Some(RttLevel::PAGE));
+        assert_eq!(RttLevel::new(-1), Some(RttLevel::LPA2_ROOT));
+        assert_eq!(RttLevel::new(4), None);
+        assert_eq!(RttLevel::new(-2), None);
+        assert_eq!(RttLevel::from_rmi_index(2), Some(RttLevel::BLOCK));
+        assert_eq!(RttLevel::from_rmi_index(0xff), Some(RttLevel::LPA2_ROOT));
+        for bad in [4u8, 0x7f, 0x80, 0xc8, 0xfe] {
+            assert_eq!(RttLevel::from_rmi_index(bad), None, "index {bad:#x}");
+        }
     }
 
     #[test]

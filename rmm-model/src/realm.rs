@@ -188,7 +188,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
         let rtts: alloc::vec::Vec<GranuleAddr> = rtts.into_iter().flatten().collect();
         let s2 = S2Ctx {
             s2sz: p.s2sz as u32,
-            start: RttLevel(p.rtt_level_start as i8),
+            start: RttLevel::new(p.rtt_level_start).ok_or(INPUT)?,
             num_root: num,
             root: base,
         };

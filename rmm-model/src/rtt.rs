@@ -11,7 +11,7 @@ const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index:
 const REALM: RmiError = RmiError::Status { status: RmiStatus::ErrorRealm, index: 0 };
 
 fn rtt_err(level: RttLevel) -> RmiError {
-    RmiError::rtt(level.0 as u8)
+    RmiError::rtt(level.get() as u8)
 }
 
 /// Where a walk stopped: the table at `level` and the entry index in it.

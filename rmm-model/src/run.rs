@@ -456,7 +456,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
     /// A synthetic stage-2 data abort for an RSI buffer at an unassigned RAM IPA
     /// (TF-RMM `emulate_stage2_data_abort`): the SMC re-executes once the host has mapped it.
     fn rsi_buffer_abort(run: &mut RecRun, ipa: u64, level: RttLevel) -> Step {
-        let esr = (EC_DABT_LOWER << EC_SHIFT) | (DFSC_TRANSLATION_L0 + level.0 as u64);
+        let esr = (EC_DABT_LOWER << EC_SHIFT) | (DFSC_TRANSLATION_L0 + level.get().max(0) as u64);
         Self::sync_exit(run, esr, 0, (ipa >> 12) << 4)
     }
 

@@ -61,7 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn align(ipa: u64, level: i8) -> u64 {
-    ipa & !(RttLevel(level).map_size() - 1)
+    ipa & !(lvl(level).map_size() - 1)
 }
 
 struct World {
@@ -91,20 +91,18 @@ impl World {
         let r = match op {
             Op::Delegate(i) => m.granule_delegate(g(i)).map(drop),
             Op::Undelegate(i) => m.granule_undelegate(g(i)).map(drop),
-            Op::RttCreate(i, ipa, l) => m.rtt_create(rd, g(i), Ipa(align(*ipa, l - 1)), RttLevel(*l)),
-            Op::RttDestroy(ipa, l) => {
-                m.rtt_destroy(rd, Ipa(align(*ipa, l - 1)), RttLevel(*l)).result.map(drop)
-            }
-            Op::Fold(ipa, l) => m.rtt_fold(rd, Ipa(align(*ipa, l - 1)), RttLevel(*l)).map(drop),
+            Op::RttCreate(i, ipa, l) => m.rtt_create(rd, g(i), Ipa(align(*ipa, l - 1)), lvl(*l)),
+            Op::RttDestroy(ipa, l) => m.rtt_destroy(rd, Ipa(align(*ipa, l - 1)), lvl(*l)).result.map(drop),
+            Op::Fold(ipa, l) => m.rtt_fold(rd, Ipa(align(*ipa, l - 1)), lvl(*l)).map(drop),
             Op::DataCreateUnknown(i, ipa) => m.data_create_unknown(rd, g(i), Ipa(*ipa)),
             Op::DataDestroy(ipa) => m.data_destroy(rd, Ipa(*ipa)).result.map(drop),
             Op::InitRipas(ipa) => m.rtt_init_ripas(rd, Ipa(*ipa), Ipa(ipa + 0x1000)).map(drop),
             Op::MapNs(ipa, l, p) => {
-                let size = RttLevel(*l).map_size();
+                let size = lvl(*l).map_size();
                 let pa = self.ns_base + p * size.min(2 << 20);
-                m.rtt_map_unprotected(rd, Ipa(align(*ipa, *l)), RttLevel(*l), (pa & !(size - 1)) | NS_WB_RW)
+                m.rtt_map_unprotected(rd, Ipa(align(*ipa, *l)), lvl(*l), (pa & !(size - 1)) | NS_WB_RW)
             }
-            Op::UnmapNs(ipa, l) => m.rtt_unmap_unprotected(rd, Ipa(align(*ipa, *l)), RttLevel(*l)).result,
+            Op::UnmapNs(ipa, l) => m.rtt_unmap_unprotected(rd, Ipa(align(*ipa, *l)), lvl(*l)).result,
         };
         self.successes += usize::from(r.is_ok());
         SUCCESSES.fetch_add(usize::from(r.is_ok()), std::sync::atomic::Ordering::Relaxed);

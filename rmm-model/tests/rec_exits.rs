@@ -43,7 +43,7 @@ fn protected_fault_reports_as_tf_rmm() {
     // The guest was entered at its PC with the realm's stage 2.
     let (vcpu, s2) = e.m.guest.runs[0];
     assert_eq!(vcpu.pc, 0);
-    assert_eq!((s2.s2sz, s2.start, s2.vmid), (39, RttLevel(1), 1));
+    assert_eq!((s2.s2sz, s2.start, s2.vmid), (39, RttLevel::L1, 1));
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn smc_realm() -> (rmm_model::Model<rmm_model::Arena, smc_guest::Smcs>, GranuleA
     m.realm_create(rd, &p).unwrap();
     for l in 2..=3 {
         let t = del(&mut m);
-        m.rtt_create(rd, t, Ipa(0), RttLevel(l)).unwrap();
+        m.rtt_create(rd, t, Ipa(0), lvl(l)).unwrap();
     }
     m.rtt_init_ripas(rd, Ipa(0), Ipa(2 << 20)).unwrap();
     let data = del(&mut m);

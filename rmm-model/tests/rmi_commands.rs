@@ -124,7 +124,7 @@ fn root_entries_split_protected_and_unprotected() {
     let prot = e.entry(rd, 0, 1);
     assert_eq!(
         (prot.state, prot.ripas, prot.walk_level),
-        (RttEntryState::Unassigned, Ripas::Empty, RttLevel(1))
+        (RttEntryState::Unassigned, Ripas::Empty, RttLevel::L1)
     );
     let shared = e.entry(rd, 1 << 38, 1);
     assert_eq!((shared.state, shared.ripas), (RttEntryState::Unassigned, Ripas::Empty));
@@ -140,23 +140,23 @@ fn rtt_create_cases() {
     let rd = e.realm();
     let t = e.delegated();
     // rtt.c validate_rtt_structure_cmds: level in start+1..=3, ipa aligned to level-1.
-    assert_eq!(e.m.rtt_create(rd, t, Ipa(0), RttLevel(1)), Err(INPUT), "the root level");
-    assert_eq!(e.m.rtt_create(rd, t, Ipa(0), RttLevel(4)), Err(INPUT));
-    assert_eq!(e.m.rtt_create(rd, t, Ipa(0x1000), RttLevel(2)), Err(INPUT), "not 1 GiB aligned");
-    assert_eq!(e.m.rtt_create(rd, t, Ipa(1 << 39), RttLevel(2)), Err(INPUT), "beyond the IPA space");
+    assert_eq!(e.m.rtt_create(rd, t, Ipa(0), RttLevel::L1), Err(INPUT), "the root level");
+    assert_eq!(e.m.rtt_create(rd, t, Ipa(0), RttLevel::PAGE.next()), Err(INPUT));
+    assert_eq!(e.m.rtt_create(rd, t, Ipa(0x1000), RttLevel::BLOCK), Err(INPUT), "not 1 GiB aligned");
+    assert_eq!(e.m.rtt_create(rd, t, Ipa(1 << 39), RttLevel::BLOCK), Err(INPUT), "beyond the IPA space");
     // Walk ended early: (RTT, walk level).
-    assert_eq!(e.m.rtt_create(rd, t, Ipa(0), RttLevel(3)), Err(rtt(1)));
-    assert_eq!(e.m.rtt_create(rd, t, Ipa(0), RttLevel(2)), Ok(()));
+    assert_eq!(e.m.rtt_create(rd, t, Ipa(0), RttLevel::PAGE), Err(rtt(1)));
+    assert_eq!(e.m.rtt_create(rd, t, Ipa(0), RttLevel::BLOCK), Ok(()));
     assert_eq!(e.entry(rd, 0, 1).state, RttEntryState::Table);
     // Already a table: (RTT, level - 1).
     let t2 = e.delegated();
-    assert_eq!(e.m.rtt_create(rd, t2, Ipa(0), RttLevel(2)), Err(rtt(1)));
+    assert_eq!(e.m.rtt_create(rd, t2, Ipa(0), RttLevel::BLOCK), Err(rtt(1)));
     // The RTT granule must be DELEGATED; the RD must be an RD.
     let ns = e.ns();
-    assert_eq!(e.m.rtt_create(rd, ns, Ipa(0), RttLevel(3)), Err(INPUT));
-    assert_eq!(e.m.rtt_create(t2, t2, Ipa(0), RttLevel(3)), Err(INPUT));
-    assert_eq!(e.m.rtt_create(rd, t2, Ipa(0), RttLevel(3)), Ok(()));
-    assert_eq!(e.entry(rd, 0x1000, 3).walk_level, RttLevel(3));
+    assert_eq!(e.m.rtt_create(rd, ns, Ipa(0), RttLevel::PAGE), Err(INPUT));
+    assert_eq!(e.m.rtt_create(t2, t2, Ipa(0), RttLevel::PAGE), Err(INPUT));
+    assert_eq!(e.m.rtt_create(rd, t2, Ipa(0), RttLevel::PAGE), Ok(()));
+    assert_eq!(e.entry(rd, 0x1000, 3).walk_level, RttLevel::PAGE);
 }
 
 #[test]
@@ -261,45 +261,45 @@ fn map_and_unmap_unprotected() {
     let shared = 1u64 << 38;
     let pa = e.ns().get();
     // rtt.c map_unmap_ns order: level, descriptor, alignment, PAR, walk.
-    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel(0), pa | NS_WB_RW), Err(INPUT), "level 0");
+    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel::L0, pa | NS_WB_RW), Err(INPUT), "level 0");
     assert_eq!(
-        e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel(3), pa | NS_WB_RW | 0x300),
+        e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel::PAGE, pa | NS_WB_RW | 0x300),
         Err(INPUT),
         "SH set"
     );
     assert_eq!(
-        e.m.rtt_map_unprotected(rd, Ipa(0x1000), RttLevel(3), pa | NS_WB_RW),
+        e.m.rtt_map_unprotected(rd, Ipa(0x1000), RttLevel::PAGE, pa | NS_WB_RW),
         Err(INPUT),
         "protected IPA"
     );
-    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel(3), pa | NS_WB_RW), Err(rtt(1)));
+    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel::PAGE, pa | NS_WB_RW), Err(rtt(1)));
     e.tables(rd, shared, 3);
-    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel(3), pa | NS_WB_RW), Ok(()));
+    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel::PAGE, pa | NS_WB_RW), Ok(()));
     let ent = e.entry(rd, shared, 3);
     // READ_ENTRY: ASSIGNED, only the host-controlled bits, RIPAS EMPTY.
     assert_eq!((ent.state, ent.desc, ent.ripas), (RttEntryState::Assigned, pa | NS_WB_RW, Ripas::Empty));
     // Already mapped: (RTT, level).
-    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel(3), pa | NS_WB_RW), Err(rtt(3)));
+    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel::PAGE, pa | NS_WB_RW), Err(rtt(3)));
     // The reviewer's case: a level-2 map over a level-3 table → (RTT, 2) (rmi-abi.md 6.3).
     let block = e.ns_run(512, 2 << 20).get();
-    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel(2), block | NS_WB_RW), Err(rtt(2)));
+    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel::BLOCK, block | NS_WB_RW), Err(rtt(2)));
     // Unmap: (RTT, walk level) when absent, top reports the next live entry.
-    let r = e.m.rtt_unmap_unprotected(rd, Ipa(shared + 0x1000), RttLevel(3));
+    let r = e.m.rtt_unmap_unprotected(rd, Ipa(shared + 0x1000), RttLevel::PAGE);
     assert_eq!(r.result, Err(rtt(3)));
     assert_eq!(r.top, Ipa(shared + (2 << 20)), "nothing live after it in this L3 table");
-    let r = e.m.rtt_unmap_unprotected(rd, Ipa(shared), RttLevel(3));
+    let r = e.m.rtt_unmap_unprotected(rd, Ipa(shared), RttLevel::PAGE);
     assert_eq!(r.result, Ok(()));
     assert_eq!(e.entry(rd, shared, 3).state, RttEntryState::Unassigned);
     // A 2 MiB block maps where the L2 entry is UNASSIGNED_NS.
     let next = shared + (2 << 20);
-    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(next), RttLevel(2), block | NS_WB_RW), Ok(()));
+    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(next), RttLevel::BLOCK, block | NS_WB_RW), Ok(()));
     assert_eq!(
-        e.m.rtt_map_unprotected(rd, Ipa(next), RttLevel(2), (block + 0x1000) | NS_WB_RW),
+        e.m.rtt_map_unprotected(rd, Ipa(next), RttLevel::BLOCK, (block + 0x1000) | NS_WB_RW),
         Err(INPUT),
         "OA not aligned to L2"
     );
     // A page inside an L2 block: walk stops at 2 → (RTT, 2).
-    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(next + 0x1000), RttLevel(3), pa | NS_WB_RW), Err(rtt(2)));
+    assert_eq!(e.m.rtt_map_unprotected(rd, Ipa(next + 0x1000), RttLevel::PAGE, pa | NS_WB_RW), Err(rtt(2)));
 }
 
 #[test]
@@ -309,27 +309,27 @@ fn rtt_destroy_liveness() {
     let shared = 1u64 << 38;
     e.tables(rd, shared, 3);
     let pa = e.ns().get();
-    e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel(3), pa | NS_WB_RW).unwrap();
+    e.m.rtt_map_unprotected(rd, Ipa(shared), RttLevel::PAGE, pa | NS_WB_RW).unwrap();
     // ASSIGNED_NS entries do not make an RTT live (spec A5.5.8): destroy succeeds, parent UNASSIGNED_NS.
-    let r = e.m.rtt_destroy(rd, Ipa(shared), RttLevel(3));
+    let r = e.m.rtt_destroy(rd, Ipa(shared), RttLevel::PAGE);
     assert!(r.result.is_ok(), "{r:?}");
-    assert_eq!(e.entry(rd, shared, 3).walk_level, RttLevel(2));
+    assert_eq!(e.entry(rd, shared, 3).walk_level, RttLevel::BLOCK);
     assert_eq!(e.entry(rd, shared, 2).state, RttEntryState::Unassigned);
     // Protected: a table with an ASSIGNED entry is live: (RTT, level), top = ipa.
     e.tables(rd, 0, 3);
     let d = e.delegated();
     e.m.data_create_unknown(rd, d, Ipa(0x5000)).unwrap();
-    let r = e.m.rtt_destroy(rd, Ipa(0), RttLevel(3));
+    let r = e.m.rtt_destroy(rd, Ipa(0), RttLevel::PAGE);
     assert_eq!((r.result, r.top), (Err(rtt(3)), Ipa(0)));
     // L2 table holding an L3 table is live too.
-    assert_eq!(e.m.rtt_destroy(rd, Ipa(0), RttLevel(2)).result, Err(rtt(2)));
+    assert_eq!(e.m.rtt_destroy(rd, Ipa(0), RttLevel::BLOCK).result, Err(rtt(2)));
     e.m.data_destroy(rd, Ipa(0x5000)).result.unwrap();
-    let t = e.m.rtt_destroy(rd, Ipa(0), RttLevel(3)).result.unwrap();
+    let t = e.m.rtt_destroy(rd, Ipa(0), RttLevel::PAGE).result.unwrap();
     assert_eq!(e.m.granule_state(t.get()), Some(GState::Delegated));
     // The protected parent becomes UNASSIGNED, DESTROYED.
     assert_eq!(e.entry(rd, 0, 2).ripas, Ripas::Destroyed);
     // Parent not a table: (RTT, walk level).
-    assert_eq!(e.m.rtt_destroy(rd, Ipa(0), RttLevel(3)).result, Err(rtt(2)));
+    assert_eq!(e.m.rtt_destroy(rd, Ipa(0), RttLevel::PAGE).result, Err(rtt(2)));
 }
 
 #[test]
@@ -339,12 +339,12 @@ fn fold_and_unfold() {
     e.tables(rd, 0, 3);
     e.m.rtt_init_ripas(rd, Ipa(0), Ipa(2 << 20)).unwrap();
     // Homogeneous UNASSIGNED RAM folds (refcount 0 branch).
-    let t = e.m.rtt_fold(rd, Ipa(0), RttLevel(3)).unwrap();
+    let t = e.m.rtt_fold(rd, Ipa(0), RttLevel::PAGE).unwrap();
     assert_eq!(e.m.granule_state(t.get()), Some(GState::Delegated));
-    assert_eq!(e.entry(rd, 0, 3).walk_level, RttLevel(2));
+    assert_eq!(e.entry(rd, 0, 3).walk_level, RttLevel::BLOCK);
     assert_eq!(e.entry(rd, 0, 2).ripas, Ripas::Ram);
     // Parent not a table: (RTT, level - 1).
-    assert_eq!(e.m.rtt_fold(rd, Ipa(0), RttLevel(3)), Err(rtt(2)));
+    assert_eq!(e.m.rtt_fold(rd, Ipa(0), RttLevel::PAGE), Err(rtt(2)));
     // Fill a 2 MiB-aligned contiguous run, fold to an ASSIGNED block (refcount 512 branch).
     e.tables(rd, 0, 3);
     let run = e.ns_run(512, 2 << 20).get();
@@ -353,11 +353,11 @@ fn fold_and_unfold() {
         e.m.granule_delegate(g).unwrap();
         // Mixed state in the middle of filling: (RTT, 3).
         if i == 1 {
-            assert_eq!(e.m.rtt_fold(rd, Ipa(0), RttLevel(3)), Err(rtt(3)));
+            assert_eq!(e.m.rtt_fold(rd, Ipa(0), RttLevel::PAGE), Err(rtt(3)));
         }
         e.m.data_create_unknown(rd, g, Ipa(i * 4096)).unwrap();
     }
-    e.m.rtt_fold(rd, Ipa(0), RttLevel(3)).unwrap();
+    e.m.rtt_fold(rd, Ipa(0), RttLevel::PAGE).unwrap();
     let ent = e.entry(rd, 0, 2);
     assert_eq!((ent.state, ent.desc, ent.ripas), (RttEntryState::Assigned, run, Ripas::Ram));
     // DATA_DESTROY on a block: (RTT, 2) with top == ipa (it is mapped as a block).
@@ -368,7 +368,7 @@ fn fold_and_unfold() {
     assert_eq!(e.entry(rd, 0x3000, 3).desc, run + 0x3000);
     assert_eq!(e.m.data_destroy(rd, Ipa(0x3000)).result.map(|g| g.get()), Ok(run + 0x3000));
     // No longer homogeneous.
-    assert_eq!(e.m.rtt_fold(rd, Ipa(0), RttLevel(3)), Err(rtt(3)));
+    assert_eq!(e.m.rtt_fold(rd, Ipa(0), RttLevel::PAGE), Err(rtt(3)));
 }
 
 #[test]
@@ -379,17 +379,17 @@ fn fold_unprotected() {
     e.tables(rd, shared, 3);
     let run = e.ns_run(512, 2 << 20).get();
     for i in 0..511 {
-        e.m.rtt_map_unprotected(rd, Ipa(shared + i * 4096), RttLevel(3), (run + i * 4096) | NS_WB_RW)
+        e.m.rtt_map_unprotected(rd, Ipa(shared + i * 4096), RttLevel::PAGE, (run + i * 4096) | NS_WB_RW)
             .unwrap();
     }
-    assert_eq!(e.m.rtt_fold(rd, Ipa(shared), RttLevel(3)), Err(rtt(3)), "one entry short");
+    assert_eq!(e.m.rtt_fold(rd, Ipa(shared), RttLevel::PAGE), Err(rtt(3)), "one entry short");
     // Different attributes (read-only) break homogeneity.
-    e.m.rtt_map_unprotected(rd, Ipa(shared + 511 * 4096), RttLevel(3), (run + 511 * 4096) | 0x58).unwrap();
-    assert_eq!(e.m.rtt_fold(rd, Ipa(shared), RttLevel(3)), Err(rtt(3)));
-    e.m.rtt_unmap_unprotected(rd, Ipa(shared + 511 * 4096), RttLevel(3)).result.unwrap();
-    e.m.rtt_map_unprotected(rd, Ipa(shared + 511 * 4096), RttLevel(3), (run + 511 * 4096) | NS_WB_RW)
+    e.m.rtt_map_unprotected(rd, Ipa(shared + 511 * 4096), RttLevel::PAGE, (run + 511 * 4096) | 0x58).unwrap();
+    assert_eq!(e.m.rtt_fold(rd, Ipa(shared), RttLevel::PAGE), Err(rtt(3)));
+    e.m.rtt_unmap_unprotected(rd, Ipa(shared + 511 * 4096), RttLevel::PAGE).result.unwrap();
+    e.m.rtt_map_unprotected(rd, Ipa(shared + 511 * 4096), RttLevel::PAGE, (run + 511 * 4096) | NS_WB_RW)
         .unwrap();
-    e.m.rtt_fold(rd, Ipa(shared), RttLevel(3)).unwrap();
+    e.m.rtt_fold(rd, Ipa(shared), RttLevel::PAGE).unwrap();
     let ent = e.entry(rd, shared, 2);
     assert_eq!((ent.state, ent.desc), (RttEntryState::Assigned, run | NS_WB_RW));
 }
@@ -437,7 +437,7 @@ fn realm_and_rec_lifecycle() {
     // A live child RTT keeps the realm alive.
     e.tables(rd, 0, 2);
     assert_eq!(e.m.realm_destroy(rd), Err(REALM0));
-    e.m.rtt_destroy(rd, Ipa(0), RttLevel(2)).result.unwrap();
+    e.m.rtt_destroy(rd, Ipa(0), RttLevel::BLOCK).result.unwrap();
     assert_eq!(e.m.realm_destroy(rd), Ok(()));
     assert_eq!(e.m.granule_state(rd.get()), Some(GState::Delegated));
     assert!(e.m.realm(rd).is_none());
@@ -468,7 +468,7 @@ fn error_injection_fails_the_nth_call_without_changing_state() {
     assert_eq!(e.m.data_create_unknown(rd, b, Ipa(0x2000)), Ok(()), "one failure only");
     // Any command: the very next call.
     e.m.fail_nth_call(None, 1, INPUT);
-    assert_eq!(e.m.rtt_read_entry(rd, Ipa(0), RttLevel(1)), Err(INPUT));
+    assert_eq!(e.m.rtt_read_entry(rd, Ipa(0), RttLevel::L1), Err(INPUT));
     let r = {
         e.m.fail_nth_call(Some(Fid::DataDestroy), 1, rtt(3));
         e.m.data_destroy(rd, Ipa(0x1000))

@@ -102,7 +102,7 @@ impl ElGuest {
 
     fn vtcr(&self, s2: &Stage2Config) -> u64 {
         // SL0 for a 4 KiB granule: start level 2 → 0, 1 → 1, 0 → 2.
-        let sl0 = (2 - s2.start.0 as i64).clamp(0, 2) as u64;
+        let sl0 = (2 - s2.start.get() as i64).clamp(0, 2) as u64;
         (VTCR_EL2::RES1.val(1)
             + VTCR_EL2::VS.val(u64::from(self.vmid16))
             + VTCR_EL2::PS.val(self.ps)

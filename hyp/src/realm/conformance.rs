@@ -32,7 +32,7 @@ fn e(x: &Result<RttEntry, RmiError>, known: &[(&str, u64)]) -> String {
                 Some((name, _)) => format!("{name}|{:#x}", e.desc & 0xfff),
                 None => format!("{:#x}", e.desc),
             };
-            format!("L{} {:?} desc {desc} {:?}", e.walk_level.0, e.state, e.ripas)
+            format!("L{} {:?} desc {desc} {:?}", e.walk_level.get(), e.state, e.ripas)
         }
         Err(err) => format!("{err}"),
     }

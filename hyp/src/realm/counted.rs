@@ -99,7 +99,7 @@ impl<R: Rmm> Counted<R> {
 }
 
 fn lv(l: RttLevel) -> i8 {
-    l.0
+    l.get()
 }
 
 impl<R: Rmm> Rmm for Counted<R> {

@@ -38,7 +38,7 @@ pub fn shape(feature_reg0: u64, want: u32) -> Option<Shape> {
         if (min..=top).contains(&(s2sz as i64)) {
             let sl_bits = (3 - sl) as u32 * 9 + 21;
             let num_root = if s2sz <= sl_bits { 1 } else { 1 << (s2sz - sl_bits) };
-            return Some(Shape { s2sz, start: RttLevel(sl as i8), num_root });
+            return Some(Shape { s2sz, start: RttLevel::new(sl)?, num_root });
         }
     }
     None
@@ -54,16 +54,16 @@ mod tests {
 
     #[test]
     fn shapes_follow_the_architecture() {
-        assert_eq!(shape(reg0(48), 32), Some(Shape { s2sz: 32, start: RttLevel(2), num_root: 4 }));
-        assert_eq!(shape(reg0(48), 34), Some(Shape { s2sz: 34, start: RttLevel(2), num_root: 16 }));
-        assert_eq!(shape(reg0(48), 35), Some(Shape { s2sz: 35, start: RttLevel(1), num_root: 1 }));
-        assert_eq!(shape(reg0(48), 40), Some(Shape { s2sz: 40, start: RttLevel(1), num_root: 2 }));
-        assert_eq!(shape(reg0(48), 44), Some(Shape { s2sz: 44, start: RttLevel(0), num_root: 1 }));
+        assert_eq!(shape(reg0(48), 32), Some(Shape { s2sz: 32, start: RttLevel::BLOCK, num_root: 4 }));
+        assert_eq!(shape(reg0(48), 34), Some(Shape { s2sz: 34, start: RttLevel::BLOCK, num_root: 16 }));
+        assert_eq!(shape(reg0(48), 35), Some(Shape { s2sz: 35, start: RttLevel::L1, num_root: 1 }));
+        assert_eq!(shape(reg0(48), 40), Some(Shape { s2sz: 40, start: RttLevel::L1, num_root: 2 }));
+        assert_eq!(shape(reg0(48), 44), Some(Shape { s2sz: 44, start: RttLevel::L0, num_root: 1 }));
         assert_eq!(shape(reg0(40), 44), None, "more than the RMM offers");
         // The shapes agree with what the model (TF-RMM's rules) accepts.
         for bits in 32..=48 {
             let s = shape(reg0(48), bits).unwrap();
-            assert!(rmm_model::realm_shape_valid(s.s2sz as u64, s.start.0 as i64, s.num_root), "{s:?}");
+            assert!(rmm_model::realm_shape_valid(s.s2sz as u64, s.start.get() as i64, s.num_root), "{s:?}");
         }
     }
 

@@ -21,7 +21,7 @@ pub struct Seed {
 
 fn rtt_level(e: &RmiError) -> Option<RttLevel> {
     match e {
-        RmiError::Status { status: RmiStatus::ErrorRtt, index } => Some(RttLevel(*index as i8)),
+        RmiError::Status { status: RmiStatus::ErrorRtt, index } => RttLevel::from_rmi_index(*index),
         _ => None,
     }
 }

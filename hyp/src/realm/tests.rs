@@ -97,15 +97,19 @@ fn teardown_clean(mut w: World, mut v: Vm) {
     assert_eq!(w.frames.frames_in_use(), 0, "host frames not returned");
 }
 
+fn lvl(l: i8) -> RttLevel {
+    RttLevel::new(l as i64).unwrap_or_else(|| panic!("{l} is not an RTT level"))
+}
+
 fn entry(w: &mut World, v: &Vm, ipa: u64, level: i8) -> rmi::RttEntry {
-    w.rmm.inner.rtt_read_entry(v.rd, Ipa(ipa), RttLevel(level)).unwrap()
+    w.rmm.inner.rtt_read_entry(v.rd, Ipa(ipa), lvl(level)).unwrap()
 }
 
 #[test]
 fn lifecycle_creates_measures_and_tears_down() {
     let mut w = world();
     let v = vm(&mut w, cfg(true, true));
-    assert_eq!(v.shape.start, RttLevel(2), "a small realm starts at level 2 with concatenated roots");
+    assert_eq!(v.shape.start, RttLevel::BLOCK, "a small realm starts at level 2 with concatenated roots");
     // The image (2 pages) and the scenario (1 page) are mapped, RIPAS RAM.
     let e = entry(&mut w, &v, 0x1000, 3);
     assert_eq!((e.state, e.ripas), (RttEntryState::Assigned, rmi::Ripas::Ram));
@@ -167,7 +171,7 @@ fn protected_block_is_folded() {
     );
     assert!(lines.iter().any(|l| l.contains("RMI_RTT_FOLD") && l.trim_end().ends_with(" 1")), "{lines:?}");
     let e = entry(&mut w, &v, block, 2);
-    assert_eq!((e.walk_level, e.state), (RttLevel(2), RttEntryState::Assigned));
+    assert_eq!((e.walk_level, e.state), (RttLevel::BLOCK, RttEntryState::Assigned));
     assert_eq!(e.desc, v.prot.pa(block).0);
     assert_eq!(w.rmm.counts.failed_total(), 0);
     teardown_clean(w, v);
@@ -192,7 +196,7 @@ fn shared_block_over_a_level3_table() {
     assert!(v.shared.huge.contains(&v.layout.shared_gpa), "the host call reached the host");
     assert_eq!(v.stats.block_over_table, 1);
     let e = entry(&mut w, &v, page, 2);
-    assert_eq!((e.walk_level, e.state), (RttLevel(2), RttEntryState::Assigned));
+    assert_eq!((e.walk_level, e.state), (RttLevel::BLOCK, RttEntryState::Assigned));
     assert_eq!(e.desc, v.shared.pa(v.layout.shared_gpa).0 | vm::NS_DESC_WB_RW);
     let d = w.rmm.counts.since(&before);
     assert_eq!(
@@ -478,3 +482,5 @@ fn conformance_probe_transcript() {
     assert_eq!(w.rmm.inner.granules().count(), 0);
     assert_eq!(w.frames.frames_in_use(), 0);
 }
+
+mod hostile;

@@ -180,7 +180,7 @@ pub struct Vm {
     pub ledger: Ledger,
     memcache: Vec<GranuleAddr>,
     /// RTTs the host created, by (level, base IPA).
-    tables: BTreeSet<(i8, u64)>,
+    tables: BTreeSet<(RttLevel, u64)>,
     /// Protected mappings by IPA: a page (level 3) or a folded block (level 2).
     data: BTreeMap<u64, RttLevel>,
     /// Unprotected mappings by IPA.
@@ -207,7 +207,7 @@ fn level_of_fault(status: FaultStatus) -> i8 {
 
 fn is_rtt(e: &RmiError) -> Option<RttLevel> {
     match e {
-        RmiError::Status { status: RmiStatus::ErrorRtt, index } => Some(RttLevel(*index as i8)),
+        RmiError::Status { status: RmiStatus::ErrorRtt, index } => RttLevel::from_rmi_index(*index),
         _ => None,
     }
 }
@@ -255,7 +255,7 @@ impl Vm {
         })?;
         info!(
             "realm: RMI {}..{}, FEATURES {reg0:#x}: IPA {} bits, start level {}, {} root table(s)",
-            v.lower, v.higher, shape.s2sz, shape.start.0, shape.num_root
+            v.lower, v.higher, shape.s2sz, shape.start, shape.num_root
         );
         let prot_backing = Self::alloc_frames(frames, layout.prot_end, "the protected memslot")?;
         let shared_backing = match Self::alloc_frames(frames, cfg.shared_size, "the shared memslot") {
@@ -334,7 +334,7 @@ impl Vm {
         p.hash_algo = rmi::hash_algo::SHA_256;
         p.vmid = cfg.vmid as u64;
         p.rtt_base = roots_pa.0;
-        p.rtt_level_start = self.shape.start.0 as i64;
+        p.rtt_level_start = self.shape.start.get() as i64;
         p.rtt_num_start = self.shape.num_root;
         if let Err(e) = rmm.realm_create(rd, &p) {
             return Err(format!("RMI_REALM_CREATE: {e}"));
@@ -510,8 +510,8 @@ impl Vm {
 
     /// Key of the level-`level` RTT covering `ipa`: its base is `ipa` aligned to the size of an
     /// entry one level up.
-    fn table_key(level: RttLevel, ipa: u64) -> (i8, u64) {
-        (level.0, align_down(ipa, level.prev().map_size()))
+    fn table_key(level: RttLevel, ipa: u64) -> (RttLevel, u64) {
+        (level, align_down(ipa, level.prev().map_size()))
     }
 
     /// Make sure RTTs exist from below the root down to `level` for `ipa`.
@@ -533,8 +533,12 @@ impl Vm {
     }
 
     /// RTT_CREATE the level-`level` table for `ipa`. "(RMI_ERROR_RTT, level - 1)" means it is
-    /// there already (a racing vCPU); a lower index means a table above is missing: create the
-    /// tables from the reported level down, then retry.
+    /// there already (a racing vCPU); a shallower level `l` means the tables between `l` and
+    /// `level` are missing (the mirror missed them): create those first, top down, then this one.
+    ///
+    /// A loop, not recursion, and bounded: each step either creates a table, finds one, or moves
+    /// up to a level the RMM names, which must lie between the root and the table wanted. An RMM
+    /// that keeps answering otherwise gets an error, never a hang or a deep stack.
     fn create_table<R: Rmm>(
         &mut self,
         rmm: &mut Counted<R>,
@@ -542,43 +546,49 @@ impl Vm {
         level: RttLevel,
         ipa: u64,
     ) -> Res<()> {
-        let key = Self::table_key(level, ipa);
-        let base = key.1;
-        let rtt = self.take_rtt(rmm, frames)?;
-        if (0..2).next().is_some() {
-            match rmm.rtt_create(self.rd, rtt, Ipa(base), level) {
+        // Every level between the root and `level` created once, each after at most one detour.
+        let max_steps = 2 * (RttLevel::PAGE.get() - self.shape.start.get()).max(1) as usize;
+        let mut want = level;
+        for _ in 0..max_steps {
+            let key = Self::table_key(want, ipa);
+            let base = key.1;
+            let rtt = self.take_rtt(rmm, frames)?;
+            let found = match rmm.rtt_create(self.rd, rtt, Ipa(base), want) {
                 Ok(()) => {
                     self.tables.insert(key);
-                    self.note_unfolded(level, base);
+                    self.note_unfolded(want, base);
+                    true
+                }
+                Err(e) => {
+                    self.cache_rtt(rtt);
+                    match is_rtt(&e) {
+                        Some(l) if l == want.prev() => {
+                            self.stats.races += 1;
+                            self.tables.insert(key);
+                            true
+                        }
+                        // The walk stopped above: the tables below `l` are missing.
+                        Some(l) if l >= self.shape.start && l < want.prev() => {
+                            let mut m = l.next();
+                            while m < want {
+                                self.tables.remove(&Self::table_key(m, ipa));
+                                m = m.next();
+                            }
+                            want = l.next();
+                            false
+                        }
+                        _ => return Err(format!("RMI_RTT_CREATE {want} at {base:#x}: {e}")),
+                    }
+                }
+            };
+            if found {
+                if want == level {
                     return Ok(());
                 }
-                Err(e) => match is_rtt(&e) {
-                    Some(l) if l == level.prev() => {
-                        self.stats.races += 1;
-                        self.cache_rtt(rtt);
-                        self.tables.insert(key);
-                        return Ok(());
-                    }
-                    Some(l) if l < level.prev() => {
-                        // The mirror missed a table above: create from the reported level down.
-                        self.cache_rtt(rtt);
-                        let mut m = l.next();
-                        while m < level {
-                            self.tables.remove(&Self::table_key(m, ipa));
-                            self.create_table(rmm, frames, m, ipa)?;
-                            m = m.next();
-                        }
-                        return self.create_table(rmm, frames, level, ipa);
-                    }
-                    _ => {
-                        self.cache_rtt(rtt);
-                        return Err(format!("RMI_RTT_CREATE {level} at {base:#x}: {e}"));
-                    }
-                },
+                want = want.next();
             }
         }
-        self.cache_rtt(rtt);
-        Err(format!("RMI_RTT_CREATE {level} at {base:#x} made no progress"))
+        Err(format!("RMI_RTT_CREATE {level} at {ipa:#x} made no progress in {max_steps} steps"))
     }
 
     /// A table created under a block entry unfolds it into 512 entries of the next level.
@@ -1005,20 +1015,32 @@ impl Vm {
         }
     }
 
+    /// RSI_HOST_CALL: `imm` selects the service, x0 its argument; the answer goes back in x0
+    /// (0 done, 1 refused, all ones unknown service). Every argument is the realm's: checked.
     fn host_call(&mut self, run: &mut RecRun) {
         run.enter.gprs = run.exit.gprs;
         let answer = match run.exit.imm {
             HOST_CALL_COLLAPSE => {
-                let block = self.shared.gpa + run.exit.gprs[0];
-                if block.is_multiple_of(BLOCK_SIZE) && self.shared.contains(block) {
-                    self.shared.huge.insert(block);
-                    info!("realm: host backs shared block {block:#x} with a huge page from now on");
-                    0
-                } else {
-                    1
+                let offset = run.exit.gprs[0];
+                match self.shared.gpa.checked_add(offset) {
+                    Some(block) if block.is_multiple_of(BLOCK_SIZE) && self.shared.contains(block) => {
+                        if self.shared.huge.insert(block) {
+                            debug!("realm: host backs shared block {block:#x} with a huge page from now on");
+                        }
+                        0
+                    }
+                    _ => {
+                        debug!(
+                            "realm: host call COLLAPSE refused: offset {offset:#x} is no shared 2 MiB block"
+                        );
+                        1
+                    }
                 }
             }
-            _ => u64::MAX,
+            other => {
+                debug!("realm: unknown host call {other:#x}");
+                u64::MAX
+            }
         };
         run.enter.gprs[0] = answer;
     }
@@ -1173,10 +1195,10 @@ impl Vm {
         }
         // Tables bottom-up. A table the RMM still calls live (the mirror missed a mapping) is
         // scanned with RTT_READ_ENTRY and its data destroyed first.
-        let mut tables: Vec<(i8, u64)> = self.tables.iter().copied().collect();
+        let mut tables: Vec<(RttLevel, u64)> = self.tables.iter().copied().collect();
         tables.sort_by_key(|(l, ipa)| (core::cmp::Reverse(*l), *ipa));
         for (l, base) in tables {
-            let level = RttLevel(l);
+            let level = l;
             let mut r = rmm.rtt_destroy(self.rd, Ipa(base), level);
             if r.result.as_ref().err().and_then(is_rtt) == Some(level) && level == RttLevel::PAGE {
                 self.scrub_table(rmm, base);

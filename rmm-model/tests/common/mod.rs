@@ -115,8 +115,8 @@ impl Env {
     pub fn tables(&mut self, rd: GranuleAddr, ipa: u64, level: i8) {
         for l in 2..=level {
             let t = self.delegated();
-            let base = ipa & !(RttLevel(l - 1).map_size() - 1);
-            match self.m.rtt_create(rd, t, Ipa(base), RttLevel(l)) {
+            let base = ipa & !(lvl(l - 1).map_size() - 1);
+            match self.m.rtt_create(rd, t, Ipa(base), lvl(l)) {
                 Ok(()) => {}
                 Err(e) if e == RmiError::rtt((l - 1) as u8) => self.m.granule_undelegate(t).unwrap(),
                 Err(e) => panic!("rtt_create L{l} at {base:#x}: {e}"),
@@ -138,7 +138,7 @@ impl Env {
         rec
     }
     pub fn entry(&mut self, rd: GranuleAddr, ipa: u64, level: i8) -> RttEntry {
-        self.m.rtt_read_entry(rd, Ipa(ipa), RttLevel(level)).unwrap()
+        self.m.rtt_read_entry(rd, Ipa(ipa), lvl(level)).unwrap()
     }
 }
 
@@ -155,4 +155,9 @@ pub fn dabt_esr(write: bool, srt: u64, dfsc: u64) -> u64 {
 }
 pub fn hpfar(ipa: u64) -> u64 {
     (ipa >> 12) << 4
+}
+
+/// A level the test names as a number (a test bug, not a model bug, if it is not one).
+pub fn lvl(l: i8) -> RttLevel {
+    RttLevel::new(l as i64).unwrap_or_else(|| panic!("{l} is not an RTT level"))
 }
