@@ -9,14 +9,18 @@
  * restored, including ELR_EL2/SPSR_EL2 (the handler may change them), and the exception returns.
  *
  * Frame layout (hyp/src/arch/exception.rs `ExceptionFrame`, offsets passed in as consts):
- *   x0..x30 at {regs} + 8*n, then {elr}, {spsr}, {esr}, {far}, {hpfar}; size {frame_size}.
+ *   x0..x30 at {regs} + 8*n, then {elr} and SPSR right after it (one stp), {esr} and FAR right
+ *   after it (one stp), {hpfar}; size {frame_size}. The adjacency is asserted in Rust.
  *
  * Vectors 8-15 (from the guest at EL1/EL0) end a world switch: `run_guest(frame)` saved the
- * host's callee-saved registers on SP_EL2 and put `frame` (a GuestFrame: x0..x30 at {g_regs},
- * then {g_elr}, {g_spsr}, {g_esr}, {g_far}, {g_hpfar}, {g_kind}) in TPIDR_EL2 before the eret;
- * `guest_exit` stores the guest's registers and the syndrome there and returns from run_guest
- * with the vector index in x0. The hypervisor takes no exception between the two while the
- * guest runs, so SP_EL2 at the guest's exit is the one run_guest left.
+ * host's callee-saved registers (x19-x30, d8-d15, FPCR/FPSR) on SP_EL2, loaded the guest's
+ * FP/SIMD state, and put `frame` (a GuestFrame: x0..x30 at {g_regs}, then {g_elr}+SPSR,
+ * {g_esr}+FAR, {g_hpfar}+kind, each pair adjacent; the guest's q0..q31, FPCR, FPSR at {g_fp})
+ * in TPIDR_EL2 before the eret; `guest_exit` stores the guest's registers, FP/SIMD state and
+ * syndrome there, restores the host's FP state and returns from run_guest with the vector index
+ * in x0. The hypervisor takes no exception between the two while the guest runs, so SP_EL2 at
+ * the guest's exit is the one run_guest left; and no hypervisor code runs between loading the
+ * guest's FP/SIMD registers and the eret, or between the exit and saving them.
  *
  * Fault-tolerant accessors: `probe_read_u64` loads from an address that may fault. The load is at
  * `probe_read_insn`; the exception handler moves ELR to `probe_read_fixup` when a data abort is
@@ -113,18 +117,54 @@ exception_common:
 
 /*
  * run_guest(frame: *mut GuestFrame) -> u64 (vector index of the exit)
+ *
+ * Host frame on SP_EL2 ({host_frame} bytes): x19..x30 at 0..88, d8..d15 at 96..152 (the FP
+ * registers AAPCS64 makes callee-saved), FPCR and FPSR at 160/168.
  */
+.macro fp_regs op, base
+    \op     q0, q1, [\base, #0]
+    \op     q2, q3, [\base, #32]
+    \op     q4, q5, [\base, #64]
+    \op     q6, q7, [\base, #96]
+    \op     q8, q9, [\base, #128]
+    \op     q10, q11, [\base, #160]
+    \op     q12, q13, [\base, #192]
+    \op     q14, q15, [\base, #224]
+    \op     q16, q17, [\base, #256]
+    \op     q18, q19, [\base, #288]
+    \op     q20, q21, [\base, #320]
+    \op     q22, q23, [\base, #352]
+    \op     q24, q25, [\base, #384]
+    \op     q26, q27, [\base, #416]
+    \op     q28, q29, [\base, #448]
+    \op     q30, q31, [\base, #480]
+.endm
+
 .section .text, "ax"
 .global run_guest
 run_guest:
-    sub     sp, sp, #96
+    sub     sp, sp, #{host_frame}
     stp     x19, x20, [sp, #0]
     stp     x21, x22, [sp, #16]
     stp     x23, x24, [sp, #32]
     stp     x25, x26, [sp, #48]
     stp     x27, x28, [sp, #64]
     stp     x29, x30, [sp, #80]
+    stp     d8, d9, [sp, #96]
+    stp     d10, d11, [sp, #112]
+    stp     d12, d13, [sp, #128]
+    stp     d14, d15, [sp, #144]
+    mrs     x2, fpcr
+    mrs     x3, fpsr
+    stp     x2, x3, [sp, #160]
     msr     tpidr_el2, x0
+    /* The guest's FP/SIMD state: from here to the eret only general registers are used. */
+    add     x2, x0, #{g_fp}
+    fp_regs ldp, x2
+    add     x2, x2, #{fp_fpcr}
+    ldp     x3, x4, [x2]
+    msr     fpcr, x3
+    msr     fpsr, x4
     ldp     x2, x3, [x0, #{g_elr}]
     msr     elr_el2, x2
     msr     spsr_el2, x3
@@ -165,6 +205,13 @@ guest_exit:
     str     x30, [x0, #{g_regs} + 240]
     ldp     x2, x3, [sp], #16           // the guest's x0, x1
     stp     x2, x3, [x0, #{g_regs}]
+    /* The guest's FP/SIMD state, before any hypervisor code can touch it. */
+    add     x2, x0, #{g_fp}
+    fp_regs stp, x2
+    add     x2, x2, #{fp_fpcr}
+    mrs     x3, fpcr
+    mrs     x4, fpsr
+    stp     x3, x4, [x2]
     mrs     x2, elr_el2
     mrs     x3, spsr_el2
     stp     x2, x3, [x0, #{g_elr}]
@@ -174,13 +221,21 @@ guest_exit:
     mrs     x2, hpfar_el2
     stp     x2, x1, [x0, #{g_hpfar}]     // hpfar, then kind
     mov     x0, x1
+    /* The host's callee-saved state back. */
+    ldp     x2, x3, [sp, #160]
+    msr     fpcr, x2
+    msr     fpsr, x3
+    ldp     d8, d9, [sp, #96]
+    ldp     d10, d11, [sp, #112]
+    ldp     d12, d13, [sp, #128]
+    ldp     d14, d15, [sp, #144]
     ldp     x19, x20, [sp, #0]
     ldp     x21, x22, [sp, #16]
     ldp     x23, x24, [sp, #32]
     ldp     x25, x26, [sp, #48]
     ldp     x27, x28, [sp, #64]
     ldp     x29, x30, [sp, #80]
-    add     sp, sp, #96
+    add     sp, sp, #{host_frame}
     ret
 
 /*

@@ -259,12 +259,14 @@ fn drive<R: Rmm>(
         println!("zero leaks: all {} delegated granules were undelegated", vm.ledger.delegated);
     }
     let expects_stop = scenario::steps(text).any(|(_, s)| s == Ok(scenario::Step::TouchOutside));
+    // The realm's final line, and its first failure (the reason, whichever vCPU printed it).
     let realm_said = vm
         .console_lines
         .iter()
         .rev()
         .find(|l| l.starts_with("realm: PASS") || l.starts_with("realm: FAIL"))
         .cloned();
+    let realm_failure = vm.first_failure.clone();
     let bad_secondary = stops.iter().find_map(|(i, s)| match s {
         Stop::Error(e) if *i > 0 => Some(format!("vCPU {i}: {e}")),
         _ => None,
@@ -277,8 +279,12 @@ fn drive<R: Rmm>(
         (_, true) => Err(String::from("the realm touched memory outside every memslot and was not stopped")),
         (Stop::PowerOff, false) => match (&realm_said, bad_secondary) {
             (_, Some(e)) => Err(e),
-            (Some(l), None) if l.starts_with("realm: PASS") => Ok(l.clone()),
-            (Some(l), None) => Err(l.clone()),
+            (Some(l), None) if l.starts_with("realm: PASS") && realm_failure.is_none() => Ok(l.clone()),
+            (Some(l), None) => {
+                // "realm: FAIL at line 9 (vCPU 0): why" → "failed at line 9 (vCPU 0): why".
+                let line = realm_failure.unwrap_or_else(|| l.clone());
+                Err(format!("failed{}", line.trim_start_matches("realm: FAIL")))
+            }
             (None, None) => Err(String::from("the realm powered off without a verdict")),
         },
         (Stop::CpuOff, false) => Err(String::from("vCPU 0 turned itself off before the scenario ended")),

@@ -4,12 +4,13 @@
 //! RSI_REALM_CONFIG (so the shared alias is GPA | 1 << (width - 1)), runs the scenario's steps,
 //! prints each one on the MMIO console, and ends with a verdict line and PSCI SYSTEM_OFF.
 //!
-//! Built for aarch64-unknown-none-softfloat, whose target spec already has `+strict-align`: the
-//! host does not preserve FP registers across exits, and with the MMU off all data accesses are
-//! Device memory, where unaligned accesses fault.
+//! Built for aarch64-unknown-none-softfloat, whose target spec already has `+strict-align` (with
+//! the MMU off all data accesses are Device memory, where unaligned accesses fault). Soft-float
+//! also keeps the compiler off the FP/SIMD registers, which the `fp-check` step owns.
 #![no_std]
 #![no_main]
 
+mod fp;
 mod rsi;
 
 use core::fmt::Write;
@@ -136,9 +137,45 @@ fn relax() {
     unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
 
-fn fail(me: usize, line: usize, why: &str) {
+fn fail(me: usize, line: usize, why: &Failure) {
     say!("realm: FAIL at line {line} (vCPU {me}): {why}");
     vol_write(f_failed(), 1);
+}
+
+/// Why a step failed and, for a memory check, where: in the scenario's terms (region + offset)
+/// and as the IPA the realm used, with what it read and what it expected.
+struct Failure {
+    why: &'static str,
+    at: Option<At>,
+}
+
+struct At {
+    region: Region,
+    off: u64,
+    ipa: u64,
+    got: u64,
+    want: u64,
+}
+
+impl From<&'static str> for Failure {
+    fn from(why: &'static str) -> Self {
+        Self { why, at: None }
+    }
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.why)?;
+        if let Some(a) = &self.at {
+            let region = if a.region == Region::Prot { "prot" } else { "shared" };
+            write!(
+                f,
+                ": {region}+{:#x} (IPA {:#x}) reads {:#x}, expected {:#x}",
+                a.off, a.ipa, a.got, a.want
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The host's PL011-like console: each byte written to its data register.
@@ -184,7 +221,11 @@ impl Layout {
 }
 
 /// Run one step; `Err` is the reason it failed.
-fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
+fn run_step(l: &Layout, step: Step<'_>) -> Result<(), Failure> {
+    let at = |why, region, off: u64, got, want| {
+        let ipa = l.addr(region, off);
+        Err(Failure { why, at: Some(At { region, off, ipa, got, want }) })
+    };
     match step {
         Step::Config(_) => {}
         Step::Print(t) => {
@@ -192,7 +233,7 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
         }
         Step::Read(s) => {
             if !l.fits(&s) {
-                return Err("outside its region");
+                return Err("outside its region".into());
             }
             s.points().for_each(|p| {
                 read(l.addr(s.region, p));
@@ -203,16 +244,27 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
         }
         Step::Verify(s, seed) => {
             if let Some(p) = s.points().find(|p| read(l.addr(s.region, *p)) != scenario::pattern(seed, *p)) {
-                say!("  mismatch at offset {p:#x}: {:#x}", read(l.addr(s.region, p)));
-                return Err("pattern mismatch");
+                return at(
+                    "pattern mismatch",
+                    s.region,
+                    p,
+                    read(l.addr(s.region, p)),
+                    scenario::pattern(seed, p),
+                );
             }
         }
         Step::Zero(s) => {
             for p in s.points() {
-                let page = l.addr(s.region, p) & !(scenario::PAGE - 1);
-                if let Some(w) = (0..scenario::PAGE / 8).find(|w| read(page + w * 8) != 0) {
-                    say!("  non-zero word at {:#x}", page + w * 8);
-                    return Err("a fresh protected page is not zero");
+                let page = p & !(scenario::PAGE - 1);
+                if let Some(w) = (0..scenario::PAGE / 8).find(|w| read(l.addr(s.region, page + w * 8)) != 0) {
+                    let off = page + w * 8;
+                    return at(
+                        "a fresh protected page is not zero",
+                        s.region,
+                        off,
+                        read(l.addr(s.region, off)),
+                        0,
+                    );
                 }
             }
         }
@@ -220,33 +272,76 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), &'static str> {
             if let Some(p) =
                 s.points().find(|p| read(l.addr(Region::Shared, *p)) != scenario::host_pattern(*p))
             {
-                say!("  offset {p:#x} holds {:#x}", read(l.addr(Region::Shared, p)));
-                return Err("the host's pattern is not there");
+                let got = read(l.addr(Region::Shared, p));
+                return at(
+                    "the host's pattern is not there",
+                    Region::Shared,
+                    p,
+                    got,
+                    scenario::host_pattern(p),
+                );
             }
         }
         Step::Ripas { off, len, ram, expect_reject } => {
             let (base, top) = (l.prot_base + off, l.prot_base + off + len);
-            let accepted = rsi::ipa_state_set(base, top, ram)?;
+            let accepted = match rsi::ipa_state_set(base, top, ram) {
+                Ok(a) => a,
+                // A malformed request the scenario expects to be refused: the RMM refused it.
+                Err(why) if expect_reject => {
+                    say!("  refused by the RMM ({why})");
+                    false
+                }
+                Err(why) => return Err(why.into()),
+            };
             if accepted == expect_reject {
                 return Err(if expect_reject {
                     "the host accepted a change it should reject"
                 } else {
                     "the host rejected the change"
-                });
+                }
+                .into());
             }
             if accepted {
                 let (got, _) = rsi::ipa_state_get(base, top)?;
                 if got != ram {
-                    return Err("RSI_IPA_STATE_GET disagrees after the change");
+                    return Err("RSI_IPA_STATE_GET disagrees after the change".into());
                 }
             }
         }
         Step::Collapse(off) => rsi::host_call(rsi::HOST_CALL_COLLAPSE, off)?,
+        Step::FpCheck(exits) => {
+            let want = fp::FpState::pattern(exits);
+            let mut got = fp::FpState { v: [[0; 2]; 32], fpcr: 0 };
+            fp::load(&want);
+            // Host calls, and every 16th exit a console line: the host formats and logs it, which
+            // is where its own code uses the FP/SIMD registers most.
+            for k in 1..=exits {
+                rsi::host_call_exit(0);
+                if k % 16 == 0 {
+                    say!("  fp-check: {k} exits");
+                }
+            }
+            fp::store(&mut got);
+            if got.fpcr != want.fpcr {
+                say!("  FPCR {:#x}, expected {:#x}", got.fpcr, want.fpcr);
+                return Err("FPCR changed across exits to the host".into());
+            }
+            if let Some(i) = (0..32).find(|i| got.v[*i] != want.v[*i]) {
+                say!(
+                    "  v{i} = {:#x}:{:#x}, expected {:#x}:{:#x}",
+                    got.v[i][1],
+                    got.v[i][0],
+                    want.v[i][1],
+                    want.v[i][0]
+                );
+                return Err("an FP/SIMD register changed across exits to the host".into());
+            }
+        }
         Step::TouchOutside => {
             // 2 MiB past the shared region (the console page sits right after it): no memslot, no
             // device — the host must stop the realm here.
             read(l.shared_base + l.shared_size + (2 << 20));
-            return Err("the host let an access outside every memslot through");
+            return Err("the host let an access outside every memslot through".into());
         }
         Step::End | Step::Cpus(_) | Step::Barrier => {}
     }
@@ -263,7 +358,7 @@ fn run_steps(l: &Layout, text: &str, me: usize) -> Result<usize, ()> {
             Ok(s) => s,
             Err(e) => {
                 say!("realm: FAIL: {e}");
-                fail(me, i + 1, "unparsable line");
+                fail(me, i + 1, &"unparsable line".into());
                 return Err(());
             }
         };
@@ -288,7 +383,7 @@ fn run_steps(l: &Layout, text: &str, me: usize) -> Result<usize, ()> {
             say!("[{}] {}", i + 1, line.trim());
         }
         if let Err(why) = run_step(l, step) {
-            fail(me, i + 1, why);
+            fail(me, i + 1, &why);
             return Err(());
         }
         n += 1;

@@ -32,7 +32,7 @@ pub fn realm_shape_valid(s2sz: u64, sl: i64, num_root: u64) -> bool {
         && realm::num_root_tables(s2sz, sl) == num_root
 }
 pub use rtt::S2Ctx;
-pub use run::{Entered, Guest, HwExit, Inject, Stage2Config, Step, VcpuContext};
+pub use run::{Entered, FpRegs, Guest, HwExit, Inject, Stage2Config, Step, VcpuContext};
 
 use alloc::collections::BTreeMap;
 use rmi::{

@@ -18,7 +18,9 @@ use rmi::{GranuleAddr, RecRun, Ripas, RmiError, RmiStatus, RttLevel, enter_flags
 const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
 const REC: RmiError = RmiError::Status { status: RmiStatus::ErrorRec, index: 0 };
 
-/// A vCPU's general-purpose state as the world switch loads and saves it.
+/// A vCPU's state as the world switch loads and saves it: general-purpose registers, PC,
+/// PSTATE, and FP/SIMD registers (TF-RMM keeps a REC's SIMD state in the REC and restores it on
+/// every entry; the host's code must never see or change it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VcpuContext {
     pub gprs: [u64; 31],
@@ -27,6 +29,17 @@ pub struct VcpuContext {
     pub pstate: u64,
     /// False until the first entry: the world switch resets the guest's EL1 system registers.
     pub started: bool,
+    pub fp: FpRegs,
+}
+
+/// The FP/SIMD state of a vCPU: q0..q31, FPCR, FPSR. Its layout is shared with the world
+/// switch's assembly (offsets asserted there).
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpRegs {
+    pub q: [u128; 32],
+    pub fpcr: u64,
+    pub fpsr: u64,
 }
 
 /// PSTATE for a fresh vCPU: EL1h with D, A, I, F masked (as TF-RMM `rec_create` sets SPSR_EL2).
@@ -34,7 +47,7 @@ pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 
 impl VcpuContext {
     pub fn reset(pc: u64) -> Self {
-        Self { gprs: [0; 31], pc, pstate: PSTATE_EL1H_MASKED, started: false }
+        Self { gprs: [0; 31], pc, pstate: PSTATE_EL1H_MASKED, started: false, fp: FpRegs::default() }
     }
 }
 

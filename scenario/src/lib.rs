@@ -17,10 +17,13 @@
 //! zero   prot OFF LEN STRIDE         check that the whole page at every STRIDE reads zero
 //! host-pattern shared OFF LEN STRIDE check the host's pre-filled pattern
 //! ripas  OFF LEN ram|empty [reject]  RSI_IPA_STATE_SET over protected [OFF, OFF+LEN); the host
-//!                                    must accept (or, with `reject`, must reject) the change;
-//!                                    only a `reject` range may reach past the region
+//!                                    must accept (or, with `reject`, the host or the RMM must
+//!                                    refuse) the change; only a `reject` range may reach past
+//!                                    the region or be unaligned
 //! collapse shared OFF                ask the host (RSI_HOST_CALL) to back the 2 MiB block at OFF
 //!                                    with a huge page from now on, as khugepaged would
+//! fp-check N                         fill v0..v31 and FPCR, exit to the host N times (RSI host
+//!                                    calls), check every register kept its value
 //! touch-outside                      access an IPA no memslot covers (the host must stop the realm)
 //! config vcpus N                     N vCPUs (1..8); vCPU 0 starts the others with PSCI CPU_ON
 //! cpu all|N|N-M[,..]                 the following steps are run by these vCPUs (default: vCPU 0)
@@ -88,6 +91,9 @@ pub enum Step<'a> {
         expect_reject: bool,
     },
     Collapse(u64),
+    /// Fill the FP/SIMD registers (and FPCR) with a pattern, make this many exits to the host,
+    /// and check that every register still holds its value.
+    FpCheck(u64),
     TouchOutside,
     /// The following steps are run by the vCPUs in this set (bit n = vCPU n).
     Cpus(u64),
@@ -99,16 +105,59 @@ pub enum Step<'a> {
 /// Most vCPUs a scenario may ask for.
 pub const MAX_VCPUS: usize = 8;
 
-/// What is wrong with a line.
+/// What is wrong with a line: the reason, and for an unknown word the word itself (kept inline,
+/// truncated to [`WORD_MAX`] bytes: no allocation here) and the words that would have been valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParseError {
     pub line: usize,
     pub msg: &'static str,
+    word: [u8; WORD_MAX],
+    word_len: usize,
+    valid: &'static str,
+}
+
+/// The longest unknown word an error quotes.
+pub const WORD_MAX: usize = 24;
+
+/// Every step keyword, for "unknown step" errors.
+pub const STEPS: &str =
+    "config print read write verify zero host-pattern ripas collapse fp-check touch-outside cpu barrier end";
+/// Every `config` key.
+pub const CONFIG_KEYS: &str = "protected-blocks shared-blocks protected-size shared-size vcpus";
+
+impl ParseError {
+    pub const fn new(line: usize, msg: &'static str) -> Self {
+        Self { line, msg, word: [0; WORD_MAX], word_len: 0, valid: "" }
+    }
+    /// `word` is not one of `valid` (space-separated).
+    pub fn unknown(line: usize, msg: &'static str, word: &str, valid: &'static str) -> Self {
+        let mut e = Self::new(line, msg);
+        // Whole characters only, so the quoted word stays valid UTF-8.
+        let mut n = 0;
+        for (i, c) in word.char_indices() {
+            if i + c.len_utf8() > WORD_MAX {
+                break;
+            }
+            n = i + c.len_utf8();
+        }
+        e.word[..n].copy_from_slice(&word.as_bytes()[..n]);
+        e.word_len = n;
+        e.valid = valid;
+        e
+    }
+    /// The unknown word, if the error is about one.
+    pub fn word(&self) -> Option<&str> {
+        (self.word_len > 0).then(|| core::str::from_utf8(&self.word[..self.word_len]).unwrap_or("?"))
+    }
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.msg)
+        write!(f, "line {}: {}", self.line, self.msg)?;
+        if let Some(w) = self.word() {
+            write!(f, " '{w}' (valid: {})", self.valid)?;
+        }
+        Ok(())
     }
 }
 
@@ -163,7 +212,7 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
     if line.is_empty() || line.starts_with('#') {
         return None;
     }
-    let err = |msg| Err(ParseError { line: line_no, msg });
+    let err = |msg| Err(ParseError::new(line_no, msg));
     let mut w = line.split_whitespace();
     let cmd = w.next()?;
     if cmd == "print" {
@@ -179,7 +228,7 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
         n += 1;
     }
     let num = |i: usize, what: &'static str| -> Result<u64, ParseError> {
-        number(args[i]).ok_or(ParseError { line: line_no, msg: what })
+        number(args[i]).ok_or(ParseError::new(line_no, what))
     };
     let span = |r: Region| -> Result<Span, ParseError> {
         let s = Span {
@@ -189,16 +238,16 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
             stride: num(3, "bad stride")?,
         };
         if !s.off.is_multiple_of(8) || s.stride == 0 || !s.stride.is_multiple_of(8) {
-            return Err(ParseError { line: line_no, msg: "offset and stride must be multiples of 8" });
+            return Err(ParseError::new(line_no, "offset and stride must be multiples of 8"));
         }
         if s.len == 0 {
-            return Err(ParseError { line: line_no, msg: "empty range" });
+            return Err(ParseError::new(line_no, "empty range"));
         }
         Ok(s)
     };
-    let reg = || region(args[0]).ok_or(ParseError { line: line_no, msg: "region must be prot or shared" });
+    let reg = || region(args[0]).ok_or(ParseError::new(line_no, "region must be prot or shared"));
     let want = |k: usize| -> Result<(), ParseError> {
-        if n == k { Ok(()) } else { Err(ParseError { line: line_no, msg: "wrong number of arguments" }) }
+        if n == k { Ok(()) } else { Err(ParseError::new(line_no, "wrong number of arguments")) }
     };
     let step = (|| -> Result<Step<'_>, ParseError> {
         Ok(match cmd {
@@ -206,18 +255,20 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 want(2)?;
                 let c = match args[0] {
                     "protected-blocks" => Config::ProtectedBlocks(
-                        on_off(args[1]).ok_or(ParseError { line: line_no, msg: "expected on or off" })?,
+                        on_off(args[1]).ok_or(ParseError::new(line_no, "expected on or off"))?,
                     ),
                     "shared-blocks" => Config::SharedBlocks(
-                        on_off(args[1]).ok_or(ParseError { line: line_no, msg: "expected on or off" })?,
+                        on_off(args[1]).ok_or(ParseError::new(line_no, "expected on or off"))?,
                     ),
                     "protected-size" => Config::ProtectedSize(num(1, "bad size")?),
                     "shared-size" => Config::SharedSize(num(1, "bad size")?),
                     "vcpus" => match num(1, "bad vCPU count")? {
                         n @ 1..=8 => Config::Vcpus(n as usize),
-                        _ => return Err(ParseError { line: line_no, msg: "vcpus is 1 to 8" }),
+                        _ => return Err(ParseError::new(line_no, "vcpus is 1 to 8")),
                     },
-                    _ => return Err(ParseError { line: line_no, msg: "unknown config key" }),
+                    other => {
+                        return Err(ParseError::unknown(line_no, "unknown config key", other, CONFIG_KEYS));
+                    }
                 };
                 Step::Config(c)
             }
@@ -234,45 +285,49 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
             "zero" => {
                 want(4)?;
                 if reg()? != Region::Prot {
-                    return Err(ParseError { line: line_no, msg: "zero checks protected memory only" });
+                    return Err(ParseError::new(line_no, "zero checks protected memory only"));
                 }
                 Step::Zero(span(Region::Prot)?)
             }
             "host-pattern" => {
                 want(4)?;
                 if reg()? != Region::Shared {
-                    return Err(ParseError { line: line_no, msg: "host-pattern checks shared memory only" });
+                    return Err(ParseError::new(line_no, "host-pattern checks shared memory only"));
                 }
                 Step::HostPattern(span(Region::Shared)?)
             }
             "ripas" => {
                 if n != 3 && n != 4 {
-                    return Err(ParseError { line: line_no, msg: "wrong number of arguments" });
+                    return Err(ParseError::new(line_no, "wrong number of arguments"));
                 }
                 let (off, len) = (num(0, "bad offset")?, num(1, "bad length")?);
-                if off % PAGE != 0 || len % PAGE != 0 || len == 0 {
-                    return Err(ParseError { line: line_no, msg: "RIPAS ranges are whole pages" });
-                }
                 let ram = match args[2] {
                     "ram" => true,
                     "empty" => false,
-                    _ => return Err(ParseError { line: line_no, msg: "expected ram or empty" }),
+                    _ => return Err(ParseError::new(line_no, "expected ram or empty")),
                 };
                 let expect_reject = match (n, args[3]) {
                     (3, _) => false,
                     (_, "reject") => true,
-                    _ => return Err(ParseError { line: line_no, msg: "expected reject" }),
+                    _ => return Err(ParseError::new(line_no, "expected reject")),
                 };
+                // A change that is to be refused may be malformed: that is what is being tested.
+                if !expect_reject && (off % PAGE != 0 || len % PAGE != 0 || len == 0) {
+                    return Err(ParseError::new(
+                        line_no,
+                        "RIPAS ranges are whole pages (only a `reject` range may be unaligned)",
+                    ));
+                }
                 Step::Ripas { off, len, ram, expect_reject }
             }
             "collapse" => {
                 want(2)?;
                 if reg()? != Region::Shared {
-                    return Err(ParseError { line: line_no, msg: "only shared memory is collapsed" });
+                    return Err(ParseError::new(line_no, "only shared memory is collapsed"));
                 }
                 let off = num(1, "bad offset")?;
                 if off % BLOCK != 0 {
-                    return Err(ParseError { line: line_no, msg: "collapse takes a 2 MiB aligned offset" });
+                    return Err(ParseError::new(line_no, "collapse takes a 2 MiB aligned offset"));
                 }
                 Step::Collapse(off)
             }
@@ -287,10 +342,10 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                     };
                     let (a, b) = (a.unwrap_or(u64::MAX), b.unwrap_or(u64::MAX));
                     if a > b || b >= MAX_VCPUS as u64 {
-                        return Err(ParseError {
-                            line: line_no,
-                            msg: "cpu takes all, N, N-M or a comma list of them (N < 8)",
-                        });
+                        return Err(ParseError::new(
+                            line_no,
+                            "cpu takes all, N, N-M or a comma list of them (N < 8)",
+                        ));
                     }
                     for c in a..=b {
                         set |= 1 << c;
@@ -302,6 +357,13 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 want(0)?;
                 Step::Barrier
             }
+            "fp-check" => {
+                want(1)?;
+                match num(0, "bad exit count")? {
+                    n @ 1..=4096 => Step::FpCheck(n),
+                    _ => return Err(ParseError::new(line_no, "fp-check takes 1 to 4096 exits")),
+                }
+            }
             "touch-outside" => {
                 want(0)?;
                 Step::TouchOutside
@@ -310,7 +372,7 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 want(0)?;
                 Step::End
             }
-            _ => return Err(ParseError { line: line_no, msg: "unknown step" }),
+            other => return Err(ParseError::unknown(line_no, "unknown step", other, STEPS)),
         })
     })();
     Some(step)
@@ -359,7 +421,7 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
                 Config::ProtectedSize(s) | Config::SharedSize(s)
                     if s == 0 || s % BLOCK != 0 || s > (1 << 32) =>
                 {
-                    return Err(ParseError { line, msg: "sizes are whole 2 MiB blocks, at most 4G" });
+                    return Err(ParseError::new(line, "sizes are whole 2 MiB blocks, at most 4G"));
                 }
                 Config::ProtectedSize(s) => c.protected_size = s,
                 Config::SharedSize(s) => c.shared_size = s,
@@ -370,7 +432,7 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
     for (line, s) in steps(text) {
         let s = s?;
         if ended.is_some() {
-            return Err(ParseError { line, msg: "steps after end" });
+            return Err(ParseError::new(line, "steps after end"));
         }
         let fits = |sp: &Span| {
             let size = if sp.region == Region::Prot { c.protected_size } else { c.shared_size };
@@ -384,31 +446,31 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             | Step::HostPattern(sp)
                 if !fits(&sp) =>
             {
-                return Err(ParseError { line, msg: "range outside its region" });
+                return Err(ParseError::new(line, "range outside its region"));
             }
             // A change the host is to reject may reach past the region (that is why it rejects).
             Step::Ripas { off, len, expect_reject: false, .. }
                 if off.checked_add(len).is_none_or(|e| e > c.protected_size) =>
             {
-                return Err(ParseError { line, msg: "RIPAS range outside the protected region" });
+                return Err(ParseError::new(line, "RIPAS range outside the protected region"));
             }
             Step::Ripas { off, len, expect_reject: true, .. }
                 if off.checked_add(len).is_none_or(|e| e > 1 << 32) =>
             {
-                return Err(ParseError { line, msg: "RIPAS range beyond 4G" });
+                return Err(ParseError::new(line, "RIPAS range beyond 4G"));
             }
             Step::Cpus(set) if set & !((1u64 << c.vcpus) - 1) != 0 && set != (1 << MAX_VCPUS) - 1 => {
-                return Err(ParseError { line, msg: "cpu names a vCPU beyond config vcpus" });
+                return Err(ParseError::new(line, "cpu names a vCPU beyond config vcpus"));
             }
             Step::Collapse(off) if off >= c.shared_size => {
-                return Err(ParseError { line, msg: "collapse outside the shared region" });
+                return Err(ParseError::new(line, "collapse outside the shared region"));
             }
             Step::End => ended = Some(line),
             _ => {}
         }
     }
     if ended.is_none() {
-        return Err(ParseError { line: last_line, msg: "the scenario must finish with end" });
+        return Err(ParseError::new(last_line, "the scenario must finish with end"));
     }
     Ok(c)
 }
@@ -472,7 +534,6 @@ mod tests {
     #[test]
     fn bad_files_say_where_and_why() {
         let cases = [
-            ("reed prot 0 4K 4K\nend", 1, "unknown step"),
             ("read prot 0 4K\nend", 1, "wrong number of arguments"),
             ("read heap 0 4K 4K\nend", 1, "region must be prot or shared"),
             ("read prot 3 4K 4K\nend", 1, "offset and stride must be multiples of 8"),
@@ -487,8 +548,30 @@ mod tests {
             ("config vcpus 9\nend", 1, "vcpus is 1 to 8"),
         ];
         for (text, line, msg) in cases {
-            assert_eq!(validate(text), Err(ParseError { line, msg }), "{text}");
+            assert_eq!(validate(text), Err(ParseError::new(line, msg)), "{text}");
         }
+        // Unknown words are quoted, with what would have been valid.
+        let e = validate("reed prot 0 4K 4K\nend").unwrap_err();
+        assert_eq!((e.line, e.msg, e.word()), (1, "unknown step", Some("reed")));
+        let shown = std::format!("{e}");
+        assert!(shown.starts_with("line 1: unknown step 'reed' (valid: config print read "), "{shown}");
+        let e = validate("config colour blue\nend").unwrap_err();
+        assert_eq!(
+            std::format!("{e}"),
+            std::format!("line 1: unknown config key 'colour' (valid: {CONFIG_KEYS})")
+        );
+        let long = validate("ñññññññññññññññññññññ\nend").unwrap_err();
+        assert_eq!(long.word().map(str::len), Some(24), "truncated on a character boundary");
+        // Every keyword the error lists is one the parser knows.
+        for step in STEPS.split(' ') {
+            let e = parse_line(1, step).unwrap().err();
+            assert!(e.is_none_or(|e| e.msg != "unknown step"), "{step}");
+        }
+        // Malformed RIPAS ranges: refused unless the scenario expects the change to be refused.
+        assert!(validate("ripas 0x800 4K empty\nend").is_err());
+        assert!(validate("ripas 0x800 0x1800 empty reject\nend").is_ok());
+        assert_eq!(parse_line(1, "fp-check 16"), Some(Ok(Step::FpCheck(16))));
+        assert!(validate("fp-check 0\nend").is_err());
     }
 
     #[test]

@@ -9,17 +9,21 @@
 //! (a VMID can be reused by the next realm); RTT changes that remove live translations are
 //! broadcast by the model's memory layer. Between entries HCR_EL2 goes back to RW only.
 //!
-//! FP/SIMD: the hypervisor's Rust code uses NEON registers and does not save the guest's, so
-//! realm guests are built soft-float (aarch64-unknown-none-softfloat).
+//! FP/SIMD: the realm may use FP/SIMD (CPACR_EL1.FPEN), and the hypervisor's own Rust code uses
+//! NEON registers too, so `run_guest` (boot/vectors.S) loads the vCPU's q0..q31, FPCR and FPSR
+//! right before the eret and saves them right at the exit, with the host's callee-saved d8..d15
+//! and FPCR/FPSR around it — eagerly, as TF-RMM does for a REC. The state lives in the model's
+//! `VcpuContext`, per REC.
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     CNTHCTL_EL2, CPACR_EL1, ELR_EL1, ESR_EL1, FAR_EL1, HCR_EL2, Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
     VTCR_EL2, VTTBR_EL2, Writeable,
 };
-use rmm_model::{Guest, HwExit, Stage2Config, VcpuContext};
+use rmm_model::{FpRegs, Guest, HwExit, Stage2Config, VcpuContext};
 
-/// A vCPU's registers across the switch; layout shared with boot/vectors.S via `offset_of!`.
+/// A vCPU's registers across the switch; layout shared with boot/vectors.S via `offset_of!`
+/// (the pairs it stores with one `stp` are asserted adjacent in arch/boot.rs).
 #[repr(C)]
 #[derive(Default)]
 pub struct GuestFrame {
@@ -30,9 +34,8 @@ pub struct GuestFrame {
     pub far: u64,
     pub hpfar: u64,
     pub kind: u64,
+    pub fp: FpRegs,
 }
-
-const _: () = assert!(size_of::<GuestFrame>() <= 504, "ldp/stp immediate offsets reach 504");
 
 unsafe extern "C" {
     fn run_guest(frame: *mut GuestFrame) -> u64;
@@ -171,7 +174,13 @@ impl Guest for ElGuest {
         let vtcr = self.vtcr(s2);
         // SAFETY: the model hands the root of a realm it owns; it does not run while the guest does.
         unsafe { load_stage2(vtcr, s2, hcr) };
-        let mut frame = GuestFrame { regs: vcpu.gprs, elr: vcpu.pc, spsr: vcpu.pstate, ..Default::default() };
+        let mut frame = GuestFrame {
+            regs: vcpu.gprs,
+            elr: vcpu.pc,
+            spsr: vcpu.pstate,
+            fp: vcpu.fp,
+            ..Default::default()
+        };
         // SAFETY: `frame` outlives the call; run_guest saves the host's callee-saved registers and
         // returns through guest_exit when the guest traps to EL2 (HCR_EL2 routes SMC, aborts,
         // IRQ/FIQ/SError to EL2), with the guest's state written back into `frame`.
@@ -182,6 +191,7 @@ impl Guest for ElGuest {
         vcpu.gprs = frame.regs;
         vcpu.pc = frame.elr;
         vcpu.pstate = frame.spsr;
+        vcpu.fp = frame.fp;
         match kind {
             LOWER_SYNC => HwExit::Sync { esr: frame.esr, far: frame.far, hpfar: frame.hpfar },
             LOWER_IRQ => HwExit::Irq,

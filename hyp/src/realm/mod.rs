@@ -5,12 +5,14 @@
 //! * `params`  — realm parameters from RMI_FEATURES;
 //! * `ledger`  — every delegated granule and its fate;
 //! * `counted` — RMI calls by command, and the `--trace` log;
+//! * `ranges`  — the RIPAS EMPTY ranges, as a bounded set;
 //! * `vm`      — creation, the exit loop, fault handling, teardown.
 
 pub mod conformance;
 pub mod counted;
 pub mod ledger;
 pub mod params;
+pub mod ranges;
 pub mod replay;
 pub mod shared_model;
 pub mod summary;

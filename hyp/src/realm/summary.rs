@@ -28,8 +28,8 @@ pub fn lines(
         ));
     }
     out.push(format!(
-        "  exits {}, races {}, protected blocks folded {} (refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}",
-        stats.exits, stats.races, stats.folds, stats.fold_refused, stats.block_over_table, stats.unwinds, stats.memcache_misses
+        "  exits {}, races {}, protected blocks folded {} (refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}, RIPAS changes rejected {}",
+        stats.exits, stats.races, stats.folds, stats.fold_refused, stats.block_over_table, stats.unwinds, stats.memcache_misses, stats.ripas_rejected
     ));
     out.push(format!(
         "summary: RMI calls by command ({} in all, {} failed):",

@@ -23,7 +23,7 @@ use crate::addr::{PAGE_SIZE, PhysAddr};
 use crate::esr::{FaultStatus, Syndrome};
 use crate::memory::Frames;
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -45,8 +45,11 @@ const ENTRIES: u64 = 512;
 pub const MEMCACHE_TARGET: usize = 4;
 /// Host call: back the shared 2 MiB block at offset x0 with a huge page from now on.
 pub const HOST_CALL_COLLAPSE: u64 = 1;
-/// PL011 registers the console emulates: data (writes print) and flags (reads say "ready").
+/// The PL011 data register: writes print (every other register reads 0, "ready", and ignores writes).
 const UART_DR: u64 = 0x00;
+/// Realm console lines the host keeps for the verdict, and the longest line it assembles.
+pub const CONSOLE_KEEP: usize = 64;
+const CONSOLE_LINE_MAX: usize = 512;
 
 fn align_down(v: u64, a: u64) -> u64 {
     v & !(a - 1)
@@ -162,6 +165,8 @@ pub struct FaultStats {
     pub fold_refused: u64,
     /// Block mappings undone after a failure midway.
     pub unwinds: u64,
+    /// RIPAS change requests the host refused (outside the memslot, or the RMM said no).
+    pub ripas_rejected: u64,
     /// RTT granules the fault path had to delegate because the memcache was empty.
     pub memcache_misses: u64,
     pub exits: u64,
@@ -186,12 +191,14 @@ pub struct Vm {
     /// Unprotected mappings by IPA.
     shared_maps: BTreeMap<u64, RttLevel>,
     /// Protected ranges the realm made RIPAS EMPTY.
-    empty: Vec<(u64, u64)>,
+    empty: super::ranges::RangeSet,
     pub stats: FaultStats,
     /// Console line being assembled, per vCPU (their characters interleave).
     console: Vec<String>,
-    /// Lines the realm printed.
-    pub console_lines: Vec<String>,
+    /// The last lines the realm printed (at most [`CONSOLE_KEEP`]).
+    pub console_lines: VecDeque<String>,
+    /// The first line the realm printed that starts "realm: FAIL": the reason a run failed.
+    pub first_failure: Option<String>,
     /// vCPUs the realm has started with PSCI CPU_ON (vCPU 0 starts itself).
     pub started: Vec<bool>,
     /// Fault IPAs in the order they were handled, when recording (benchmarks replay them).
@@ -291,10 +298,11 @@ impl Vm {
             tables: BTreeSet::new(),
             data: BTreeMap::new(),
             shared_maps: BTreeMap::new(),
-            empty: Vec::new(),
+            empty: super::ranges::RangeSet::default(),
             stats: FaultStats::default(),
             console: Vec::new(),
-            console_lines: Vec::new(),
+            console_lines: VecDeque::new(),
+            first_failure: None,
             started: Vec::new(),
             trace: None,
         };
@@ -606,7 +614,7 @@ impl Vm {
     // ---- faults ---------------------------------------------------------------------------
 
     fn is_empty_ripas(&self, base: u64, top: u64) -> bool {
-        self.empty.iter().any(|(b, t)| *b < top && base < *t)
+        self.empty.overlaps(base, top)
     }
 
     /// The protected mapping covering `ipa`, if the host made one.
@@ -895,7 +903,10 @@ impl Vm {
         Ok(())
     }
 
-    /// The PL011-like console: writes to the data register print, reads return 0 (FIFOs ready).
+    /// The PL011-like console (PL011 TRM DDI 0183, registers UARTDR and UARTFR): a write to the
+    /// data register prints the low byte of the value, masked to the access width first (the
+    /// PL011 ignores the upper bits); a read of any register returns 0 — flags "transmit FIFO not
+    /// full". Other writes are ignored.
     fn console_access(&mut self, vcpu: usize, gpa: u64, esr: u64, run: &mut RecRun) -> Result<(), Stop> {
         let Some(da) = Syndrome::decode(esr).data_abort() else {
             return Err(Stop::Error(format!("console access with ESR {esr:#x} is not a data abort")));
@@ -905,29 +916,46 @@ impl Vm {
                 "console access the RMM reports as not emulatable (no ISV)",
             )));
         };
+        let mask = match access.size {
+            8 => u64::MAX,
+            n => (1u64 << (8 * u32::from(n))) - 1,
+        };
         if da.write {
+            let value = run.exit.gprs[0] & mask;
             if gpa - self.layout.console_gpa == UART_DR {
-                let byte = (run.exit.gprs[0] & 0xff) as u8;
-                if let Some(buf) = self.console.get_mut(vcpu) {
-                    if byte == b'\n' {
-                        let line = core::mem::take(buf);
-                        if vcpu == 0 {
-                            info!("[realm] {line}");
-                        } else {
-                            info!("[realm:{vcpu}] {line}");
-                        }
-                        self.console_lines.push(line);
-                    } else if buf.len() < 512 {
-                        buf.push(byte as char);
-                    }
-                }
+                self.console_byte(vcpu, value as u8);
             }
         } else {
+            // Every register reads as zero, at any width: UARTFR.TXFF clear ("ready").
             run.enter.gprs[0] = 0;
         }
-        let _ = access;
         run.enter.flags |= enter_flags::EMUL_MMIO;
         Ok(())
+    }
+
+    /// A byte the realm printed: lines are logged as they end; the host keeps the last
+    /// [`CONSOLE_KEEP`] and the realm's first failure line, so a chatty realm cannot grow its memory.
+    fn console_byte(&mut self, vcpu: usize, byte: u8) {
+        let Some(buf) = self.console.get_mut(vcpu) else { return };
+        if byte != b'\n' {
+            if buf.len() < CONSOLE_LINE_MAX {
+                buf.push(byte as char);
+            }
+            return;
+        }
+        let line = core::mem::take(buf);
+        if vcpu == 0 {
+            info!("[realm] {line}");
+        } else {
+            info!("[realm:{vcpu}] {line}");
+        }
+        if self.first_failure.is_none() && line.starts_with("realm: FAIL") {
+            self.first_failure = Some(line.clone());
+        }
+        if self.console_lines.len() == CONSOLE_KEEP {
+            self.console_lines.pop_front();
+        }
+        self.console_lines.push_back(line);
     }
 
     // ---- other exits ------------------------------------------------------------------------
@@ -944,7 +972,8 @@ impl Vm {
     ) -> Res<()> {
         let (base, top, value) = (run.exit.ripas_base, run.exit.ripas_top, run.exit.ripas_value);
         if top > self.layout.prot_end || base >= top {
-            info!("realm: rejecting RIPAS change [{base:#x}, {top:#x}) outside the protected memslot");
+            debug!("realm: rejecting RIPAS change [{base:#x}, {top:#x}) outside the protected memslot");
+            self.stats.ripas_rejected += 1;
             run.enter.flags |= enter_flags::RIPAS_RESPONSE_REJECT;
             return Ok(());
         }
@@ -963,7 +992,8 @@ impl Vm {
                         self.create_table(rmm, frames, l.next(), addr)?;
                     }
                     _ => {
-                        warn!("realm: RMI_RTT_SET_RIPAS at {addr:#x}: {e}; rejecting the rest");
+                        debug!("realm: RMI_RTT_SET_RIPAS at {addr:#x}: {e}; rejecting the rest");
+                        self.stats.ripas_rejected += 1;
                         run.enter.flags |= enter_flags::RIPAS_RESPONSE_REJECT;
                         break;
                     }
@@ -971,10 +1001,10 @@ impl Vm {
             }
         }
         if to_empty {
-            self.empty.push((base, addr));
+            self.empty.insert(base, addr);
             self.reclaim(rmm, frames, base, addr)?;
         } else {
-            self.empty.retain(|(b, t)| !(*b >= base && *t <= addr));
+            self.empty.remove(base, addr);
         }
         Ok(())
     }
@@ -1325,6 +1355,12 @@ impl Vm {
             count(&self.shared_maps, RttLevel::BLOCK),
             self.rtts_live()
         )
+    }
+
+    /// Disjoint protected ranges the host remembers as RIPAS EMPTY (bounded by the memslot).
+    #[cfg(test)]
+    pub fn empty_ranges(&self) -> usize {
+        self.empty.len()
     }
 
     /// RTTs the host currently has (created and not folded or destroyed), plus the roots.

@@ -206,3 +206,21 @@ fn an_rtt_error_with_an_impossible_level_is_an_error() {
         teardown_clean(w, v);
     }
 }
+
+/// A realm that asks for RIPAS changes over and over (here: requests the RMM refuses, so
+/// nothing changes) must not make the host's memory grow with the number of requests.
+#[test]
+fn repeated_ripas_requests_do_not_grow_host_memory() {
+    let mut w = world();
+    let mut v = vm(&mut w, cfg(true, true));
+    let rec = v.recs[0];
+    let mut run = Box::new(RecRun::zeroed());
+    for i in 0..5000u64 {
+        run.exit.exit_reason = exit_reason::RIPAS_CHANGE;
+        let page = v.layout.prot_base + (i % 7) * 0x1000;
+        (run.exit.ripas_base, run.exit.ripas_top, run.exit.ripas_value) = (page, page + 0x1000, 0);
+        assert_eq!(v.handle_exit(&mut w.rmm, &mut w.frames, rec, &mut run), None);
+    }
+    assert!(v.empty_ranges() <= 4, "{} ranges remembered", v.empty_ranges());
+    teardown_clean(w, v);
+}
