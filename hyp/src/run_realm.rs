@@ -4,11 +4,12 @@
 //! for it completes), check what the realm wrote to shared memory, tear down, summarise.
 
 use crate::arch::guest::ElGuest;
-use crate::arch::nsmem::{self, BUNDLE_BENCH, BUNDLE_TRACE, Bundle};
+use crate::arch::nsmem::{self, Bundle};
 use crate::arch::smc::Smc;
 use crate::arch::smp::Lock as Mutex;
 use crate::memory::Frames;
 use crate::realm::counted::CallCounts;
+use crate::realm::counted::TraceFilter;
 use crate::realm::shared_model::SharedModel;
 use crate::realm::{Counted, Host, Stop, Vm, VmConfig, run_shared, summary};
 use crate::selfcheck::{EmbeddedRmm, embedded_rmm};
@@ -34,7 +35,7 @@ enum Backend {
 struct Job {
     host: Mutex<Host>,
     backend: Backend,
-    trace: bool,
+    trace: Option<TraceFilter>,
     vcpus: usize,
     /// Per vCPU: why it stopped and the RMI calls it made (set when its loop ends).
     results: Mutex<Vec<Option<(Stop, CallCounts)>>>,
@@ -65,8 +66,8 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
         vmid: 1,
         vcpus: cfg.vcpus,
     };
-    let trace = bundle.flags & BUNDLE_TRACE != 0;
-    let bench = bundle.flags & BUNDLE_BENCH != 0;
+    let trace = hyp.opts.trace.clone();
+    let bench = hyp.opts.bench;
     if hyp.rmm_possible {
         let mut smc = SmcRmm::new(Smc);
         let v = smc.version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
@@ -90,8 +91,8 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
 
 /// Run vCPU `index` of the job on this CPU with a fresh RMI handle, and record how it ended.
 fn run_on_this_cpu<R: Rmm>(job: &Job, rmm: R, index: usize) {
-    let mut rmm = Counted::new(rmm, job.trace);
-    let stop = run_shared(&job.host, &mut rmm, index);
+    let mut rmm = Counted::new(rmm, job.trace.clone());
+    let stop = run_shared(&job.host, &mut rmm, index, &mut |_| {});
     if let Some(slot) = job.results.lock().get_mut(index) {
         *slot = Some((stop, rmm.counts));
     }
@@ -146,12 +147,12 @@ fn drive<R: Rmm>(
     cfg: &VmConfig,
     bundle: &Bundle,
     text: &str,
-    trace: bool,
+    trace: Option<TraceFilter>,
     bench: bool,
 ) -> Result<String, String> {
     let start = arch::timer::uptime_us();
     let heap0 = crate::start::heap_in_use();
-    let mut rmm = Counted::new(rmm, trace);
+    let mut rmm = Counted::new(rmm, trace.clone());
     let mut frames = core::mem::replace(&mut hyp.frames, Frames::new());
     let vm = match Vm::create(&mut rmm, &mut frames, cfg, bundle.realm, bundle.scenario) {
         Ok(mut vm) => {
@@ -190,7 +191,18 @@ fn drive<R: Rmm>(
     });
     job.claimed[0].store(true, Ordering::Release);
     let run0 = arch::timer::uptime_us();
-    let stop0 = run_shared(&job.host, &mut rmm, 0);
+    // CPU 0 reports progress on long runs, at most once a second.
+    let mut progress = Progress::new();
+    let stop0 = run_shared(&job.host, &mut rmm, 0, &mut |vm| {
+        if progress.due() {
+            info!(
+                "realm: {} MiB faulted in, {} exits so far ({} s)",
+                vm.stats.mapped_bytes >> 20,
+                vm.stats.exits,
+                progress.seconds()
+            );
+        }
+    });
     // Wait for every vCPU that was started to finish (the realm powers off only after its other
     // vCPUs turned themselves off; a realm that does not is stopped by the QEMU timeout).
     loop {
@@ -210,10 +222,7 @@ fn drive<R: Rmm>(
     let mut stops = Vec::from([(0usize, stop0)]);
     for (i, r) in job.results.lock().iter().enumerate().skip(1) {
         if let Some((stop, c)) = r {
-            for k in 0..counts.calls.len() {
-                counts.calls[k] += c.calls[k];
-                counts.failed[k] += c.failed[k];
-            }
+            counts.add(c);
             stops.push((i, stop.clone()));
         }
     }
@@ -238,11 +247,18 @@ fn drive<R: Rmm>(
             ));
         }
     }
-    let leaks = vm.teardown(&mut rmm, frames);
-    for k in 0..counts.calls.len() {
-        counts.calls[k] += rmm.counts.calls[k];
-        counts.failed[k] += rmm.counts.failed[k];
-    }
+    let mut progress = Progress::new();
+    let leaks = vm.teardown_with(&mut rmm, frames, &mut |ledger| {
+        if progress.due() {
+            info!(
+                "realm teardown: {} of {} delegated granules undelegated so far ({} s)",
+                ledger.undelegated,
+                ledger.delegated,
+                progress.seconds()
+            );
+        }
+    });
+    counts.add(&rmm.counts);
     for line in summary::lines(
         &vm.stats,
         &counts,
@@ -307,6 +323,32 @@ fn drive<R: Rmm>(
     Ok(format!("{verdict}; {words} shared words checked in the host's pages; 0 leaks"))
 }
 
+/// A long phase's progress report: due at most once a second.
+struct Progress {
+    start_us: u64,
+    last_us: u64,
+}
+
+impl Progress {
+    const EVERY_US: u64 = 1_000_000;
+
+    fn new() -> Self {
+        let now = arch::timer::uptime_us();
+        Self { start_us: now, last_us: now }
+    }
+    fn due(&mut self) -> bool {
+        let now = arch::timer::uptime_us();
+        if now - self.last_us < Self::EVERY_US {
+            return false;
+        }
+        self.last_us = now;
+        true
+    }
+    fn seconds(&self) -> u64 {
+        (self.last_us - self.start_us) / 1_000_000
+    }
+}
+
 /// What the run itself measured.
 struct Measured<'a> {
     run_us: u64,
@@ -349,7 +391,7 @@ fn measure<R: Rmm>(
         return Err(format!("bare replay leaked {} granule(s)", leaks.len()));
     }
     // The seed's algorithm, on the embedded model.
-    let mut model = Counted::new(embedded_rmm(hyp)?, false);
+    let mut model = Counted::new(embedded_rmm(hyp)?, None);
     let mut svm = Vm::create(&mut model, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
     let mut seed = crate::realm::replay::Seed::default();
     let s0 = model.counts;

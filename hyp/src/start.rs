@@ -7,6 +7,7 @@ use crate::memory::{Frames, free_ranges};
 use crate::platform::{self, DtbError, Platform, QEMU_VIRT_DTB};
 use crate::{console, cpufeat, logger, println, selfcheck};
 use aarch64_cpu::registers::{CurrentEL, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, Readable};
+use alloc::string::String;
 use alloc::vec::Vec;
 use buddy_system_allocator::LockedHeap;
 use core::fmt;
@@ -46,11 +47,35 @@ impl fmt::Display for BootError {
     }
 }
 
+/// How this run was asked to behave (scripts/run's flags, through the bundle's header).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--verbose`: every self-check step and the RMI conformance transcript.
+    pub verbose: bool,
+    /// `--trace[=LIST]`: log the RMI calls the filter selects.
+    pub trace: Option<crate::realm::counted::TraceFilter>,
+    /// `--bench`: measure after the run.
+    pub bench: bool,
+}
+
+impl Options {
+    fn from_bundle(b: &arch::nsmem::Bundle) -> Self {
+        use arch::nsmem::{BUNDLE_BENCH, BUNDLE_TRACE, BUNDLE_VERBOSE};
+        Self {
+            verbose: b.flags & BUNDLE_VERBOSE != 0,
+            trace: (b.flags & BUNDLE_TRACE != 0)
+                .then(|| crate::realm::counted::TraceFilter::parse(b.trace_filter)),
+            bench: b.flags & BUNDLE_BENCH != 0,
+        }
+    }
+}
+
 /// What the rest of the hypervisor is handed after boot.
 pub struct Hyp {
     pub platform: Platform,
     pub frames: Frames,
     pub rmm_possible: bool,
+    pub opts: Options,
     /// The realm image and scenario the loader left, if any.
     pub bundle: Option<arch::nsmem::Bundle>,
 }
@@ -101,15 +126,24 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     let bundle = arch::nsmem::bundle(&platform.ram).map_err(BootError::Bundle)?;
     let image = layout::image();
     let mut holes = Vec::from([image, platform.dtb]);
+    let opts = bundle.as_ref().map(Options::from_bundle).unwrap_or_default();
     if let Some(b) = &bundle {
         info!(
-            "bundle: realm image {} bytes, scenario {} bytes, at {}",
+            "bundle: realm image {} bytes, scenario {} bytes, at {}{}{}",
             b.realm.len(),
             b.scenario.len(),
-            b.range
+            b.range,
+            if opts.verbose { ", verbose" } else { "" },
+            match (&opts.trace, b.trace_filter) {
+                (None, _) => String::new(),
+                (Some(_), "") => String::from(", tracing every RMI call"),
+                (Some(_), f) => alloc::format!(", tracing RMI calls matching '{f}'"),
+            }
         );
         holes.push(b.range);
     }
+    // A bundle without a realm only carries options (scripts/run --no-realm).
+    let bundle = bundle.filter(|b| !b.realm.is_empty());
     holes.extend(platform.reserved.iter().map(|r| r.range));
     let free = free_ranges(&platform.ram, &holes);
     let mut frames = Frames::new();
@@ -144,7 +178,7 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
         devices.len()
     );
 
-    Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, rmm_possible, bundle })))
+    Ok(alloc::boxed::Box::leak(alloc::boxed::Box::new(Hyp { platform, frames, rmm_possible, opts, bundle })))
 }
 
 /// Start every other CPU the DTB lists (PSCI CPU_ON) and wait until each runs with its MMU on.

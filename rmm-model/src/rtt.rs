@@ -106,7 +106,6 @@ impl<M: Memory, G: Guest> Model<M, G> {
         addr + (i - w.index) * size
     }
 
-    /// The RD's stage-2 context, if `rd` is an RD granule.
     /// Tell the memory layer that live translations of `rd`'s realm changed.
     pub(crate) fn invalidate(&mut self, rd: GranuleAddr) {
         if let Some(vmid) = self.realms.get(&rd.get()).map(|r| r.vmid) {
@@ -114,6 +113,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
         }
     }
 
+    /// The RD's stage-2 context, if `rd` is an RD granule.
     pub(crate) fn s2ctx(&self, rd: GranuleAddr) -> Option<S2Ctx> {
         self.realms.get(&rd.get()).map(|r| r.s2)
     }

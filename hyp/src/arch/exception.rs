@@ -37,7 +37,8 @@ fn addr_of(sym: &u8) -> u64 {
     sym as *const u8 as u64
 }
 
-/// ESR and FAR of the last fault taken by `probe_read_u64` (single CPU until issue 5).
+/// ESR and FAR of the last fault taken by `probe_read_u64`. One pair for the machine: probes run
+/// only on CPU 0, in the self-check, before any realm runs on the other CPUs.
 pub static PROBE_ESR: AtomicU64 = AtomicU64::new(0);
 pub static PROBE_FAR: AtomicU64 = AtomicU64::new(0);
 

@@ -12,18 +12,30 @@ const BUNDLE_HEADER: u64 = 0x1000;
 /// Largest bundle accepted.
 pub const BUNDLE_MAX: u64 = 16 << 20;
 
-/// The realm image and scenario the run should use.
+/// What scripts/run handed over: run options, and the realm image and scenario (both empty when
+/// the run has no realm: `scripts/run --no-realm`).
+///
+/// Layout (scripts/lib/common.sh `make_bundle`): "HYPBNDL1", flags, realm length, scenario
+/// length, trace-filter length (u64 LE each), the filter text from byte 40 (at most
+/// [`TRACE_FILTER_MAX`] bytes); the realm image at 4 KiB, the scenario on the next page boundary.
 pub struct Bundle {
     pub range: MemRange,
     pub flags: u64,
     pub realm: &'static [u8],
     pub scenario: &'static [u8],
+    /// `--trace=LIST` / `--trace-exclude LIST`, as comma-separated words ("" = every call).
+    pub trace_filter: &'static str,
 }
 
-/// Bundle flag: log every RMI call.
+/// Bundle flag: log every RMI call (those the trace filter selects).
 pub const BUNDLE_TRACE: u64 = 1;
 /// Bundle flag: after the run, measure (bare RMI replay, the seed's algorithm, RTT minimum).
 pub const BUNDLE_BENCH: u64 = 2;
+/// Bundle flag: print every self-check step and the RMI conformance transcript.
+pub const BUNDLE_VERBOSE: u64 = 4;
+/// Longest trace filter accepted.
+pub const TRACE_FILTER_MAX: u64 = 1024;
+const TRACE_FILTER_AT: u64 = 40;
 
 fn in_ram(ram: &[MemRange], r: MemRange) -> bool {
     ram.iter().any(|m| m.start <= r.start && r.end <= m.end)
@@ -40,25 +52,31 @@ pub fn bundle(ram: &[MemRange]) -> Result<Option<Bundle>, &'static str> {
     if word(0).to_le_bytes() != BUNDLE_MAGIC {
         return Ok(None);
     }
-    let (flags, realm_len, scen_len) = (word(1), word(2), word(3));
+    let (flags, realm_len, scen_len, filter_len) = (word(1), word(2), word(3), word(4));
     let scen_off = BUNDLE_HEADER + realm_len.div_ceil(4096) * 4096;
     let end = scen_off.checked_add(scen_len).ok_or("bundle lengths overflow")?;
-    if end > BUNDLE_MAX || realm_len == 0 {
+    if end > BUNDLE_MAX || (realm_len == 0) != (scen_len == 0) {
         return Err("bundle lengths are implausible");
+    }
+    if filter_len > TRACE_FILTER_MAX {
+        return Err("the trace filter is longer than 1024 bytes");
     }
     let range = MemRange { start: BUNDLE_ADDR, end: BUNDLE_ADDR.add(end) };
     if !in_ram(ram, range) {
         return Err("the bundle runs past the end of RAM");
     }
-    // SAFETY: both slices lie in the bundle's RAM (checked), which the hypervisor keeps out of
-    // its frame allocator and never writes.
-    let (realm, scenario) = unsafe {
+    // SAFETY: all three slices lie in the bundle's RAM (checked: the filter inside the header
+    // page, the others inside `range`), which the hypervisor keeps out of its frame allocator and
+    // never writes.
+    let (realm, scenario, filter) = unsafe {
         (
             core::slice::from_raw_parts((BUNDLE_ADDR.0 + BUNDLE_HEADER) as *const u8, realm_len as usize),
             core::slice::from_raw_parts((BUNDLE_ADDR.0 + scen_off) as *const u8, scen_len as usize),
+            core::slice::from_raw_parts((BUNDLE_ADDR.0 + TRACE_FILTER_AT) as *const u8, filter_len as usize),
         )
     };
-    Ok(Some(Bundle { range, flags, realm, scenario }))
+    let trace_filter = core::str::from_utf8(filter).map_err(|_| "the trace filter is not UTF-8")?;
+    Ok(Some(Bundle { range, flags, realm, scenario, trace_filter }))
 }
 
 /// Write `f(offset)` into every 64-bit word of `range` (host-owned NS RAM).

@@ -1,5 +1,7 @@
 //! The run summary printed after a realm stops: faults by class and level with the RMI calls they
-//! cost, RMI calls by command, granules delegated / undelegated / leaked, RTTs live, time.
+//! cost, RMI calls by command (RMI_ERROR_RTT answers — the walk protocol's "create the table
+//! first", or a race — counted apart from real failures), granules delegated / undelegated /
+//! leaked, RTTs live, time.
 
 use super::counted::{COMMANDS, CallCounts};
 use super::ledger::Leak;
@@ -31,19 +33,24 @@ pub fn lines(
         "  exits {}, races {}, protected blocks folded {} (refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}, RIPAS changes rejected {}",
         stats.exits, stats.races, stats.folds, stats.fold_refused, stats.block_over_table, stats.unwinds, stats.memcache_misses, stats.ripas_rejected
     ));
+    let (failed, walk) = (calls.failed_total(), calls.rtt_errors_total());
     out.push(format!(
-        "summary: RMI calls by command ({} in all, {} failed):",
+        "summary: RMI calls by command ({} in all; {walk} answered RMI_ERROR_RTT and were handled, {} other failures):",
         calls.total(),
-        calls.failed_total()
+        failed - walk,
     ));
     for (i, fid) in COMMANDS.iter().enumerate() {
         if calls.calls[i] > 0 {
-            out.push(format!(
-                "  {:<26} {:>8}{}",
-                fid.name(),
-                calls.calls[i],
-                if calls.failed[i] > 0 { format!(" ({} failed)", calls.failed[i]) } else { String::new() }
-            ));
+            let (rtt, other) = (calls.rtt_errors[i], calls.failed[i] - calls.rtt_errors[i]);
+            let mut notes = Vec::new();
+            if rtt > 0 {
+                notes.push(format!("{rtt} RMI_ERROR_RTT: a table created or a race resolved, then retried"));
+            }
+            if other > 0 {
+                notes.push(format!("{other} failed"));
+            }
+            let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
+            out.push(format!("  {:<26} {:>8}{notes}", fid.name(), calls.calls[i]));
         }
     }
     out.push(format!("summary: RTTs live when the realm stopped: {rtts_live}; elapsed {ms} ms"));

@@ -71,7 +71,7 @@ fn world() -> World {
     let model = Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default());
     let mut frames = Frames::new();
     frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
-    World { rmm: Counted::new(model, false), frames }
+    World { rmm: Counted::new(model, None), frames }
 }
 
 fn cfg(protected_blocks: bool, shared_blocks: bool) -> VmConfig {
@@ -402,12 +402,12 @@ fn shared_model_and_host_lock_run_the_same_realm() {
             self.0.lock().guest.inject_undef(vcpu)
         }
     }
-    let mut rmm = Counted::new(shared_model::SharedModel { model: &model, guest: ViaModel(&model) }, false);
+    let mut rmm = Counted::new(shared_model::SharedModel { model: &model, guest: ViaModel(&model) }, None);
     let v = Vm::create(&mut rmm, &mut frames, &cfg(true, true), &[0; 64], b"end\n").unwrap();
     let (p, s) = (v.layout.prot_base, v.layout.shared_gpa | v.shared_bit());
     model.lock().guest.acts.extend([Act::Touch(p, true), Act::Touch(s, true), Act::Touch(p + 0x1000, false)]);
     let host = spin::Mutex::new(Host { vm: v, frames });
-    assert_eq!(run_shared(&host, &mut rmm, 0), Stop::PowerOff);
+    assert_eq!(run_shared(&host, &mut rmm, 0, &mut |_| {}), Stop::PowerOff);
     let mut h = host.lock();
     let Host { vm, frames } = &mut *h;
     assert_eq!(

@@ -170,6 +170,8 @@ pub struct FaultStats {
     /// RTT granules the fault path had to delegate because the memcache was empty.
     pub memcache_misses: u64,
     pub exits: u64,
+    /// Bytes of realm memory the fault path has mapped so far (protected and shared).
+    pub mapped_bytes: u64,
 }
 
 /// A realm and everything the host knows about it.
@@ -232,9 +234,14 @@ impl Vm {
 
     fn alloc_frames(frames: &mut Frames, bytes: u64, what: &str) -> Res<PhysAddr> {
         let n = (bytes / PAGE_SIZE) as usize;
-        let pa =
-            frames.alloc(n).ok_or_else(|| format!("out of host memory for {what} ({} MiB)", bytes >> 20))?;
-        Ok(pa)
+        frames.alloc(n).ok_or_else(|| {
+            let free = (frames.total_frames() - frames.frames_in_use()) * PAGE_SIZE;
+            format!(
+                "out of host memory for {what} ({} KiB wanted, {} KiB free in all, in pieces): give QEMU more RAM with scripts/run --mem SIZE (default 2G)",
+                bytes >> 10,
+                free >> 10
+            )
+        })
     }
 
     /// Create and populate the realm (NEW → ACTIVE): version and feature checks, memslots,
@@ -1107,7 +1114,14 @@ impl Vm {
                     self.shared_fault(rmm, frames, rec, ipa, esr, run)
                 };
                 match r {
-                    Ok(c) => (c, if c == "race" { -1 } else { level_of_fault(status) }),
+                    Ok(c) => {
+                        self.stats.mapped_bytes += match c {
+                            "protected 4K" | "shared 4K" => PAGE_SIZE,
+                            "protected 2M" | "shared 2M" => BLOCK_SIZE,
+                            _ => 0,
+                        };
+                        (c, if c == "race" { -1 } else { level_of_fault(status) })
+                    }
                     Err(stop) => return Some(stop),
                 }
             }
@@ -1198,6 +1212,17 @@ impl Vm {
         rmm: &mut Counted<R>,
         frames: &mut Frames,
     ) -> Vec<super::ledger::Leak> {
+        self.teardown_with(rmm, frames, &mut |_| {})
+    }
+
+    /// [`Vm::teardown`], calling `tick` with the ledger after every granule given back (the
+    /// caller's progress report; a big realm takes a while on real firmware).
+    pub fn teardown_with<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        tick: &mut dyn FnMut(&Ledger),
+    ) -> Vec<super::ledger::Leak> {
         for rec in core::mem::take(&mut self.recs) {
             match rmm.rec_destroy(rec) {
                 Ok(()) => self.give_back(rmm, frames, rec),
@@ -1222,6 +1247,7 @@ impl Vm {
         let pages: Vec<u64> = self.data.keys().copied().collect();
         for ipa in pages {
             self.destroy_data(rmm, ipa);
+            tick(&self.ledger);
         }
         // Tables bottom-up. A table the RMM still calls live (the mirror missed a mapping) is
         // scanned with RTT_READ_ENTRY and its data destroyed first.
@@ -1384,10 +1410,14 @@ pub struct Host {
 }
 
 /// Run vCPU `index` until it stops, on the calling physical CPU.
+///
+/// `tick` is called with the realm after every exit, under the lock (the caller's progress
+/// report: it must be cheap and decide itself how often to print).
 pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
     host: &spin::mutex::Mutex<Host, L>,
     rmm: &mut Counted<R>,
     index: usize,
+    tick: &mut dyn FnMut(&Vm),
 ) -> Stop {
     let Some(rec) = host.lock().vm.recs.get(index).copied() else {
         return Stop::Error(format!("no vCPU {index}"));
@@ -1412,6 +1442,7 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
         if let Some(stop) = vm.handle_exit(rmm, frames, rec, &mut run) {
             return stop;
         }
+        tick(vm);
     }
 }
 
