@@ -6,7 +6,8 @@ TFA_SUITE=trixie
 TFA_VERSION=2.12.1+dfsg-1
 TFA_FLAGS=(PLAT=qemu ENABLE_RME=1 QEMU_USE_GIC_DRIVER=QEMU_GICV3 CROSS_COMPILE=aarch64-linux-gnu-)
 # Both QEMU machines: 2 GiB of RAM (the image sits at 0x6000_0000), no NIC (no option ROMs).
-# (HYP_MEM and HYP_SMP are read when qemu_common runs, after the scripts parsed --smp.)
+# (HYP_MEM and HYP_SMP are read when qemu_common runs, after the scripts parsed --mem and --smp;
+# boot_prepare checks them, so HYP_MEM=SIZE in the environment stays the default of --mem.)
 qemu_common() { QEMU_COMMON=(-m "${HYP_MEM:-2G}" -smp "${HYP_SMP:-1}" -nic none -nographic -semihosting-config enable=on,target=native); }
 qemu_common
 QEMU_TFA_MACHINE=(-M virt,virtualization=on,secure=on,gic-version=3 -cpu max,x-rme=on)
