@@ -1,4 +1,4 @@
-# Shared helpers for scripts/run, scripts/test and scripts/gdb (sourced, not run).
+# Shared helpers for the scripts (sourced, not run).
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${HYP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hyp}
 # Debian's TF-A that is known to work with QEMU 10 and TF-RMM rmm-spec-v1.0-rel0 (shared/DESIGN.md).
@@ -6,12 +6,79 @@ TFA_SUITE=trixie
 TFA_VERSION=2.12.1+dfsg-1
 TFA_FLAGS=(PLAT=qemu ENABLE_RME=1 QEMU_USE_GIC_DRIVER=QEMU_GICV3 CROSS_COMPILE=aarch64-linux-gnu-)
 # Both QEMU machines: 2 GiB of RAM (the image sits at 0x6000_0000), no NIC (no option ROMs).
-# (HYP_MEM and HYP_SMP are read when qemu_common runs, after the scripts parsed --smp.)
+# (HYP_MEM and HYP_SMP are read when qemu_common runs, after the scripts parsed --mem and --smp;
+# boot_prepare checks them, so HYP_MEM=SIZE in the environment stays the default of --mem.)
 qemu_common() { QEMU_COMMON=(-m "${HYP_MEM:-2G}" -smp "${HYP_SMP:-1}" -nic none -nographic -semihosting-config enable=on,target=native); }
 qemu_common
 QEMU_TFA_MACHINE=(-M virt,virtualization=on,secure=on,gic-version=3 -cpu max,x-rme=on)
 
 die() { printf 'FAIL: %s\n' "$*"; exit 1; }
+
+# --- command lines ------------------------------------------------------------------------------
+# print_help SCRIPT: the script's leading comment block (after the #! line), without the "# ".
+print_help() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$1"; }
+
+# need_value FLAG NARGS NEXT: FLAG takes a value; call with "$#" and "${2-}" inside the argument
+# loop. One line and exit 1 when it is missing (given last, or followed by another --flag).
+need_value() { [ "$2" -ge 2 ] && [[ "$3" != --* ]] || die "$1 needs a value"; }
+
+# int_value FLAG VALUE MIN [MAX]: VALUE is a whole number in [MIN, MAX].
+int_value() {
+  local what="a whole number of at least $3"
+  [ "$3" = 1 ] && what="a positive whole number"
+  [ -n "${4-}" ] && what="a whole number from $3 to $4"
+  [[ $2 =~ ^[0-9]{1,9}$ ]] && (( 10#$2 >= $3 )) && { [ -z "${4-}" ] || (( 10#$2 <= $4 )); } \
+    || die "$1 takes $what, not '$2'"
+}
+
+# mem_value NAME VALUE: a QEMU RAM size, NNNM or NNG, at least 1G (the hypervisor's image is
+# loaded 512 MiB into RAM, at 0x6000_0000; with less QEMU runs nothing and prints nothing).
+mem_value() {
+  local mib
+  [[ $2 =~ ^[1-9][0-9]{0,6}[MG]$ ]] || die "$1 takes a size like 1G, 1536M or 4G, not '$2'"
+  mib=${2%?}; [[ $2 == *G ]] && mib=$((mib * 1024))
+  [ "$mib" -ge 1024 ] || die "$1 must be at least 1G, not '$2' (the hypervisor is loaded 512 MiB into RAM)"
+}
+
+# trace_words FLAG LIST: LIST is comma-separated words of letters, digits and '_'.
+trace_words() {
+  [[ $2 =~ ^[A-Za-z0-9_]+(,[A-Za-z0-9_]+)*$ ]] \
+    || die "$1 takes comma-separated parts of RMI command names (e.g. rtt,data), not '$2'"
+}
+
+# --- the boot scripts/run and scripts/gdb share ----------------------------------------------
+# Their common flags, parsed by boot_flag into these variables:
+firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0
+trace=0 trace_incl="" trace_excl="" verbose=0 bench=0
+# boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
+# to the number of arguments used; BOOT_SHIFT=0 when $1 is not one of them.
+boot_flag() {
+  BOOT_SHIFT=1
+  case $1 in
+    --firmware)
+      need_value "$1" "$#" "${2-}"
+      case $2 in
+        embedded|trp) firmware=$2 ;;
+        *) die "--firmware takes embedded or trp, not '$2' (an RMM image: --rmm PATH; your own TF-A: --firmware-dir DIR)" ;;
+      esac
+      BOOT_SHIFT=2 ;;
+    --rmm) need_value "$1" "$#" "${2-}"; firmware=rmm rmm_img=$2 BOOT_SHIFT=2 ;;
+    --firmware-dir) need_value "$1" "$#" "${2-}"; firmware=dir fw_dir=$2 BOOT_SHIFT=2 ;;
+    --scenario) need_value "$1" "$#" "${2-}"; scenario=$2 scenario_given=1 BOOT_SHIFT=2 ;;
+    --no-realm) scenario="" scenario_given=1 ;;
+    --verbose) verbose=1 ;;
+    --trace) trace=1 ;;
+    --trace=*)
+      trace_words --trace "${1#--trace=}"
+      trace=1 trace_incl+=${trace_incl:+,}${1#--trace=} ;;
+    --trace-exclude)
+      need_value "$1" "$#" "${2-}"; trace_words "$1" "$2"
+      trace=1 trace_excl+=${trace_excl:+,}-${2//,/,-} BOOT_SHIFT=2 ;;
+    --smp) need_value "$1" "$#" "${2-}"; int_value "$1" "$2" 1 8; export HYP_SMP=$((10#$2)); BOOT_SHIFT=2 ;;
+    --mem) need_value "$1" "$#" "${2-}"; mem_value "$1" "$2"; export HYP_MEM=$2; BOOT_SHIFT=2 ;;
+    *) BOOT_SHIFT=0 ;;
+  esac
+}
 
 hyp_elf() { echo "$ROOT/target/aarch64-unknown-none/${1:-debug}/hyp"; }
 
@@ -72,17 +139,76 @@ build_realm() {
   echo "$elf.bin"
 }
 
-# make_bundle REALM_BIN SCENARIO OUT FLAGS (1 = trace, 2 = bench): the file QEMU loads at 0x5000_0000 for the hyp:
-# "HYPBNDL1", flags, realm length, scenario length; the realm at 4 KiB; the scenario after it.
+# make_bundle REALM_BIN SCENARIO OUT FLAGS [TRACE_FILTER]: the file QEMU loads at 0x5000_0000
+# for the hypervisor. Header page: "HYPBNDL1", then u64 LE flags (bit 0 trace RMI calls, bit 1
+# bench measurements, bit 2 verbose), realm length, scenario length, trace-filter length, and the
+# filter text at byte 40; the realm at 4 KiB; the scenario after it (page aligned). REALM_BIN and
+# SCENARIO may be "": a bundle with neither carries flags only (no realm).
 make_bundle() {
-  python3 - "$1" "$2" "$3" "$4" <<'PY' || die "could not write the bundle"
+  python3 - "$1" "$2" "$3" "$4" "${5-}" <<'PY' || die "could not write the bundle"
 import struct, sys
-realm = open(sys.argv[1], 'rb').read()
-scen = open(sys.argv[2], 'rb').read()
-flags = int(sys.argv[4])  # bit 0: trace every RMI call; bit 1: benchmark measurements
+realm = open(sys.argv[1], 'rb').read() if sys.argv[1] else b''
+scen = open(sys.argv[2], 'rb').read() if sys.argv[2] else b''
+flags = int(sys.argv[4])
+filt = sys.argv[5].encode('ascii')  # comma-separated words; "-word" excludes; empty: every call
+if len(filt) > 1024:
+    sys.exit('the trace filter is longer than 1024 bytes')
 pad = (-len(realm)) % 4096
-hdr = b'HYPBNDL1' + struct.pack('<QQQ', flags, len(realm), len(scen))
+hdr = b'HYPBNDL1' + struct.pack('<QQQQ', flags, len(realm), len(scen), len(filt)) + filt
 open(sys.argv[3], 'wb').write(hdr + b'\0' * (4096 - len(hdr)) + realm + b'\0' * pad + scen)
 PY
 }
-bundle_args() { echo "-device loader,file=$1,addr=0x50000000,force-raw=on"; }
+
+# The trace filter for the bundle: the --trace=WORDS, then the --trace-exclude WORDS as -WORD.
+trace_filter() { echo "$trace_incl${trace_incl:+${trace_excl:+,}}$trace_excl"; }
+
+# boot_prepare PROFILE WORK: after boot_flag has parsed the shared flags, check them, install what
+# is missing, build, and lay the boot out in WORK. Sets HYP_ELF, REALM_ELF ("" when no realm runs)
+# and BOOT_QEMU, the QEMU command line (scripts/gdb adds -S -gdb; scripts/run a timeout).
+boot_prepare() {
+  local profile=$1 work=$2 realm_bin="" bundle=() fw f n flags
+  case $firmware in
+    rmm) [ -f "$rmm_img" ] || die "--rmm: no RMM image at '$rmm_img'" ;;
+    dir) for f in bl1.bin fip.bin; do [ -f "$fw_dir/$f" ] || die "--firmware-dir: '$fw_dir/$f' is missing"; done ;;
+    # TF-A's TRP answers only VERSION/DELEGATE/UNDELEGATE: no realm unless one is asked for.
+    trp) [ "$scenario_given" = 0 ] && scenario="" ;;
+  esac
+  if [ -n "$scenario" ]; then
+    [ -f "$scenario" ] || die "--scenario: no scenario file '$scenario'"
+    # A scenario with "config vcpus N" gets N CPUs unless --smp says otherwise.
+    if [ -z "${HYP_SMP:-}" ]; then
+      n=$(sed -n 's/^config[[:space:]]\+vcpus[[:space:]]\+\([0-9]\+\).*/\1/p' "$scenario" | tail -n1)
+      [ -n "$n" ] && export HYP_SMP=$n
+    fi
+  fi
+  if [ -n "${HYP_SMP:-}" ]; then int_value HYP_SMP "$HYP_SMP" 1 8; fi
+  if [ -n "${HYP_MEM:-}" ]; then mem_value HYP_MEM "$HYP_MEM"; fi
+  qemu_common
+
+  local setup_args=()
+  [ "$firmware" != embedded ] && setup_args+=(--tfa)
+  "$ROOT/scripts/setup" "${setup_args[@]}" || die "scripts/setup failed"
+  build_hyp "$profile"
+  HYP_ELF=$(hyp_elf "$profile") REALM_ELF=""
+  if [ -n "$scenario" ]; then
+    realm_bin=$(build_realm) || die "${realm_bin##*FAIL: }"
+    REALM_ELF=${realm_bin%.bin}
+  fi
+  flags=$(( trace | bench << 1 | verbose << 2 ))
+  # No realm and no flags: no bundle at all, which means the same (self-check only).
+  if [ -n "$scenario" ] || [ "$flags" != 0 ]; then
+    make_bundle "$realm_bin" "$scenario" "$work/bundle.bin" "$flags" "$(trace_filter)"
+    bundle=(-device "loader,file=$work/bundle.bin,addr=0x50000000,force-raw=on")
+  fi
+  case $firmware in
+    embedded) BOOT_QEMU=("$ROOT/scripts/qemu.sh" "$HYP_ELF" "${bundle[@]}") ;;
+    *)
+      case $firmware in
+        trp) fw=$(tfa_build) || die "${fw##*FAIL: }" ;;
+        rmm) fw=$(tfa_build "$rmm_img") || die "${fw##*FAIL: }" ;;
+        dir) fw=$fw_dir ;;
+      esac
+      flash_image "$fw" "$HYP_ELF" "$work/flash.bin"
+      BOOT_QEMU=(qemu-system-aarch64 "${QEMU_TFA_MACHINE[@]}" "${QEMU_COMMON[@]}" -bios "$work/flash.bin" "${bundle[@]}") ;;
+  esac
+}
