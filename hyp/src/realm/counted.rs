@@ -168,7 +168,7 @@ pub fn describe_exit(run: &RecRun) -> String {
             format!("PSCI {:#x}({:#x}, {:#x}, {:#x})", x.gprs[0], x.gprs[1], x.gprs[2], x.gprs[3])
         }
         exit_reason::RIPAS_CHANGE => {
-            format!("RIPAS_CHANGE [{:#x}, {:#x}) -> {}", x.ripas_base, x.ripas_top, x.ripas_value)
+            format!("RIPAS_CHANGE [{:#x}, {:#x}) value {}", x.ripas_base, x.ripas_top, x.ripas_value)
         }
         exit_reason::HOST_CALL => format!("HOST_CALL imm {:#x} x0 {:#x}", x.imm, x.gprs[0]),
         exit_reason::SERROR => format!("SERROR ESR {:#x}", x.esr),
@@ -451,7 +451,7 @@ mod tests {
         assert_eq!(describe_exit(&run), "SYNC ESR 0x90000007 HPFAR 0x10 FAR 0x0");
         run.exit.exit_reason = exit_reason::RIPAS_CHANGE;
         (run.exit.ripas_base, run.exit.ripas_top) = (0x1000, 0x3000);
-        assert_eq!(describe_exit(&run), "RIPAS_CHANGE [0x1000, 0x3000) -> 0");
+        assert_eq!(describe_exit(&run), "RIPAS_CHANGE [0x1000, 0x3000) value 0");
     }
 
     #[test]
