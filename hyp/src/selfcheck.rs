@@ -154,10 +154,10 @@ fn rmi_granule_protection<R: Rmm>(
         let _ = rmm.granule_undelegate(g);
     }
     c.expect(gpf, "read of delegated granule takes a GPF", describe(p))?;
-    // TF-A logs the refusal on its console ("RMMD: PAS Transition failed ... GPT ret = -1"):
-    // that line is this check working, not a fault.
+    // TF-A logs the refusal on its console ("RMMD: PAS Transition failed ... GPT ret = -1" and
+    // "Granule transition from NON-SECURE type to REALM type failed"): this check working.
     info!(
-        "self-check: delegating {g} a second time, which must fail (an RMMD \"PAS Transition failed\" line from TF-A here is expected)"
+        "self-check: delegating {g} a second time, which must fail (TF-A's ERROR lines \"PAS Transition failed\" / \"Granule transition ... failed\" that follow are expected)"
     );
     let again = rmm.granule_delegate(g);
     c.expect(
