@@ -8,7 +8,7 @@ use common::*;
 use proptest::prelude::*;
 use rmi::rsi::{fid, psci};
 use rmi::*;
-use rmm_model::{Arena, Config, Guest, HwExit, Model, Stage2Config, VcpuContext};
+use rmm_model::{Guest, HwExit, Stage2Config, VcpuContext};
 use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug)]
@@ -110,58 +110,6 @@ fn answer() -> impl Strategy<Value = Answer> {
     prop_oneof![3 => Just(Answer::Cooperate), 1 => (any::<u64>(), any::<u64>()).prop_map(|(f, g)| Answer::Garbage(f, g))]
 }
 
-struct Realm {
-    m: Model<Arena, Hostile>,
-    rd: GranuleAddr,
-    recs: Vec<GranuleAddr>,
-    granules: Vec<GranuleAddr>,
-}
-
-/// An ACTIVE 39-bit realm with tables to L3 over [0, 2 MiB) and its shared alias, RIPAS RAM there,
-/// one data page at 0, and two RECs (REC 0 runnable).
-fn realm() -> Realm {
-    let mut m = Model::new(Arena::new(BASE, SIZE), Hostile::default(), Config::default());
-    let mut next = BASE;
-    let mut granules = Vec::new();
-    let mut del = |m: &mut Model<_, _>| {
-        let a = GranuleAddr::new(next).unwrap();
-        next += 4096;
-        m.granule_delegate(a).unwrap();
-        granules.push(a);
-        a
-    };
-    let rd = del(&mut m);
-    let root = del(&mut m);
-    let mut p = RealmParams::zeroed();
-    (p.s2sz, p.num_bps, p.num_wps, p.rtt_level_start, p.rtt_num_start, p.rtt_base) =
-        (39, 1, 1, 1, 1, root.get());
-    m.realm_create(rd, &p).unwrap();
-    for base in [0, 1 << 38] {
-        for l in 2..=3 {
-            let t = del(&mut m);
-            m.rtt_create(rd, t, Ipa(base), lvl(l)).unwrap();
-        }
-    }
-    m.rtt_init_ripas(rd, Ipa(0), Ipa(2 << 20)).unwrap();
-    let data = del(&mut m);
-    m.data_create(rd, data, Ipa(0), &Page::zeroed(), Measure::Content).unwrap();
-    let mut recs = vec![];
-    for i in 0..2 {
-        let rec = del(&mut m);
-        let mut rp = RecParams::zeroed();
-        rp.flags = if i == 0 { REC_FLAG_RUNNABLE } else { 0 };
-        rp.mpidr = RecParams::mpidr_for_index(i);
-        rp.num_aux = 16;
-        for a in 0..16 {
-            rp.aux[a] = del(&mut m).get();
-        }
-        m.rec_create(rd, rec, &rp).unwrap();
-        recs.push(rec);
-    }
-    m.realm_activate(rd).unwrap();
-    Realm { m, rd, recs, granules }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -170,7 +118,7 @@ proptest! {
         acts in proptest::collection::vec(act(), 1..32),
         answers in proptest::collection::vec(answer(), 32),
     ) {
-        let mut r = realm();
+        let mut r = active_realm(Hostile::default());
         r.m.guest.acts.extend(acts);
         let mut run = Box::new(RecRun::zeroed());
         for (i, a) in answers.iter().enumerate() {

@@ -179,47 +179,8 @@ mod smc_guest {
 
 fn smc_realm() -> (rmm_model::Model<rmm_model::Arena, smc_guest::Smcs>, GranuleAddr, GranuleAddr, GranuleAddr)
 {
-    use rmm_model::{Arena, Config, Model};
-    let mut m = Model::new(Arena::new(BASE, SIZE), smc_guest::Smcs::default(), Config::default());
-    let mut next = BASE;
-    let mut g = || {
-        let a = GranuleAddr::new(next).unwrap();
-        next += 4096;
-        a
-    };
-    let mut del = |m: &mut Model<_, _>| {
-        let a = g();
-        m.granule_delegate(a).unwrap();
-        a
-    };
-    let rd = del(&mut m);
-    let root = del(&mut m);
-    let mut p = RealmParams::zeroed();
-    (p.s2sz, p.num_bps, p.num_wps, p.rtt_level_start, p.rtt_num_start, p.rtt_base) =
-        (39, 1, 1, 1, 1, root.get());
-    m.realm_create(rd, &p).unwrap();
-    for l in 2..=3 {
-        let t = del(&mut m);
-        m.rtt_create(rd, t, Ipa(0), lvl(l)).unwrap();
-    }
-    m.rtt_init_ripas(rd, Ipa(0), Ipa(2 << 20)).unwrap();
-    let data = del(&mut m);
-    m.data_create(rd, data, Ipa(0), &Page::zeroed(), Measure::Content).unwrap();
-    let mut recs = vec![];
-    for i in 0..2 {
-        let rec = del(&mut m);
-        let mut rp = RecParams::zeroed();
-        rp.flags = if i == 0 { REC_FLAG_RUNNABLE } else { 0 };
-        rp.mpidr = RecParams::mpidr_for_index(i);
-        rp.num_aux = 16;
-        for a in 0..16 {
-            rp.aux[a] = del(&mut m).get();
-        }
-        m.rec_create(rd, rec, &rp).unwrap();
-        recs.push(rec);
-    }
-    m.realm_activate(rd).unwrap();
-    (m, rd, recs[0], data)
+    let r = active_realm(smc_guest::Smcs::default());
+    (r.m, r.rd, r.recs[0], r.data)
 }
 
 #[test]

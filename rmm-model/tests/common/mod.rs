@@ -161,3 +161,58 @@ pub fn hpfar(ipa: u64) -> u64 {
 pub fn lvl(l: i8) -> RttLevel {
     RttLevel::new(l as i64).unwrap_or_else(|| panic!("{l} is not an RTT level"))
 }
+
+/// An ACTIVE realm (39-bit IPA, start level 1) running guest `G`: tables to level 3 over
+/// [0, 2 MiB) and over its unprotected alias, RIPAS RAM there, one measured data page at IPA 0,
+/// and two RECs with 16 aux granules each (REC 0 runnable). `granules` lists every granule
+/// delegated, so a test can give them all back.
+pub struct ActiveRealm<G: Guest> {
+    pub m: Model<Arena, G>,
+    pub rd: GranuleAddr,
+    pub recs: Vec<GranuleAddr>,
+    pub data: GranuleAddr,
+    pub granules: Vec<GranuleAddr>,
+}
+
+pub fn active_realm<G: Guest>(guest: G) -> ActiveRealm<G> {
+    let mut m = Model::new(Arena::new(BASE, SIZE), guest, Config::default());
+    let mut next = BASE;
+    let mut granules = Vec::new();
+    let mut del = |m: &mut Model<Arena, G>| {
+        let a = GranuleAddr::new(next).unwrap();
+        next += 4096;
+        m.granule_delegate(a).unwrap();
+        granules.push(a);
+        a
+    };
+    let rd = del(&mut m);
+    let root = del(&mut m);
+    let mut p = RealmParams::zeroed();
+    (p.s2sz, p.num_bps, p.num_wps, p.rtt_level_start, p.rtt_num_start, p.rtt_base) =
+        (39, 1, 1, 1, 1, root.get());
+    m.realm_create(rd, &p).unwrap();
+    for base in [0, 1 << 38] {
+        for l in 2..=3 {
+            let t = del(&mut m);
+            m.rtt_create(rd, t, Ipa(base), lvl(l)).unwrap();
+        }
+    }
+    m.rtt_init_ripas(rd, Ipa(0), Ipa(2 << 20)).unwrap();
+    let data = del(&mut m);
+    m.data_create(rd, data, Ipa(0), &Page::zeroed(), Measure::Content).unwrap();
+    let mut recs = vec![];
+    for i in 0..2 {
+        let rec = del(&mut m);
+        let mut rp = RecParams::zeroed();
+        rp.flags = if i == 0 { REC_FLAG_RUNNABLE } else { 0 };
+        rp.mpidr = RecParams::mpidr_for_index(i);
+        rp.num_aux = 16;
+        for a in 0..16 {
+            rp.aux[a] = del(&mut m).get();
+        }
+        m.rec_create(rd, rec, &rp).unwrap();
+        recs.push(rec);
+    }
+    m.realm_activate(rd).unwrap();
+    ActiveRealm { m, rd, recs, data, granules }
+}
