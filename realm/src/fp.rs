@@ -25,6 +25,20 @@ impl FpState {
     }
 }
 
+/// CPACR_EL1.FPEN = 0b11: FP/SIMD not trapped at EL1 or EL0. A REC starts with it clear (TF-RMM
+/// leaves CPACR_EL1 0), so the realm enables FP itself before its first FP instruction, as an OS
+/// does.
+const CPACR_FPEN: u64 = 0b11 << 20;
+
+/// Let this vCPU use FP/SIMD.
+pub fn enable() {
+    // SAFETY: sets only CPACR_EL1.FPEN (nothing else of CPACR_EL1 is in use here); the ISB
+    // makes it take effect before the next FP instruction.
+    unsafe {
+        core::arch::asm!("msr cpacr_el1, {v}", "isb", v = in(reg) CPACR_FPEN, options(nostack, preserves_flags))
+    };
+}
+
 /// Load every FP/SIMD register and FPCR from `s`.
 pub fn load(s: &FpState) {
     // SAFETY: reads 528 bytes of `s` (aligned, live); writes only the FP/SIMD registers and FPCR,

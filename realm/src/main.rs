@@ -312,6 +312,7 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), Failure> {
         Step::FpCheck(exits) => {
             let want = fp::FpState::pattern(exits);
             let mut got = fp::FpState { v: [[0; 2]; 32], fpcr: 0 };
+            fp::enable();
             fp::load(&want);
             // Host calls, and every 16th exit a console line: the host formats and logs it, which
             // is where its own code uses the FP/SIMD registers most.

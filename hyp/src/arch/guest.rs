@@ -9,7 +9,8 @@
 //! (a VMID can be reused by the next realm); RTT changes that remove live translations are
 //! broadcast by the model's memory layer. Between entries HCR_EL2 goes back to RW only.
 //!
-//! FP/SIMD: the realm may use FP/SIMD (CPACR_EL1.FPEN), and the hypervisor's own Rust code uses
+//! FP/SIMD: the realm may use FP/SIMD once it has enabled it (CPACR_EL1.FPEN; a vCPU starts with
+//! it trapped, as on TF-RMM), and the hypervisor's own Rust code uses
 //! NEON registers too, so `run_guest` (boot/vectors.S) loads the vCPU's q0..q31, FPCR and FPSR
 //! right before the eret and saves them right at the exit, with the host's callee-saved d8..d15
 //! and FPCR/FPSR around it — eagerly, as TF-RMM does for a REC. The state lives in the model's
@@ -58,8 +59,11 @@ const HCR_GUEST: u64 = HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TSC
 
 /// SCTLR_EL1 a new vCPU starts with: TF-RMM's `SCTLR_EL1_FLAGS` (MMU and caches off).
 const SCTLR_EL1_RESET: u64 = 0x00c5_0878;
-/// CPACR_EL1.FPEN = 0b11: FP/SIMD not trapped at EL1/EL0.
-const CPACR_FPEN: u64 = 0b11 << 20;
+/// CPACR_EL1 a new vCPU starts with: 0, as TF-RMM rmm-spec-v1.0-rel0 leaves it (its REC's saved
+/// `cpacr_el1` is never initialised), so FP/SIMD traps at EL1 until the realm enables it itself
+/// (FPEN = 0b11), as an OS does. Measured: a realm that uses FP without enabling it takes
+/// ESR_EL1 0x1fe00000 (EC 0x07) on TF-RMM.
+const CPACR_EL1_RESET: u64 = 0;
 
 /// Vector indices of exceptions from a lower EL (AArch64): sync, IRQ, FIQ, SError.
 const LOWER_SYNC: u64 = 8;
@@ -158,7 +162,7 @@ impl Guest for ElGuest {
     fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit {
         if !vcpu.started {
             SCTLR_EL1.set(SCTLR_EL1_RESET);
-            CPACR_EL1.set(CPACR_FPEN);
+            CPACR_EL1.set(CPACR_EL1_RESET);
             VBAR_EL1.set(0);
             // Let EL1 read the physical counter and timer.
             CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);

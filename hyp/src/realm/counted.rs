@@ -143,6 +143,13 @@ impl Shown for u64 {
         (format!(", {self:#x}"), String::new())
     }
 }
+/// An RMI_FEATURES register value: it differs between RMMs and machines by design.
+struct FeatureReg(u64);
+impl Shown for FeatureReg {
+    fn shown(&self) -> (String, String) {
+        (String::new(), format!("features {:#x}", self.0))
+    }
+}
 impl Shown for RttEntry {
     fn shown(&self) -> (String, String) {
         (
@@ -234,7 +241,8 @@ impl<R: Rmm> Rmm for Counted<R> {
     }
     fn features(&mut self, index: u64) -> Result<u64, RmiError> {
         let r = self.inner.features(index);
-        self.note(Fid::Features, || format!("{index}"), &r);
+        // The register describes the platform, not the call: after the bar, like addresses.
+        self.note(Fid::Features, || format!("{index}"), &r.map(FeatureReg));
         r
     }
     fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
