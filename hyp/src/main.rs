@@ -9,7 +9,9 @@
 extern crate alloc;
 
 mod addr;
+mod backend;
 mod cpufeat;
+mod diag;
 mod esr;
 mod memory;
 mod platform;
@@ -21,6 +23,8 @@ extern crate std;
 mod arch;
 #[cfg(all(target_arch = "aarch64", not(test)))]
 mod console;
+#[cfg(all(target_arch = "aarch64", not(test)))]
+mod host;
 #[cfg(all(target_arch = "aarch64", not(test)))]
 mod logger;
 #[cfg(all(target_arch = "aarch64", not(test)))]

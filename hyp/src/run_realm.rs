@@ -7,13 +7,14 @@ use crate::arch::guest::ElGuest;
 use crate::arch::nsmem::{self, Bundle};
 use crate::arch::smc::Smc;
 use crate::arch::smp::Lock as Mutex;
+use crate::backend::SharedModel;
+use crate::backend::embedded::{EmbeddedRmm, embedded_rmm};
+use crate::diag::summary;
+use crate::host::Hyp;
 use crate::memory::Frames;
 use crate::realm::counted::CallCounts;
 use crate::realm::counted::TraceFilter;
-use crate::realm::shared_model::SharedModel;
-use crate::realm::{Counted, Host, Stop, Vm, VmConfig, run_shared, summary};
-use crate::selfcheck::{EmbeddedRmm, embedded_rmm};
-use crate::start::Hyp;
+use crate::realm::{Counted, Host, Stop, Vm, VmConfig, run_shared};
 use crate::{arch, println};
 use alloc::format;
 use alloc::string::String;
@@ -82,7 +83,7 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
     } else {
         info!("realm backend: the embedded RMM model, {} vCPU(s)", cfg.vcpus);
         let model = embedded_rmm(hyp)?;
-        let (pa_bits, vmid16) = crate::selfcheck::world_switch_params()?;
+        let (pa_bits, vmid16) = crate::backend::embedded::world_switch_params()?;
         let model = MODEL.call_once(|| Mutex::new(model));
         let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
         drive(hyp, rmm, Backend::Embedded(pa_bits, vmid16), &vm_cfg, bundle, text, trace, bench)
@@ -151,7 +152,7 @@ fn drive<R: Rmm>(
     bench: bool,
 ) -> Result<String, String> {
     let start = arch::timer::uptime_us();
-    let heap0 = crate::start::heap_in_use();
+    let heap0 = crate::host::heap_in_use();
     let mut rmm = Counted::new(rmm, trace.clone());
     let mut frames = core::mem::replace(&mut hyp.frames, Frames::new());
     let vm = match Vm::create(&mut rmm, &mut frames, cfg, bundle.realm, bundle.scenario) {
@@ -231,7 +232,7 @@ fn drive<R: Rmm>(
     let Host { vm, frames } = &mut *guard;
     let rtts_live = vm.rtts_live();
     let rtts_min = vm.rtts_minimum();
-    let heap_bytes = crate::start::heap_in_use().saturating_sub(heap0);
+    let heap_bytes = crate::host::heap_in_use().saturating_sub(heap0);
     let signature = vm.final_state();
     let fault_trace = vm.trace.take();
     // What the realm wrote to shared memory must be in the host's backing pages (later writes win).
@@ -310,8 +311,15 @@ fn drive<R: Rmm>(
     let stats = vm.stats.clone();
     drop(guard);
     if let (true, Some(t)) = (bench, fault_trace) {
-        let m = Measured { run_us, rtts_live, rtts_min, heap_bytes, stats: &stats, counts: &counts };
-        measure(hyp, &mut rmm, cfg, bundle, &t, &m)?;
+        let m = crate::diag::bench::Measured {
+            run_us,
+            rtts_live,
+            rtts_min,
+            heap_bytes,
+            stats: &stats,
+            counts: &counts,
+        };
+        crate::diag::bench::measure(hyp, &mut rmm, cfg, bundle, &t, &m)?;
     }
     let verdict = verdict?;
     if let Some(bad) = shared_bad {
@@ -347,98 +355,4 @@ impl Progress {
     fn seconds(&self) -> u64 {
         (self.last_us - self.start_us) / 1_000_000
     }
-}
-
-/// What the run itself measured.
-struct Measured<'a> {
-    run_us: u64,
-    rtts_live: usize,
-    rtts_min: usize,
-    heap_bytes: usize,
-    stats: &'a crate::realm::vm::FaultStats,
-    counts: &'a CallCounts,
-}
-
-/// The benchmark figures: replay the run's fault trace with no guest on the same RMM (the bare
-/// RMI cost of our algorithm), and with the seed's algorithm on a fresh embedded model; print one
-/// `bench:` line for scripts/bench.
-fn measure<R: Rmm>(
-    hyp: &mut Hyp,
-    rmm: &mut Counted<R>,
-    cfg: &VmConfig,
-    bundle: &Bundle,
-    trace: &[u64],
-    m: &Measured<'_>,
-) -> Result<(), String> {
-    let one = VmConfig { vcpus: 1, ..*cfg };
-    // Our algorithm, bare.
-    let mut vm = Vm::create(rmm, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
-    let console = vm.layout.console_gpa;
-    let faults: Vec<u64> =
-        trace.iter().copied().filter(|ipa| (ipa & !vm.shared_bit()) & !0xfff != console).collect();
-    vm.topup(rmm, &mut hyp.frames)?;
-    let c0 = rmm.counts;
-    let t0 = arch::timer::uptime_us();
-    for ipa in &faults {
-        if let Err(Stop::Error(e)) = vm.replay_fault(rmm, &mut hyp.frames, *ipa) {
-            return Err(format!("bare replay: {e}"));
-        }
-    }
-    let bare_us = arch::timer::uptime_us() - t0;
-    let bare = rmm.counts.since(&c0);
-    let leaks = vm.teardown(rmm, &mut hyp.frames);
-    if !leaks.is_empty() {
-        return Err(format!("bare replay leaked {} granule(s)", leaks.len()));
-    }
-    // The seed's algorithm, on the embedded model.
-    let mut model = Counted::new(embedded_rmm(hyp)?, None);
-    let mut svm = Vm::create(&mut model, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
-    let mut seed = crate::realm::replay::Seed::default();
-    let s0 = model.counts;
-    for ipa in &faults {
-        seed.fault(&mut model, &mut hyp.frames, &svm, *ipa).map_err(|e| format!("seed replay: {e}"))?;
-    }
-    let seed_calls = model.counts.since(&s0);
-    seed.undo(&mut model, &mut hyp.frames, &svm);
-    let leaks = svm.teardown(&mut model, &mut hyp.frames);
-    if !leaks.is_empty() {
-        return Err(format!("seed replay leaked {} granule(s)", leaks.len()));
-    }
-    let (mut faulted, mut fault_calls) = (0u64, 0u64);
-    let mut by_kind = [(0u64, 0u64); 4]; // protected, shared, ripas, race
-    for ((class, _), (n, c)) in &m.stats.by_class {
-        let k = match *class {
-            c if c.starts_with("protected") => 0,
-            c if c.starts_with("shared") => 1,
-            "ripas" => 2,
-            "race" => 3,
-            _ => continue,
-        };
-        by_kind[k].0 += n;
-        by_kind[k].1 += c;
-        faulted += n;
-        fault_calls += c;
-    }
-    let mut line = format!(
-        "bench: faults={faulted} fault_calls={fault_calls} run_us={} bare_us={bare_us} bare_calls={} seed_calls={} seed_failed={} rtts_live={} rtts_min={} heap_bytes={} races={} folds={}",
-        m.run_us,
-        bare.total(),
-        seed_calls.total(),
-        seed_calls.failed_total(),
-        m.rtts_live,
-        m.rtts_min,
-        m.heap_bytes,
-        m.stats.races,
-        m.stats.folds,
-    );
-    for (name, (n, c)) in ["prot", "shared", "ripas", "race"].iter().zip(by_kind) {
-        line.push_str(&format!(" {name}_faults={n} {name}_calls={c}"));
-    }
-    for (i, fid) in crate::realm::counted::COMMANDS.iter().enumerate() {
-        if m.counts.calls[i] > 0 {
-            line.push_str(&format!(" {}={}", fid.name(), m.counts.calls[i]));
-        }
-    }
-    println!("{line}");
-    Ok(())
 }

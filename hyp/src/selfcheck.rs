@@ -14,9 +14,10 @@ use crate::addr::PhysAddr;
 use crate::arch::mmu::{self, Stage1};
 use crate::arch::probe::{self, Probe};
 use crate::arch::smc::Smc;
+use crate::backend::embedded::embedded_rmm;
 use crate::esr::{FaultStatus, Syndrome};
+use crate::host::Hyp;
 use crate::realm::Counted;
-use crate::start::Hyp;
 use alloc::format;
 use alloc::string::String;
 use log::info;
@@ -177,8 +178,8 @@ fn rmi_granule_protection<R: Rmm>(
 
 /// Print the RMI conformance transcript (realm::conformance): diff it between RMMs.
 fn conformance<R: Rmm>(c: &mut Checks, rmm: &mut R, hyp: &mut Hyp) -> Result<(), String> {
-    let out = crate::realm::conformance::run(rmm, &mut hyp.frames)
-        .map_err(|e| format!("conformance probe: {e}"))?;
+    let out =
+        crate::diag::conformance::run(rmm, &mut hyp.frames).map_err(|e| format!("conformance probe: {e}"))?;
     if c.verbose {
         for (name, result) in &out {
             crate::println!("conformance: {name:<34} {result}");
@@ -188,33 +189,6 @@ fn conformance<R: Rmm>(c: &mut Checks, rmm: &mut R, hyp: &mut Hyp) -> Result<(),
         info!("self-check: RMI conformance probe: {} results (scripts/run --verbose prints them)", out.len());
     }
     Ok(())
-}
-
-/// The embedded RMM model over this machine's RAM, running realms with the EL2 world switch.
-pub type EmbeddedRmm = rmm_model::Model<crate::arch::rmm_mem::RmmMemory, crate::arch::guest::ElGuest>;
-
-/// The world switch's view of this CPU: PA bits and whether VMIDs have 16 bits.
-pub fn world_switch_params() -> Result<(u32, bool), String> {
-    use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, Readable};
-    if !crate::arch::guest::has_fwb() {
-        return Err(String::from("the CPU lacks FEAT_S2FWB, which the embedded RMM's stage-2 format needs"));
-    }
-    let pa_bits = crate::cpufeat::pa_bits(ID_AA64MMFR0_EL1.get()).ok_or("reserved PARange")?;
-    Ok((pa_bits, ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 0b10))
-}
-
-/// Build the embedded backend from what the CPU and the DTB say.
-pub fn embedded_rmm(hyp: &Hyp) -> Result<EmbeddedRmm, String> {
-    let (pa_bits, vmid16) = world_switch_params()?;
-    let reserved: alloc::vec::Vec<_> = hyp.platform.reserved.iter().map(|r| r.range).collect();
-    let ram = crate::memory::free_ranges(&hyp.platform.ram, &reserved);
-    let config =
-        rmm_model::Config { max_ipa_bits: pa_bits.min(48), pa_bits, vmid16, ..rmm_model::Config::default() };
-    Ok(rmm_model::Model::new(
-        crate::arch::rmm_mem::RmmMemory::new(ram),
-        crate::arch::guest::ElGuest::new(pa_bits, vmid16),
-        config,
-    ))
 }
 
 /// Realm smoke test on any `Rmm`: create a realm (IPA 39 bits, start level 1, one root), load a

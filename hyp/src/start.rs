@@ -3,23 +3,15 @@
 
 use crate::addr::{MemRange, PhysAddr};
 use crate::arch::{self, exit::exit, layout, mmu::Stage1};
+use crate::host::{Hyp, Options};
 use crate::memory::{Frames, free_ranges};
 use crate::platform::{self, DtbError, Platform, QEMU_VIRT_DTB};
 use crate::{console, cpufeat, logger, println, selfcheck};
 use aarch64_cpu::registers::{CurrentEL, ID_AA64MMFR0_EL1, ID_AA64PFR0_EL1, Readable};
 use alloc::string::String;
 use alloc::vec::Vec;
-use buddy_system_allocator::LockedHeap;
 use core::fmt;
 use log::{LevelFilter, info};
-
-#[global_allocator]
-static HEAP: LockedHeap<32> = LockedHeap::empty();
-
-/// Bytes allocated on the hypervisor's heap (benchmarks: host bookkeeping per realm page).
-pub fn heap_in_use() -> usize {
-    HEAP.lock().stats_alloc_actual()
-}
 
 /// Why boot stopped.
 pub enum BootError {
@@ -45,39 +37,6 @@ impl fmt::Display for BootError {
             Self::Realm(e) => write!(f, "realm: {e}"),
         }
     }
-}
-
-/// How this run was asked to behave (scripts/run's flags, through the bundle's header).
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// `--verbose`: every self-check step and the RMI conformance transcript.
-    pub verbose: bool,
-    /// `--trace[=LIST]`: log the RMI calls the filter selects.
-    pub trace: Option<crate::realm::counted::TraceFilter>,
-    /// `--bench`: measure after the run.
-    pub bench: bool,
-}
-
-impl Options {
-    fn from_bundle(b: &arch::nsmem::Bundle) -> Self {
-        use arch::nsmem::{BUNDLE_BENCH, BUNDLE_TRACE, BUNDLE_VERBOSE};
-        Self {
-            verbose: b.flags & BUNDLE_VERBOSE != 0,
-            trace: (b.flags & BUNDLE_TRACE != 0)
-                .then(|| crate::realm::counted::TraceFilter::parse(b.trace_filter)),
-            bench: b.flags & BUNDLE_BENCH != 0,
-        }
-    }
-}
-
-/// What the rest of the hypervisor is handed after boot.
-pub struct Hyp {
-    pub platform: Platform,
-    pub frames: Frames,
-    pub rmm_possible: bool,
-    pub opts: Options,
-    /// The realm image and scenario the loader left, if any.
-    pub bundle: Option<arch::nsmem::Bundle>,
 }
 
 fn discover(hint: u64) -> Result<Platform, DtbError> {
@@ -220,7 +179,7 @@ pub extern "C" fn secondary_main(cpu: u64) -> ! {
 
 /// The Rust entry point, called by boot/entry.S with x0 as passed by the loader.
 pub extern "C" fn hyp_main(dtb_hint: u64) -> ! {
-    layout::init_heap(&HEAP);
+    layout::init_heap(&crate::host::HEAP);
     let start = arch::timer::uptime_us();
     let verdict = boot(dtb_hint).and_then(|hyp| {
         let check = selfcheck::run(hyp).map_err(BootError::SelfCheck)?;

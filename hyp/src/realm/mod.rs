@@ -8,14 +8,10 @@
 //! * `ranges`  — the RIPAS EMPTY ranges, as a bounded set;
 //! * `vm`      — creation, the exit loop, fault handling, teardown.
 
-pub mod conformance;
 pub mod counted;
 pub mod ledger;
 pub mod params;
 pub mod ranges;
-pub mod replay;
-pub mod shared_model;
-pub mod summary;
 pub mod vm;
 
 #[cfg(test)]

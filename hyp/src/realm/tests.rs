@@ -154,7 +154,7 @@ fn protected_block_is_folded() {
     // Roots (4 concatenated, start level 2) and the L3 table of the image block; the block's
     // temporary L3 table was folded away into the memcache.
     assert_eq!(v.rtts_live(), 4 + 1);
-    let lines = summary::lines(
+    let lines = crate::diag::summary::lines(
         &v.stats,
         &w.rmm.counts,
         v.ledger.delegated,
@@ -402,7 +402,7 @@ fn shared_model_and_host_lock_run_the_same_realm() {
             self.0.lock().guest.inject_undef(vcpu)
         }
     }
-    let mut rmm = Counted::new(shared_model::SharedModel { model: &model, guest: ViaModel(&model) }, None);
+    let mut rmm = Counted::new(crate::backend::SharedModel { model: &model, guest: ViaModel(&model) }, None);
     let v = Vm::create(&mut rmm, &mut frames, &cfg(true, true), &[0; 64], b"end\n").unwrap();
     let (p, s) = (v.layout.prot_base, v.layout.shared_gpa | v.shared_bit());
     model.lock().guest.acts.extend([Act::Touch(p, true), Act::Touch(s, true), Act::Touch(p + 0x1000, false)]);
@@ -442,7 +442,7 @@ fn replays_of_ours_and_the_seed() {
 
     let mut w = world();
     let v = vm(&mut w, cfg(false, false));
-    let mut seed = replay::Seed::default();
+    let mut seed = crate::diag::replay::Seed::default();
     let c0 = w.rmm.counts;
     for ipa in &trace {
         seed.fault(&mut w.rmm, &mut w.frames, &v, *ipa).unwrap();
@@ -462,7 +462,7 @@ fn replays_of_ours_and_the_seed() {
 #[test]
 fn conformance_probe_transcript() {
     let mut w = world();
-    let out = conformance::run(&mut w.rmm, &mut w.frames).unwrap();
+    let out = crate::diag::conformance::run(&mut w.rmm, &mut w.frames).unwrap();
     for (name, got) in &out {
         std::println!("{name:<34} {got}");
     }

@@ -4,10 +4,10 @@
 //! faults map 4 KiB pages. It keeps no mirror of the RTTs, so every first touch of a table's range
 //! costs a failing call. Replayed on an access trace against a realm created by [`Vm`].
 
-use super::Counted;
-use super::vm::Vm;
 use crate::addr::{PAGE_SIZE, PhysAddr};
 use crate::memory::Frames;
+use crate::realm::Counted;
+use crate::realm::vm::Vm;
 use alloc::vec::Vec;
 use rmi::{GranuleAddr, Ipa, RmiError, RmiStatus, Rmm, RttLevel};
 
@@ -79,7 +79,7 @@ impl Seed {
                     vm.rd,
                     Ipa(page),
                     RttLevel::PAGE,
-                    vm.shared.pa(gpa).0 | super::vm::NS_DESC_WB_RW,
+                    vm.shared.pa(gpa).0 | crate::realm::vm::NS_DESC_WB_RW,
                 )
             } else {
                 let g = GranuleAddr::new(vm.prot.pa(page).0).ok_or(RmiError::Unknown(page))?;

@@ -3,9 +3,9 @@
 //! first", or a race — counted apart from real failures), granules delegated / undelegated /
 //! leaked, RTTs live, time.
 
-use super::counted::{COMMANDS, CallCounts};
-use super::ledger::Leak;
-use super::vm::FaultStats;
+use crate::realm::counted::{COMMANDS, CallCounts};
+use crate::realm::ledger::Leak;
+use crate::realm::vm::FaultStats;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
