@@ -1,5 +1,8 @@
 //! Address newtypes. Physical addresses are never bare integers: `PhysAddr` for a byte address,
-//! `MemRange` for a half-open `[start, end)` range of physical memory.
+//! `MemRange` for a half-open `[start, end)` range of physical memory. A realm's addresses are
+//! `Gpa` (guest-physical, before the choice of alias) and `rmi::Ipa` (what stage 2 translates);
+//! [`IpaSpace`] turns one into the other for either alias (rmi-abi.md §3: the unprotected alias
+//! of GPA g is g | 1 << (IPA width - 1)).
 
 use core::fmt;
 
@@ -71,6 +74,71 @@ impl fmt::Display for MemRange {
     }
 }
 
+/// A guest-physical address of a realm: RAM or a device, before the choice of alias.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Gpa(pub u64);
+
+impl Gpa {
+    pub const fn align_down(self, align: u64) -> Self {
+        Self(self.0 & !(align - 1))
+    }
+    pub const fn add(self, bytes: u64) -> Self {
+        Self(self.0 + bytes)
+    }
+    pub const fn is_aligned(self, align: u64) -> bool {
+        self.0 & (align - 1) == 0
+    }
+}
+
+impl fmt::Display for Gpa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// Which of a GPA's two IPAs an access used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Alias {
+    /// The protected (lower) half: private memory, RIPAS applies.
+    Protected,
+    /// The unprotected (upper) half: shared memory and devices, mapped by the host.
+    Unprotected,
+}
+
+/// A realm's IPA space: its width decides where the unprotected half starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpaSpace {
+    shared_bit: u64,
+}
+
+impl IpaSpace {
+    /// The space of a realm with `ipa_bits` (RealmParams.s2sz, at least 2).
+    pub const fn new(ipa_bits: u32) -> Self {
+        Self { shared_bit: 1 << (ipa_bits - 1) }
+    }
+    /// The top bit of the IPA space: set in every unprotected IPA.
+    pub const fn shared_bit(self) -> u64 {
+        self.shared_bit
+    }
+    /// The IPA of `gpa` under `alias`.
+    pub const fn ipa(self, gpa: Gpa, alias: Alias) -> rmi::Ipa {
+        match alias {
+            Alias::Protected => rmi::Ipa(gpa.0),
+            Alias::Unprotected => rmi::Ipa(gpa.0 | self.shared_bit),
+        }
+    }
+    /// Which GPA, under which alias, `ipa` names (bits above the IPA width stay in the GPA, so an
+    /// IPA beyond the space is a GPA no memslot holds).
+    pub const fn split(self, ipa: rmi::Ipa) -> (Gpa, Alias) {
+        if ipa.0 & self.shared_bit == 0 {
+            (Gpa(ipa.0), Alias::Protected)
+        } else {
+            (Gpa(ipa.0 & !self.shared_bit), Alias::Unprotected)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +150,18 @@ mod tests {
         assert_eq!(PhysAddr(u64::MAX).align_up(PAGE_SIZE), None);
         assert!(PhysAddr(0x6000_0000).is_aligned(0x20_0000));
         assert_eq!(PhysAddr(0x5000_0000).add(0x1000), PhysAddr(0x5000_1000));
+    }
+
+    #[test]
+    fn both_aliases_of_a_gpa() {
+        let space = IpaSpace::new(32);
+        assert_eq!(space.shared_bit(), 0x8000_0000);
+        let g = Gpa(0x20_3000);
+        assert_eq!(space.ipa(g, Alias::Protected), rmi::Ipa(0x20_3000));
+        assert_eq!(space.ipa(g, Alias::Unprotected), rmi::Ipa(0x8020_3000));
+        assert_eq!(space.split(rmi::Ipa(0x8020_3000)), (g, Alias::Unprotected));
+        assert_eq!(space.split(rmi::Ipa(0x20_3000)), (g, Alias::Protected));
+        assert_eq!(space.split(rmi::Ipa(u64::MAX)).1, Alias::Unprotected);
     }
 
     #[test]

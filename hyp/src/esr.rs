@@ -143,6 +143,20 @@ impl Syndrome {
         Self { class: ExceptionClass::from_raw(r.read(Esr::EC) as u8), raw: esr }
     }
 
+    /// The fault status of a data or instruction abort (EC 0x20, 0x21, 0x24, 0x25).
+    pub fn abort_status(&self) -> Option<FaultStatus> {
+        match self.class {
+            ExceptionClass::DataAbortLower | ExceptionClass::DataAbortSame => {
+                self.data_abort().map(|d| d.status)
+            }
+            ExceptionClass::InstrAbortLower | ExceptionClass::InstrAbortSame => {
+                let iss = LocalRegisterCopy::<u64, DataAbortIss::Register>::new(self.raw);
+                Some(FaultStatus::from_raw(iss.read(DataAbortIss::DFSC) as u8))
+            }
+            _ => None,
+        }
+    }
+
     /// The data-abort view, for EC 0x24/0x25 only.
     pub fn data_abort(&self) -> Option<DataAbort> {
         if !matches!(self.class, ExceptionClass::DataAbortLower | ExceptionClass::DataAbortSame) {

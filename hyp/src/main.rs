@@ -11,6 +11,7 @@ extern crate alloc;
 mod addr;
 mod backend;
 mod cpufeat;
+mod devices;
 mod diag;
 mod esr;
 mod memory;

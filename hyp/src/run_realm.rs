@@ -14,7 +14,7 @@ use crate::host::Hyp;
 use crate::memory::Frames;
 use crate::realm::counted::CallCounts;
 use crate::realm::counted::TraceFilter;
-use crate::realm::{Counted, Host, Stop, Vm, VmConfig, run_shared};
+use crate::realm::{Counted, Host, HostError, Stop, Vm, VmConfig, run_shared};
 use crate::{arch, println};
 use alloc::format;
 use alloc::string::String;
@@ -108,7 +108,7 @@ fn run_vcpu(job: &Job, index: usize) {
             }
             None => {
                 job.results.lock()[index] =
-                    Some((Stop::Error(String::from("no embedded model")), CallCounts::default()));
+                    Some((Stop::Error(HostError::Internal("no embedded model")), CallCounts::default()));
             }
         },
     }
@@ -172,7 +172,7 @@ fn drive<R: Rmm>(
         crate::addr::MemRange { start: vm.shared.backing, end: vm.shared.backing.add(vm.shared.size) };
     nsmem::fill(shared, ram, scenario::host_pattern);
     info!(
-        "realm: created: protected memslot {:#x}+{:#x} on {}, shared memslot {:#x}+{:#x} on {} (pre-filled), console at GPA {:#x}",
+        "realm: created: protected memslot {}+{:#x} on {}, shared memslot {}+{:#x} on {} (pre-filled), console at GPA {}",
         vm.prot.gpa,
         vm.prot.size,
         vm.prot.backing,
@@ -278,18 +278,19 @@ fn drive<R: Rmm>(
     let expects_stop = scenario::steps(text).any(|(_, s)| s == Ok(scenario::Step::TouchOutside));
     // The realm's final line, and its first failure (the reason, whichever vCPU printed it).
     let realm_said = vm
-        .console_lines
+        .console
+        .lines
         .iter()
         .rev()
         .find(|l| l.starts_with("realm: PASS") || l.starts_with("realm: FAIL"))
         .cloned();
-    let realm_failure = vm.first_failure.clone();
+    let realm_failure = vm.console.first_failure.clone();
     let bad_secondary = stops.iter().find_map(|(i, s)| match s {
         Stop::Error(e) if *i > 0 => Some(format!("vCPU {i}: {e}")),
         _ => None,
     });
     let verdict = match (&stops[0].1, expects_stop) {
-        (Stop::Error(e), true) if e.contains("outside every memslot") => {
+        (Stop::Error(e @ HostError::Outside { .. }), true) => {
             Ok(format!("the host stopped the realm as the scenario expects ({e})"))
         }
         (Stop::Error(e), _) => Err(format!("the host stopped the realm: {e}")),

@@ -137,6 +137,33 @@ impl RecParams {
     pub const fn mpidr_for_index(i: u64) -> u64 {
         (i & 0xf) | ((i & !0xf) << 4)
     }
+    /// The REC index an RmiRecMpidr names — Aff3[31:24]:Aff2[23:16]:Aff1[15:8]:Aff0[3:0]
+    /// (TF-RMM `rec_mpidr_to_idx`, used by REC_CREATE).
+    pub const fn index_of_rec_mpidr(m: u64) -> u64 {
+        (m & 0xf) | ((m >> 8) & 0xff) << 4 | ((m >> 16) & 0xff) << 12 | ((m >> 24) & 0xff) << 20
+    }
+}
+
+/// The REC index an MPIDR_EL1 value names — Aff3[39:32]:Aff2[23:16]:Aff1[15:8]:Aff0[3:0], the
+/// form a realm passes to PSCI CPU_ON / AFFINITY_INFO (TF-RMM `mpidr_to_rec_idx`).
+pub const fn rec_index_of_mpidr_el1(m: u64) -> u64 {
+    (m & 0xf) | ((m >> 8) & 0xff) << 4 | ((m >> 16) & 0xff) << 12 | ((m >> 32) & 0xff) << 20
+}
+
+#[cfg(test)]
+mod mpidr_tests {
+    use super::*;
+
+    #[test]
+    fn rec_indices_round_trip_through_both_layouts() {
+        for i in [0u64, 1, 15, 16, 17, 4095, 4096, 0x10_0000] {
+            assert_eq!(RecParams::index_of_rec_mpidr(RecParams::mpidr_for_index(i)), i, "{i}");
+        }
+        // Aff3 sits at [31:24] in RmiRecMpidr and at [39:32] in MPIDR_EL1.
+        assert_eq!(RecParams::index_of_rec_mpidr(0x0100_0000), 1 << 20);
+        assert_eq!(rec_index_of_mpidr_el1(0x01_0000_0000), 1 << 20);
+        assert_eq!(rec_index_of_mpidr_el1(0x0001_0203), 0x1023);
+    }
 }
 
 const _: () = {

@@ -20,7 +20,7 @@ mod version;
 
 pub use layout::{
     MAX_REC_AUX_GRANULES, Page, REC_FLAG_RUNNABLE, REC_GIC_NUM_LRS, RealmParams, RecEnter, RecExit,
-    RecParams, RecRun, enter_flags, exit_reason, hash_algo, realm_flags,
+    RecParams, RecRun, enter_flags, exit_reason, hash_algo, realm_flags, rec_index_of_mpidr_el1,
 };
 pub use status::{FirmwareError, RmiError, RmiStatus, decode_return};
 pub use types::{Ipa, Measure, PsciStatus, Ripas, RttEntry, RttEntryState, RttLevel, WithTop};

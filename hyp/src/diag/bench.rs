@@ -8,7 +8,7 @@ use crate::backend::embedded::embedded_rmm;
 use crate::host::Hyp;
 use crate::println;
 use crate::realm::counted::CallCounts;
-use crate::realm::{Counted, Stop, Vm, VmConfig};
+use crate::realm::{Counted, FaultClass, Vm, VmConfig};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -40,12 +40,12 @@ pub fn measure<R: Rmm>(
     let mut vm = Vm::create(rmm, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
     let console = vm.layout.console_gpa;
     let faults: Vec<u64> =
-        trace.iter().copied().filter(|ipa| (ipa & !vm.shared_bit()) & !0xfff != console).collect();
+        trace.iter().copied().filter(|ipa| (ipa & !vm.shared_bit()) & !0xfff != console.0).collect();
     vm.topup(rmm, &mut hyp.frames)?;
     let c0 = rmm.counts;
     let t0 = arch::timer::uptime_us();
     for ipa in &faults {
-        if let Err(Stop::Error(e)) = vm.replay_fault(rmm, &mut hyp.frames, *ipa) {
+        if let Err(e) = vm.replay_fault(rmm, &mut hyp.frames, *ipa) {
             return Err(format!("bare replay: {e}"));
         }
     }
@@ -73,10 +73,10 @@ pub fn measure<R: Rmm>(
     let mut by_kind = [(0u64, 0u64); 4]; // protected, shared, ripas, race
     for ((class, _), (n, c)) in &m.stats.by_class {
         let k = match *class {
-            c if c.starts_with("protected") => 0,
-            c if c.starts_with("shared") => 1,
-            "ripas" => 2,
-            "race" => 3,
+            c if c.is_protected() => 0,
+            c if c.is_shared() => 1,
+            FaultClass::Ripas => 2,
+            FaultClass::Race => 3,
             _ => continue,
         };
         by_kind[k].0 += n;

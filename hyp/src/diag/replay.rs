@@ -74,15 +74,17 @@ impl Seed {
         }
         for _ in 0..4 {
             let r = if shared {
-                let gpa = page & !vm.shared_bit();
+                let (gpa, _) = vm.space.split(Ipa(page));
+                let pa = vm.shared.translate(gpa).ok_or(RmiError::Unknown(page))?;
                 rmm.rtt_map_unprotected(
                     vm.rd,
                     Ipa(page),
                     RttLevel::PAGE,
-                    vm.shared.pa(gpa).0 | crate::realm::vm::NS_DESC_WB_RW,
+                    pa.0 | crate::realm::vm::NS_DESC_WB_RW,
                 )
             } else {
-                let g = GranuleAddr::new(vm.prot.pa(page).0).ok_or(RmiError::Unknown(page))?;
+                let pa = vm.prot.translate(crate::addr::Gpa(page)).ok_or(RmiError::Unknown(page))?;
+                let g = GranuleAddr::new(pa.0).ok_or(RmiError::Unknown(page))?;
                 rmm.granule_delegate(g)?;
                 let r = rmm.data_create_unknown(vm.rd, g, Ipa(page));
                 match r {

@@ -1,23 +1,40 @@
 //! The KVM-like core: a realm, its memslots, its vCPU loop, its stage-2 fault handling and its
 //! teardown, generic over [`rmi::Rmm`] so the same code drives TF-RMM (real SMCs) and the embedded
-//! model, and is tested on the host against the model with error injection.
+//! model, and is tested on the host against the model with error injection. One room per job:
 //!
-//! * `params`  — realm parameters from RMI_FEATURES;
-//! * `ledger`  — every delegated granule and its fate;
-//! * `counted` — RMI calls by command, and the `--trace` log;
-//! * `ranges`  — the RIPAS EMPTY ranges, as a bounded set;
-//! * `vm`      — creation, the exit loop, fault handling, teardown.
+//! * `vm`       — the realm's state and its creation (NEW → ACTIVE);
+//! * `memslot`  — the guest-physical layout and the memslots;
+//! * `mirror`   — the host's copy of the RTTs, and the memcache of RTT granules;
+//! * `fault`    — stage-2 faults on the protected and the unprotected alias;
+//! * `convert`  — RIPAS changes the realm asks for;
+//! * `vcpu`     — the exit loop: aborts, devices, PSCI, host calls;
+//! * `teardown` — taking the realm apart without losing a granule;
+//! * `outcome`  — fault classes, host errors, why a loop stopped;
+//! * `params`   — realm parameters from RMI_FEATURES;
+//! * `ledger`   — every delegated granule and its fate;
+//! * `counted`  — RMI calls by command, and the `--trace` log;
+//! * `ranges`   — the RIPAS EMPTY ranges, as a bounded set.
 
+mod convert;
 pub mod counted;
+mod fault;
 pub mod ledger;
+pub mod memslot;
+mod mirror;
+pub mod outcome;
 pub mod params;
 pub mod ranges;
+mod teardown;
+mod vcpu;
 pub mod vm;
 
 #[cfg(test)]
 mod tests;
 
 pub use counted::Counted;
-
+pub use memslot::VmConfig;
 #[cfg_attr(test, allow(unused_imports))]
-pub use vm::{Host, Stop, Vm, VmConfig, run_shared};
+pub use outcome::{FaultClass, HostError, Stop};
+#[cfg_attr(test, allow(unused_imports))]
+pub use vcpu::{Host, run_shared};
+pub use vm::Vm;

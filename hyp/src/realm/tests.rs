@@ -2,6 +2,7 @@
 //! with a scripted guest, error injection at every RMI call site of the fault paths, and the
 //! zero-leak check after teardown.
 
+use super::outcome::{FaultClass, HostError};
 use super::*;
 use crate::addr::{MemRange, PhysAddr};
 use crate::memory::Frames;
@@ -113,7 +114,7 @@ fn lifecycle_creates_measures_and_tears_down() {
     // The image (2 pages) and the scenario (1 page) are mapped, RIPAS RAM.
     let e = entry(&mut w, &v, 0x1000, 3);
     assert_eq!((e.state, e.ripas), (RttEntryState::Assigned, rmi::Ripas::Ram));
-    assert_eq!(entry(&mut w, &v, v.layout.scenario_gpa, 3).state, RttEntryState::Assigned);
+    assert_eq!(entry(&mut w, &v, v.layout.scenario_gpa.0, 3).state, RttEntryState::Assigned);
     assert_eq!(w.rmm.counts.failed_total(), 0, "no call bound to fail");
     teardown_clean(w, v);
 }
@@ -122,7 +123,7 @@ fn lifecycle_creates_measures_and_tears_down() {
 fn protected_pages_cost_two_calls_each() {
     let mut w = world();
     let mut v = vm(&mut w, cfg(false, true));
-    let base = v.layout.prot_base;
+    let base = v.layout.prot_base.0;
     let before = w.rmm.counts;
     let stop = run(
         &mut w,
@@ -134,10 +135,10 @@ fn protected_pages_cost_two_calls_each() {
     // Three data granules; the rest refill the memcache (outside the fault path).
     assert!(d.of(Fid::GranuleDelegate) >= 3 && d.of(Fid::GranuleDelegate) <= 3 + vm::MEMCACHE_TARGET as u64);
     // Per fault: DELEGATE + DATA_CREATE_UNKNOWN, plus the one RTT_CREATE of the first fault.
-    assert_eq!(v.stats.by_class[&("protected 4K", 3)].1, 3 * 2 + 1);
+    assert_eq!(v.stats.by_class[&(FaultClass::Protected4K, 3)].1, 3 * 2 + 1);
     assert_eq!(d.of(Fid::DataCreateUnknown), 3);
     assert_eq!(d.failed_total(), 0);
-    assert_eq!(v.stats.by_class[&("protected 4K", 3)].0, 3);
+    assert_eq!(v.stats.by_class[&(FaultClass::Protected4K, 3)].0, 3);
     // One L3 table had to be created for the first page (from the memcache).
     assert_eq!(d.of(Fid::RttCreate), 1);
     assert_eq!(entry(&mut w, &v, base + 0x1000, 3).state, RttEntryState::Assigned);
@@ -148,7 +149,7 @@ fn protected_pages_cost_two_calls_each() {
 fn protected_block_is_folded() {
     let mut w = world();
     let mut v = vm(&mut w, cfg(true, true));
-    let block = v.layout.prot_base + (2 << 20);
+    let block = v.layout.prot_base.0 + (2 << 20);
     assert_eq!(run(&mut w, &mut v, &[Act::Touch(block + 0x3000, false)]), Stop::PowerOff);
     assert_eq!(v.stats.folds, 1);
     // Roots (4 concatenated, start level 2) and the L3 table of the image block; the block's
@@ -172,7 +173,7 @@ fn protected_block_is_folded() {
     assert!(lines.iter().any(|l| l.contains("RMI_RTT_FOLD") && l.trim_end().ends_with(" 1")), "{lines:?}");
     let e = entry(&mut w, &v, block, 2);
     assert_eq!((e.walk_level, e.state), (RttLevel::BLOCK, RttEntryState::Assigned));
-    assert_eq!(e.desc, v.prot.pa(block).0);
+    assert_eq!(e.desc, v.prot.translate(crate::addr::Gpa(block)).unwrap().0);
     assert_eq!(w.rmm.counts.failed_total(), 0);
     teardown_clean(w, v);
 }
@@ -186,7 +187,7 @@ fn shared_block_over_a_level3_table() {
     image[0x100] = vm::HOST_CALL_COLLAPSE as u8;
     let mut v = Vm::create(&mut w.rmm, &mut w.frames, &cfg(true, false), &image, b"end\n").unwrap();
     let sb = v.shared_bit();
-    let page = v.layout.shared_gpa | sb;
+    let page = v.layout.shared_gpa.0 | sb;
     let mut acts = vec![Act::Touch(page, true), Act::Smc([rsi::fid::HOST_CALL, 0x100, 0, 0, 0])];
     // The rest of the block: the first touch maps it whole (the scripted guest would fault on
     // every touch whether mapped or not, so script one).
@@ -197,15 +198,18 @@ fn shared_block_over_a_level3_table() {
     assert_eq!(v.stats.block_over_table, 1);
     let e = entry(&mut w, &v, page, 2);
     assert_eq!((e.walk_level, e.state), (RttLevel::BLOCK, RttEntryState::Assigned));
-    assert_eq!(e.desc, v.shared.pa(v.layout.shared_gpa).0 | vm::NS_DESC_WB_RW);
+    assert_eq!(
+        e.desc,
+        v.shared.translate(crate::addr::Gpa(v.layout.shared_gpa.0)).unwrap().0 | vm::NS_DESC_WB_RW
+    );
     let d = w.rmm.counts.since(&before);
     assert_eq!(
         d.of(Fid::RttMapUnprotected),
         2,
         "the page, then one block map; the other pages fault no more"
     );
-    assert_eq!(v.stats.by_class[&("shared 4K", 3)].0, 1);
-    assert_eq!(v.stats.by_class[&("shared 2M", 3)].0, 1);
+    assert_eq!(v.stats.by_class[&(FaultClass::Shared4K, 3)].0, 1);
+    assert_eq!(v.stats.by_class[&(FaultClass::Shared2M, 3)].0, 1);
     assert_eq!(d.failed_total(), 0, "the host knew the table was there: no failing call");
     teardown_clean(w, v);
 }
@@ -214,9 +218,9 @@ fn shared_block_over_a_level3_table() {
 fn outside_every_memslot_stops_cleanly() {
     let mut w = world();
     let mut v = vm(&mut w, cfg(true, true));
-    let stray = (v.layout.shared_end + (2 << 20)) | v.shared_bit();
+    let stray = (v.layout.shared_end.0 + (2 << 20)) | v.shared_bit();
     match run(&mut w, &mut v, &[Act::Touch(stray, false)]) {
-        Stop::Error(e) => assert!(e.contains("outside every memslot"), "{e}"),
+        Stop::Error(e) => assert!(matches!(e, HostError::Outside { .. }), "{e}"),
         other => panic!("{other:?}"),
     }
     teardown_clean(w, v);
@@ -226,11 +230,11 @@ fn outside_every_memslot_stops_cleanly() {
 fn console_mmio_is_emulated() {
     let mut w = world();
     let mut v = vm(&mut w, cfg(true, true));
-    let dr = v.layout.console_gpa | v.shared_bit();
+    let dr = v.layout.console_gpa.0 | v.shared_bit();
     // The script stores x1 (0x5eed → 'í' & 0xff = 0xed) then a newline can't be scripted; check
     // that the store completes and the vCPU moves on.
     assert_eq!(run(&mut w, &mut v, &[Act::Touch(dr, true), Act::Touch(dr, true)]), Stop::PowerOff);
-    assert_eq!(v.stats.by_class[&("mmio", 3)].0, 2);
+    assert_eq!(v.stats.by_class[&(FaultClass::Mmio, 3)].0, 2);
     teardown_clean(w, v);
 }
 
@@ -238,7 +242,7 @@ fn console_mmio_is_emulated() {
 fn ripas_empty_reclaims_pages() {
     let mut w = world();
     let mut v = vm(&mut w, cfg(true, true));
-    let block = v.layout.prot_base;
+    let block = v.layout.prot_base.0;
     let acts =
         [Act::Touch(block, true), Act::Smc([rsi::fid::IPA_STATE_SET, block + 0x1000, block + 0x3000, 0, 0])];
     assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
@@ -276,8 +280,8 @@ fn error_injection_at_every_call_site_leaks_nothing() {
                 for err in errors {
                     let mut w = world();
                     let mut v = vm(&mut w, cfg(blocks, false));
-                    let (p, s) = (v.layout.prot_base, v.layout.shared_gpa | v.shared_bit());
-                    v.shared.huge.insert(v.layout.shared_gpa + (2 << 20));
+                    let (p, s) = (v.layout.prot_base.0, v.layout.shared_gpa.0 | v.shared_bit());
+                    v.shared.huge.insert(v.layout.shared_gpa.add(2 << 20));
                     w.rmm.inner.fail_nth_call(Some(fid), nth, err);
                     let acts = [
                         Act::Touch(p + 0x2000, true),
@@ -319,7 +323,7 @@ fn a_failed_undelegate_is_reported_as_a_leak() {
     for (nth, in_slot) in [(1u64, false), (18, true)] {
         let mut w = world();
         let mut v = vm(&mut w, cfg(false, true));
-        let p = v.layout.prot_base;
+        let p = v.layout.prot_base.0;
         assert_eq!(run(&mut w, &mut v, &[Act::Touch(p, true)]), Stop::PowerOff);
         let undelegate_failure = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
         w.rmm.inner.fail_nth_call(Some(Fid::GranuleUndelegate), nth, undelegate_failure);
@@ -330,9 +334,9 @@ fn a_failed_undelegate_is_reported_as_a_leak() {
         // frame stays allocated; a leaked memslot granule keeps its whole memslot out.
         assert_eq!(w.rmm.inner.granules().count(), 1);
         assert_eq!(w.rmm.inner.granule_state(leaks[0].pa.get()), Some(rmm_model::GState::Delegated));
-        let slot = v.prot.backing.0..v.prot.backing.0 + v.layout.prot_end;
+        let slot = v.prot.backing.0..v.prot.backing.0 + v.layout.prot_end.0;
         assert_eq!(slot.contains(&leaks[0].pa.get()), in_slot, "{:?}", leaks[0]);
-        let expect = if in_slot { v.layout.prot_end / 4096 } else { 1 };
+        let expect = if in_slot { v.layout.prot_end.0 / 4096 } else { 1 };
         assert_eq!(w.frames.frames_in_use(), expect);
     }
 }
@@ -341,8 +345,8 @@ fn a_failed_undelegate_is_reported_as_a_leak() {
 fn a_fault_on_a_page_already_mapped_is_a_race_unless_the_page_is_lost() {
     let mut w = world();
     let mut v = vm(&mut w, cfg(false, true));
-    let p = v.layout.prot_base;
-    let s = v.layout.shared_gpa | v.shared_bit();
+    let p = v.layout.prot_base.0;
+    let s = v.layout.shared_gpa.0 | v.shared_bit();
     // The second fault on each page stands for a vCPU that faulted before the first was handled.
     let acts = [Act::Touch(p, true), Act::Touch(p, false), Act::Touch(s, true), Act::Touch(s, true)];
     assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
@@ -356,7 +360,7 @@ fn a_fault_on_a_page_already_mapped_is_a_race_unless_the_page_is_lost() {
     let g = w.rmm.inner.data_destroy(v.rd, Ipa(p)).result.unwrap();
     w.rmm.inner.granule_undelegate(g).unwrap();
     match run(&mut w, &mut v, &[Act::Touch(p, false)]) {
-        Stop::Error(e) => assert!(e.contains("RIPAS is DESTROYED"), "{e}"),
+        Stop::Error(e) => assert!(matches!(e, HostError::Lost { .. }), "{e}"),
         other => panic!("{other:?}"),
     }
     // The mirror still lists the page: teardown's DATA_DESTROY fails, and the granule, already
@@ -404,7 +408,7 @@ fn shared_model_and_host_lock_run_the_same_realm() {
     }
     let mut rmm = Counted::new(crate::backend::SharedModel { model: &model, guest: ViaModel(&model) }, None);
     let v = Vm::create(&mut rmm, &mut frames, &cfg(true, true), &[0; 64], b"end\n").unwrap();
-    let (p, s) = (v.layout.prot_base, v.layout.shared_gpa | v.shared_bit());
+    let (p, s) = (v.layout.prot_base.0, v.layout.shared_gpa.0 | v.shared_bit());
     model.lock().guest.acts.extend([Act::Touch(p, true), Act::Touch(s, true), Act::Touch(p + 0x1000, false)]);
     let host = spin::Mutex::new(Host { vm: v, frames });
     assert_eq!(run_shared(&host, &mut rmm, 0, &mut |_| {}), Stop::PowerOff);
@@ -427,7 +431,7 @@ fn shared_model_and_host_lock_run_the_same_realm() {
 fn replays_of_ours_and_the_seed() {
     let mut w = world();
     let mut v = vm(&mut w, cfg(false, false));
-    let (p, s) = (v.layout.prot_base, v.layout.shared_gpa | v.shared_bit());
+    let (p, s) = (v.layout.prot_base.0, v.layout.shared_gpa.0 | v.shared_bit());
     let trace: Vec<u64> = (0..4).map(|i| p + i * 0x1000).chain((0..4).map(|i| s + i * 0x1000)).collect();
     v.topup(&mut w.rmm, &mut w.frames).unwrap();
     let c0 = w.rmm.counts;

@@ -1,0 +1,105 @@
+//! RIPAS changes the realm asks for (RSI_IPA_STATE_SET → a RIPAS_CHANGE exit), handled as Linux
+//! `realm_set_ipa_state` does: a range inside the protected memslot is accepted with
+//! RTT_SET_RIPAS (creating or unfolding tables where the walk stops with RMI_ERROR_RTT), anything
+//! else is rejected; pages made EMPTY are reclaimed (DATA_DESTROY, UNDELEGATE), so the host never
+//! keeps a realm's private granule it can no longer reach.
+
+use super::counted::Counted;
+use super::vm::{BLOCK_SIZE, Res, Vm, is_rtt};
+use crate::addr::Gpa;
+use crate::memory::Frames;
+use alloc::format;
+use alloc::vec::Vec;
+use log::debug;
+use rmi::{GranuleAddr, Ipa, RecRun, Ripas, Rmm, RttLevel, enter_flags};
+
+impl Vm {
+    /// A RIPAS_CHANGE exit: accept, or reject with RIPAS_RESPONSE_REJECT.
+    pub(super) fn ripas_change<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        rec: GranuleAddr,
+        run: &mut RecRun,
+    ) -> Res<()> {
+        let (base, top, value) = (run.exit.ripas_base, run.exit.ripas_top, run.exit.ripas_value);
+        if top > self.layout.prot_end.0 || base >= top {
+            debug!("realm: rejecting RIPAS change [{base:#x}, {top:#x}) outside the protected memslot");
+            self.stats.ripas_rejected += 1;
+            run.enter.flags |= enter_flags::RIPAS_RESPONSE_REJECT;
+            return Ok(());
+        }
+        let to_empty = value == Ripas::Empty.encode();
+        let mut addr = Ipa(base);
+        let mut stuck = 0;
+        while addr.0 < top {
+            match rmm.rtt_set_ripas(self.rd, rec, addr, Ipa(top)) {
+                Ok(next) => {
+                    addr = next;
+                    stuck = 0;
+                }
+                Err(e) => match is_rtt(&e) {
+                    Some(l) if l < RttLevel::PAGE && stuck < 4 => {
+                        stuck += 1;
+                        self.create_table(rmm, frames, l.next(), addr)?;
+                    }
+                    _ => {
+                        debug!("realm: RMI_RTT_SET_RIPAS at {addr}: {e}; rejecting the rest");
+                        self.stats.ripas_rejected += 1;
+                        run.enter.flags |= enter_flags::RIPAS_RESPONSE_REJECT;
+                        break;
+                    }
+                },
+            }
+        }
+        // Protected IPAs are their GPAs.
+        let (base, done) = (Gpa(base), Gpa(addr.0));
+        if to_empty {
+            self.empty.insert(base.0, done.0);
+            self.reclaim(rmm, frames, base, done)?;
+        } else {
+            self.empty.remove(base.0, done.0);
+        }
+        Ok(())
+    }
+
+    /// DATA_DESTROY and UNDELEGATE the protected pages mapped in [base, top), unfolding blocks
+    /// that reach into it first.
+    fn reclaim<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, base: Gpa, top: Gpa) -> Res<()> {
+        let blocks: Vec<Gpa> = self
+            .data
+            .range(base.align_down(BLOCK_SIZE)..top)
+            .filter(|(_, l)| **l == RttLevel::BLOCK)
+            .map(|(a, _)| *a)
+            .collect();
+        for b in blocks {
+            if b.add(BLOCK_SIZE) > base {
+                self.create_table(rmm, frames, RttLevel::PAGE, self.prot_ipa(b))?;
+            }
+        }
+        let pages: Vec<Gpa> = self.data.range(base..top).map(|(a, _)| *a).collect();
+        for gpa in pages {
+            self.destroy_data(rmm, gpa);
+        }
+        Ok(())
+    }
+
+    /// DATA_DESTROY the protected mapping at `gpa` and UNDELEGATE its granule; a granule the RMM
+    /// will not give back is recorded as leaked, with the reason.
+    pub(super) fn destroy_data<R: Rmm>(&mut self, rmm: &mut Counted<R>, gpa: Gpa) {
+        self.data.remove(&gpa);
+        let ipa = self.prot_ipa(gpa);
+        match rmm.data_destroy(self.rd, ipa).result {
+            Ok(g) => {
+                self.ledger.undelegate(rmm, g);
+            }
+            Err(e) => {
+                if let Ok(g) = self.prot_granule(gpa)
+                    && self.ledger.is_live(g)
+                {
+                    self.ledger.lose(g, format!("RMI_DATA_DESTROY at {ipa}: {e}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Stage-2 faults, the way Linux KVM's CCA support handles them (`realm_map_protected`,
+//! `realm_map_non_secure` in arch/arm64/kvm/rmi.c): a fault on the protected alias of a memslot's
+//! GPA gets its backing granule delegated and DATA_CREATE_UNKNOWN'd — a whole 2 MiB block, folded
+//! with RTT_FOLD, where the memslot allows and no RIPAS EMPTY page is in it — and a fault on the
+//! unprotected alias gets the shared memslot's page or block mapped with RTT_MAP_UNPROTECTED.
+//! Every failure midway is unwound: nothing stays delegated that the ledger does not know.
+
+use super::counted::Counted;
+use super::ledger::Use;
+use super::outcome::{FaultClass, HostError};
+use super::vm::{BLOCK_SIZE, ENTRIES, NS_DESC_WB_RW, Res, Vm, is_rtt};
+use crate::addr::{Alias, Gpa, PAGE_SIZE, PhysAddr};
+use crate::memory::Frames;
+use alloc::format;
+use log::{debug, warn};
+use rmi::{Fid, GranuleAddr, Ipa, Ripas, RmiError, RmiStatus, Rmm, RttEntryState, RttLevel};
+
+impl Vm {
+    pub(super) fn is_empty_ripas(&self, base: Gpa, top: Gpa) -> bool {
+        self.empty.overlaps(base.0, top.0)
+    }
+
+    /// Whether the host mapped the protected alias of `gpa` (as a page or in a block).
+    fn mapped_protected(&self, gpa: Gpa) -> bool {
+        self.data.get(&gpa.align_down(PAGE_SIZE)) == Some(&RttLevel::PAGE)
+            || self.data.get(&gpa.align_down(BLOCK_SIZE)) == Some(&RttLevel::BLOCK)
+    }
+
+    /// A stage-2 fault on the protected alias of `gpa`.
+    pub(super) fn protected_fault<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        gpa: Gpa,
+    ) -> Res<FaultClass> {
+        let ipa = self.prot_ipa(gpa);
+        if !self.prot.contains(gpa) {
+            return Err(HostError::Outside { ipa, gpa, alias: Alias::Protected });
+        }
+        if self.mapped_protected(gpa) {
+            // Mapped since this vCPU faulted (another vCPU won the race), or lost for good: the
+            // RMM tells which.
+            let page = self.prot_ipa(gpa.align_down(PAGE_SIZE));
+            return match rmm.rtt_read_entry(self.rd, page, RttLevel::PAGE) {
+                Ok(e) if e.state == RttEntryState::Assigned && e.ripas == Ripas::Ram => {
+                    self.stats.races += 1;
+                    Ok(FaultClass::Race)
+                }
+                _ => Err(HostError::Lost { ipa }),
+            };
+        }
+        let block = gpa.align_down(BLOCK_SIZE);
+        if self.prot.block_ok(block)
+            && !self.tables.contains(&Self::table_key(RttLevel::PAGE, self.prot_ipa(block)))
+            && !self.is_empty_ripas(block, block.add(BLOCK_SIZE))
+        {
+            self.map_protected_block(rmm, frames, block)?;
+            Ok(FaultClass::Protected2M)
+        } else {
+            self.map_protected_page(rmm, frames, gpa.align_down(PAGE_SIZE))?;
+            Ok(FaultClass::Protected4K)
+        }
+    }
+
+    /// DELEGATE a granule of the memslot's backing and DATA_CREATE_UNKNOWN it at `gpa`.
+    fn map_protected_page<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, gpa: Gpa) -> Res<()> {
+        let ipa = self.prot_ipa(gpa);
+        self.ensure_tables(rmm, frames, ipa, RttLevel::PAGE)?;
+        let pa = self.prot_granule(gpa)?;
+        if let Err(e) = self.ledger.delegate(rmm, pa, Use::Data) {
+            // Already delegated: another vCPU is handling this very fault. Back to the guest.
+            if matches!(e, RmiError::Status { status: RmiStatus::ErrorInput, .. } | RmiError::Firmware(_)) {
+                self.stats.races += 1;
+                return Ok(());
+            }
+            return Err(HostError::rmi(Fid::GranuleDelegate, pa.get(), e));
+        }
+        for attempt in 0..2 {
+            match rmm.data_create_unknown(self.rd, pa, ipa) {
+                Ok(()) => {
+                    self.data.insert(gpa, RttLevel::PAGE);
+                    return Ok(());
+                }
+                Err(e) => match is_rtt(&e) {
+                    Some(RttLevel::PAGE) => {
+                        // The page is mapped already (a race): give the granule back.
+                        self.stats.races += 1;
+                        self.ledger.undelegate(rmm, pa);
+                        return Ok(());
+                    }
+                    Some(l) if attempt == 0 => {
+                        // Tables missing (or a block) where the mirror had none: create from
+                        // the reported level down to the page level, then retry.
+                        let mut m = l.next();
+                        while m <= RttLevel::PAGE {
+                            if let Err(err) = self.create_table(rmm, frames, m, ipa) {
+                                self.ledger.undelegate(rmm, pa);
+                                return Err(err);
+                            }
+                            m = m.next();
+                        }
+                    }
+                    _ => {
+                        self.ledger.undelegate(rmm, pa);
+                        return Err(HostError::rmi(Fid::DataCreateUnknown, ipa.0, e));
+                    }
+                },
+            }
+        }
+        self.ledger.undelegate(rmm, pa);
+        Err(HostError::NoProgress { cmd: Fid::DataCreateUnknown, at: ipa.0 })
+    }
+
+    /// Map a whole 2 MiB protected block: 512 DATA_CREATE_UNKNOWN under a temporary level-3
+    /// RTT, then RTT_FOLD into a level-2 block (the RTT goes back to the memcache). A failure
+    /// midway undoes what was done: DATA_DESTROY and UNDELEGATE each page, RTT_DESTROY the table.
+    fn map_protected_block<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        block: Gpa,
+    ) -> Res<()> {
+        let block_ipa = self.prot_ipa(block);
+        self.ensure_tables(rmm, frames, block_ipa, RttLevel::BLOCK)?;
+        self.create_table(rmm, frames, RttLevel::PAGE, block_ipa)?;
+        for i in 0..ENTRIES {
+            let gpa = block.add(i * PAGE_SIZE);
+            let ipa = self.prot_ipa(gpa);
+            let pa = self.prot_granule(gpa)?;
+            if let Err(e) = self.ledger.delegate(rmm, pa, Use::Data) {
+                self.unwind_block(rmm, block, i, None);
+                return Err(HostError::rmi(Fid::GranuleDelegate, pa.get(), e));
+            }
+            if let Err(e) = rmm.data_create_unknown(self.rd, pa, ipa) {
+                self.unwind_block(rmm, block, i, Some(pa));
+                return Err(HostError::rmi(Fid::DataCreateUnknown, ipa.0, e));
+            }
+            self.data.insert(gpa, RttLevel::PAGE);
+        }
+        match rmm.rtt_fold(self.rd, block_ipa, RttLevel::PAGE) {
+            Ok(rtt) => {
+                self.stats.folds += 1;
+                self.tables.remove(&Self::table_key(RttLevel::PAGE, block_ipa));
+                self.cache_rtt(rtt);
+                for i in 0..ENTRIES {
+                    self.data.remove(&block.add(i * PAGE_SIZE));
+                }
+                self.data.insert(block, RttLevel::BLOCK);
+            }
+            Err(e) => {
+                // The 512 pages are mapped and usable; only the block is lost.
+                self.stats.fold_refused += 1;
+                warn!("realm: RMI_RTT_FOLD at {block_ipa} refused ({e}); the block stays mapped as pages");
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo the first `done` pages of a block being mapped (and the granule delegated for the
+    /// next, if any), then the block's level-3 table.
+    fn unwind_block<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        block: Gpa,
+        done: u64,
+        pending: Option<GranuleAddr>,
+    ) {
+        self.stats.unwinds += 1;
+        for j in (0..done).rev() {
+            let gpa = block.add(j * PAGE_SIZE);
+            let ipa = self.prot_ipa(gpa);
+            self.data.remove(&gpa);
+            match rmm.data_destroy(self.rd, ipa).result {
+                Ok(g) => {
+                    self.ledger.undelegate(rmm, g);
+                }
+                Err(e) => {
+                    if let Ok(g) = self.prot_granule(gpa) {
+                        self.ledger.lose(g, format!("RMI_DATA_DESTROY at {ipa} while unwinding: {e}"));
+                    }
+                }
+            }
+        }
+        if let Some(pa) = pending {
+            self.ledger.undelegate(rmm, pa);
+        }
+        let block_ipa = self.prot_ipa(block);
+        if let Ok(rtt) = rmm.rtt_destroy(self.rd, block_ipa, RttLevel::PAGE).result {
+            self.tables.remove(&Self::table_key(RttLevel::PAGE, block_ipa));
+            self.cache_rtt(rtt);
+        }
+    }
+
+    /// A stage-2 fault on the unprotected alias of `gpa`, which no device holds: the shared
+    /// memslot (a page, or a 2 MiB block where allowed), or nothing — which stops the realm.
+    pub(super) fn shared_fault<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        gpa: Gpa,
+    ) -> Res<FaultClass> {
+        if !self.shared.contains(gpa) {
+            return Err(HostError::Outside {
+                ipa: self.space.ipa(gpa, Alias::Unprotected),
+                gpa,
+                alias: Alias::Unprotected,
+            });
+        }
+        let block = gpa.align_down(BLOCK_SIZE);
+        let page = gpa.align_down(PAGE_SIZE);
+        if self.shared_maps.get(&block) == Some(&RttLevel::BLOCK)
+            || self.shared_maps.get(&page) == Some(&RttLevel::PAGE)
+        {
+            // Another vCPU mapped it after this one faulted.
+            self.stats.races += 1;
+            return Ok(FaultClass::Race);
+        }
+        let (class, at, level) = if self.shared.block_ok(block) {
+            (FaultClass::Shared2M, block, RttLevel::BLOCK)
+        } else {
+            (FaultClass::Shared4K, page, RttLevel::PAGE)
+        };
+        let pa = self.shared.translate(at).ok_or(HostError::Internal("a shared page outside its memslot"))?;
+        self.map_shared(rmm, frames, at, level, pa)?;
+        Ok(class)
+    }
+
+    /// RTT_MAP_UNPROTECTED of `pa` at the unprotected alias of `gpa`, `level`.
+    ///
+    /// The reviewer's case — a 2 MiB map where the host earlier mapped single pages, so a level-3
+    /// RTT sits under the level-2 entry — is resolved by destroying that table
+    /// (RTT_DESTROY at map level + 1) and mapping the block, rather than by mapping at level 3:
+    /// * it keeps the block: one call and one TLB entry for the other 511 pages instead of 511
+    ///   faults;
+    /// * the ABI allows it: an RTT holding only ASSIGNED_NS entries is not live (spec A5.5.8,
+    ///   TF-RMM `map_unmap_ns` never counts them), so RTT_DESTROY succeeds and the RMM
+    ///   invalidates the whole block's TLB entries (`s2tt_invalidate_pages_in_block`);
+    /// * nothing is lost: the block maps the same backing as the pages it replaces (the memslot is
+    ///   linear), so the page the realm already shared keeps its contents and address;
+    /// * the RTT granule goes back to the memcache.
+    fn map_shared<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        gpa: Gpa,
+        level: RttLevel,
+        pa: PhysAddr,
+    ) -> Res<()> {
+        let ipa = self.space.ipa(gpa, Alias::Unprotected);
+        if level == RttLevel::BLOCK && self.tables.contains(&Self::table_key(RttLevel::PAGE, ipa)) {
+            self.destroy_shared_table(rmm, gpa)?;
+        }
+        self.ensure_tables(rmm, frames, ipa, level)?;
+        for _attempt in 0..3 {
+            match rmm.rtt_map_unprotected(self.rd, ipa, level, pa.0 | NS_DESC_WB_RW) {
+                Ok(()) => {
+                    self.shared_maps.insert(gpa, level);
+                    return Ok(());
+                }
+                Err(e) => match is_rtt(&e) {
+                    Some(l) if l < level => {
+                        let mut m = l.next();
+                        while m <= level {
+                            self.create_table(rmm, frames, m, ipa)?;
+                            m = m.next();
+                        }
+                    }
+                    Some(l) if l == level => {
+                        let entry = rmm
+                            .rtt_read_entry(self.rd, ipa, level)
+                            .map_err(|e| HostError::rmi(Fid::RttReadEntry, ipa.0, e))?;
+                        match entry.state {
+                            RttEntryState::Table if level == RttLevel::BLOCK => {
+                                self.destroy_shared_table(rmm, gpa)?
+                            }
+                            RttEntryState::Assigned => {
+                                // Another vCPU mapped it first.
+                                self.stats.races += 1;
+                                self.shared_maps.insert(gpa, level);
+                                return Ok(());
+                            }
+                            _ => return Err(HostError::rmi(Fid::RttMapUnprotected, ipa.0, e)),
+                        }
+                    }
+                    _ => return Err(HostError::rmi(Fid::RttMapUnprotected, ipa.0, e)),
+                },
+            }
+        }
+        Err(HostError::NoProgress { cmd: Fid::RttMapUnprotected, at: ipa.0 })
+    }
+
+    /// RTT_DESTROY the level-3 table under the unprotected alias of the block at `gpa` (it holds
+    /// only ASSIGNED_NS entries, so it is not live), to map the block whole.
+    fn destroy_shared_table<R: Rmm>(&mut self, rmm: &mut Counted<R>, gpa: Gpa) -> Res<()> {
+        let ipa: Ipa = self.space.ipa(gpa.align_down(BLOCK_SIZE), Alias::Unprotected);
+        let rtt = rmm
+            .rtt_destroy(self.rd, ipa, RttLevel::PAGE)
+            .result
+            .map_err(|e| HostError::rmi(Fid::RttDestroy, ipa.0, e))?;
+        self.stats.block_over_table += 1;
+        self.tables.remove(&Self::table_key(RttLevel::PAGE, ipa));
+        let block = gpa.align_down(BLOCK_SIZE);
+        self.shared_maps.retain(|a, _| *a < block || *a >= block.add(BLOCK_SIZE));
+        self.cache_rtt(rtt);
+        debug!("realm: destroyed the level-3 table at {ipa} to map a shared 2 MiB block");
+        Ok(())
+    }
+}

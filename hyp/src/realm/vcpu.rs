@@ -1,0 +1,277 @@
+//! The vCPU loop (KVM's `kvm_arch_vcpu_ioctl_run` for a realm): REC_ENTER, then one exit handled
+//! per round — a stage-2 abort on either alias (a device on the bus, or a memslot's page), a RIPAS
+//! change, PSCI (CPU_ON/AFFINITY_INFO completed with RMI_PSCI_COMPLETE), an RSI host call — until
+//! the realm powers off, the vCPU turns itself off, or the host must stop the realm.
+
+use super::counted::{CallCounts, Counted};
+use super::outcome::{FaultClass, HostError, Stop};
+use super::vm::{BLOCK_SIZE, HOST_CALL_COLLAPSE, Res, Vm};
+use crate::addr::{Alias, Gpa};
+use crate::devices::{BusDevice, DeviceId, MmioAccess};
+use crate::esr::{FaultStatus, Syndrome};
+use crate::memory::Frames;
+use alloc::boxed::Box;
+use log::debug;
+use rmi::{
+    Fid, GranuleAddr, Ipa, PsciStatus, RecRun, RmiError, RmiStatus, Rmm, enter_flags, exit_reason,
+    rec_index_of_mpidr_el1, rsi,
+};
+
+/// The translation level an abort's status reports (-1 for none).
+fn level_of_fault(status: FaultStatus) -> i8 {
+    match status {
+        FaultStatus::Translation(l) | FaultStatus::AccessFlag(l) | FaultStatus::Permission(l) => l,
+        _ => -1,
+    }
+}
+
+/// The faulting IPA of a SYNC exit: HPFAR_EL2.FIPA (bits [43:4] = IPA[51:12]) plus the page
+/// offset the RMM passes in FAR for emulatable aborts (rmi-abi.md §5).
+pub fn rmi_ipa(hpfar: u64, far: u64) -> Ipa {
+    Ipa(((hpfar & (0xff_ffff_ffff << 4)) << 8) | (far & 0xfff))
+}
+
+impl Vm {
+    /// Handle one REC exit; `None` = re-enter.
+    pub fn handle_exit<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        rec: GranuleAddr,
+        run: &mut RecRun,
+    ) -> Option<Stop> {
+        self.stats.exits += 1;
+        run.enter.flags = 0;
+        let before: CallCounts = rmm.counts;
+        let outcome = match run.exit.exit_reason {
+            exit_reason::SYNC => self.stage2_abort(rmm, frames, rec, run),
+            exit_reason::RIPAS_CHANGE => {
+                self.ripas_change(rmm, frames, rec, run).map(|()| (FaultClass::Ripas, -1))
+            }
+            exit_reason::PSCI => match self.psci(rmm, rec, run) {
+                Ok(None) => Ok((FaultClass::Psci, -1)),
+                Ok(Some(stop)) => return Some(stop),
+                Err(e) => Err(e),
+            },
+            exit_reason::HOST_CALL => {
+                self.host_call(run);
+                Ok((FaultClass::HostCall, -1))
+            }
+            exit_reason::IRQ | exit_reason::FIQ => Ok((FaultClass::Interrupt, -1)),
+            exit_reason::SERROR => Err(HostError::SError { esr: run.exit.esr }),
+            other => Err(HostError::UnknownExit(other)),
+        };
+        let (class, level) = match outcome {
+            Ok(k) => k,
+            Err(e) => return Some(Stop::Error(e)),
+        };
+        self.stats.mapped_bytes += class.mapped_bytes();
+        let calls = rmm.counts.since(&before).total();
+        let e = self.stats.by_class.entry((class, level)).or_default();
+        e.0 += 1;
+        e.1 += calls;
+        None
+    }
+
+    /// A SYNC exit: a data or instruction abort at stage 2, on a device or on a memslot.
+    fn stage2_abort<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        rec: GranuleAddr,
+        run: &mut RecRun,
+    ) -> Res<(FaultClass, i8)> {
+        let esr = run.exit.esr;
+        let syndrome = Syndrome::decode(esr);
+        let status = match syndrome.class {
+            crate::esr::ExceptionClass::DataAbortLower | crate::esr::ExceptionClass::InstrAbortLower => {
+                syndrome.abort_status()
+            }
+            _ => None,
+        }
+        .ok_or(HostError::UnexpectedSync { esr })?;
+        let ipa = rmi_ipa(run.exit.hpfar, run.exit.far);
+        if let Some(t) = self.trace.as_mut() {
+            t.push(ipa.0);
+        }
+        let (gpa, alias) = self.space.split(ipa);
+        let class = match alias {
+            Alias::Protected => self.protected_fault(rmm, frames, gpa)?,
+            Alias::Unprotected => match self.bus.find(gpa) {
+                Some((dev, offset)) => {
+                    let vcpu = self.recs.iter().position(|r| *r == rec).unwrap_or(0);
+                    self.mmio(dev, vcpu, offset, ipa, run)?;
+                    FaultClass::Mmio
+                }
+                None => self.shared_fault(rmm, frames, gpa)?,
+            },
+        };
+        Ok((class, if class == FaultClass::Race { -1 } else { level_of_fault(status) }))
+    }
+
+    /// An access to a device: decode the syndrome once (the RMM reports the access only with a
+    /// valid ISV), let the device read or write, and complete it with EMUL_MMIO.
+    fn mmio(&mut self, dev: DeviceId, vcpu: usize, offset: u64, ipa: Ipa, run: &mut RecRun) -> Res<()> {
+        let esr = run.exit.esr;
+        let da = Syndrome::decode(esr).data_abort().ok_or(HostError::NotEmulatable { ipa, esr })?;
+        let info = da.access.ok_or(HostError::NotEmulatable { ipa, esr })?;
+        let mask = MmioAccess::mask(info.size);
+        let access =
+            MmioAccess { vcpu, offset, width: info.size, write: da.write.then_some(run.exit.gprs[0] & mask) };
+        let device: &mut dyn BusDevice = match dev {
+            DeviceId::Console => &mut self.console,
+        };
+        match access.write {
+            Some(value) => device.write(&access, value),
+            None => run.enter.gprs[0] = device.read(&access) & mask,
+        }
+        run.enter.flags |= enter_flags::EMUL_MMIO;
+        Ok(())
+    }
+
+    /// RSI_HOST_CALL: `imm` selects the service, x0 its argument; the answer goes back in x0
+    /// (0 done, 1 refused, all ones unknown service). Every argument is the realm's: checked.
+    fn host_call(&mut self, run: &mut RecRun) {
+        run.enter.gprs = run.exit.gprs;
+        let answer = match run.exit.imm {
+            HOST_CALL_COLLAPSE => {
+                let offset = run.exit.gprs[0];
+                match self.shared.gpa.0.checked_add(offset).map(Gpa) {
+                    Some(block) if block.is_aligned(BLOCK_SIZE) && self.shared.contains(block) => {
+                        if self.shared.huge.insert(block) {
+                            debug!("realm: host backs shared block {block} with a huge page from now on");
+                        }
+                        0
+                    }
+                    _ => {
+                        debug!(
+                            "realm: host call COLLAPSE refused: offset {offset:#x} is no shared 2 MiB block"
+                        );
+                        1
+                    }
+                }
+            }
+            other => {
+                debug!("realm: unknown host call {other:#x}");
+                u64::MAX
+            }
+        };
+        run.enter.gprs[0] = answer;
+    }
+
+    /// A PSCI exit: SYSTEM_OFF/RESET and CPU_OFF stop the loop; CPU_ON and AFFINITY_INFO name a
+    /// vCPU (by MPIDR) that the host confirms with RMI_PSCI_COMPLETE.
+    fn psci<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        rec: GranuleAddr,
+        run: &mut RecRun,
+    ) -> Res<Option<Stop>> {
+        let fid = run.exit.gprs[0];
+        match fid {
+            rsi::psci::SYSTEM_OFF | rsi::psci::SYSTEM_RESET => Ok(Some(Stop::PowerOff)),
+            rsi::psci::CPU_OFF => Ok(Some(Stop::CpuOff)),
+            rsi::psci::CPU_ON
+            | rsi::psci::CPU_ON_32
+            | rsi::psci::AFFINITY_INFO
+            | rsi::psci::AFFINITY_INFO_32 => {
+                let mpidr = run.exit.gprs[1];
+                let idx = rec_index_of_mpidr_el1(mpidr) as usize;
+                let target = self.recs.get(idx).copied().ok_or(HostError::NoSuchVcpu { fid, mpidr })?;
+                rmm.psci_complete(rec, target, PsciStatus::Success)
+                    .map_err(|e| HostError::rmi(Fid::PsciComplete, target.get(), e))?;
+                if fid == rsi::psci::CPU_ON || fid == rsi::psci::CPU_ON_32 {
+                    self.started[idx] = true;
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Run REC `index` until it stops: top up the memcache, REC_ENTER, handle the exit, repeat.
+    #[cfg(test)]
+    pub fn run_vcpu<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, index: usize) -> Stop {
+        let Some(rec) = self.recs.get(index).copied() else {
+            return Stop::Error(HostError::Internal("no such vCPU"));
+        };
+        let mut run = Box::new(RecRun::zeroed());
+        loop {
+            if let Err(e) = self.topup(rmm, frames) {
+                return Stop::Error(e);
+            }
+            if let Err(e) = rmm.rec_enter(rec, &mut run) {
+                return Stop::Error(HostError::rmi(Fid::RecEnter, rec.get(), e));
+            }
+            if let Some(stop) = self.handle_exit(rmm, frames, rec, &mut run) {
+                return stop;
+            }
+        }
+    }
+
+    /// Handle a stage-2 fault at `ipa` as if a vCPU had exited with it (no guest, no REC_ENTER):
+    /// the benchmarks' "bare RMI cost" replays a recorded trace through this.
+    pub fn replay_fault<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        ipa: u64,
+    ) -> Res<FaultClass> {
+        let (gpa, alias) = self.space.split(Ipa(ipa));
+        match alias {
+            Alias::Protected => self.protected_fault(rmm, frames, gpa),
+            Alias::Unprotected => self.shared_fault(rmm, frames, gpa),
+        }
+    }
+}
+
+/// The host state vCPUs share: the realm and the frame allocator, behind one lock.
+///
+/// Locking (issue 5): everything the host knows about the realm — the RTT mirror, the ledger,
+/// the memcache, memslots, statistics — is per realm and lives in [`Vm`]; host frames are global
+/// and live beside it; both are taken together by one spin lock for topping up the memcache and
+/// for handling an exit. Per vCPU (not locked) are the REC's RecRun page and the RMI handle with
+/// its call counts. The lock is never held across REC_ENTER, so vCPUs run concurrently and
+/// only their exits are handled one at a time; the embedded model has its own lock, always taken
+/// after this one (RMI calls made while handling an exit) or alone (REC_ENTER), never before it.
+pub struct Host {
+    pub vm: Vm,
+    pub frames: Frames,
+}
+
+/// Run vCPU `index` until it stops, on the calling physical CPU.
+///
+/// `tick` is called with the realm after every exit, under the lock (the caller's progress
+/// report: it must be cheap and decide itself how often to print).
+pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
+    host: &spin::mutex::Mutex<Host, L>,
+    rmm: &mut Counted<R>,
+    index: usize,
+    tick: &mut dyn FnMut(&Vm),
+) -> Stop {
+    let Some(rec) = host.lock().vm.recs.get(index).copied() else {
+        return Stop::Error(HostError::Internal("no such vCPU"));
+    };
+    let mut run = Box::new(RecRun::zeroed());
+    loop {
+        {
+            let mut h = host.lock();
+            let Host { vm, frames } = &mut *h;
+            if let Err(e) = vm.topup(rmm, frames) {
+                return Stop::Error(e);
+            }
+        }
+        match rmm.rec_enter(rec, &mut run) {
+            Ok(()) => {}
+            // Another vCPU powered the realm off while this one was outside it.
+            Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 1 }) => return Stop::PowerOff,
+            Err(e) => return Stop::Error(HostError::rmi(Fid::RecEnter, rec.get(), e)),
+        }
+        let mut h = host.lock();
+        let Host { vm, frames } = &mut *h;
+        if let Some(stop) = vm.handle_exit(rmm, frames, rec, &mut run) {
+            return stop;
+        }
+        tick(vm);
+    }
+}
