@@ -249,6 +249,23 @@ fn drive<R: Rmm>(
         }
     }
     let mut progress = Progress::new();
+    // Words written through the unprotected alias of RAM the realm still has shared must be in
+    // the memslot's own page (in-place sharing: one page, no copy).
+    let alias: alloc::collections::BTreeMap<u64, u64> =
+        scenario::region_writes(text, scenario::Region::Alias).collect();
+    for (off, want) in alias {
+        let gpa = vm.layout.prot_base.add(off);
+        if !vm.is_shared_in_place(gpa) {
+            continue;
+        }
+        words += 1;
+        let got = vm.prot.translate(gpa).and_then(|pa| nsmem::read_u64(pa, ram));
+        if got != Some(want) && shared_bad.is_none() {
+            shared_bad = Some(format!(
+                "alias offset {off:#x} (GPA {gpa}): the memslot's page holds {got:x?}, the realm wrote {want:#x}"
+            ));
+        }
+    }
     let leaks = vm.teardown_with(&mut rmm, frames, &mut |ledger| {
         if progress.due() {
             info!(

@@ -59,6 +59,8 @@ core::arch::global_asm!(
 struct Layout {
     prot_base: u64,
     prot_size: u64,
+    /// The unprotected alias bit (1 << (IPA width - 1)).
+    alias_bit: u64,
     shared_base: u64,
     shared_size: u64,
     console: u64,
@@ -167,7 +169,11 @@ impl core::fmt::Display for Failure {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.why)?;
         if let Some(a) = &self.at {
-            let region = if a.region == Region::Prot { "prot" } else { "shared" };
+            let region = match a.region {
+                Region::Prot => "prot",
+                Region::Shared => "shared",
+                Region::Alias => "alias",
+            };
             write!(
                 f,
                 ": {region}+{:#x} (IPA {:#x}) reads {:#x}, expected {:#x}",
@@ -212,10 +218,11 @@ impl Layout {
         match region {
             Region::Prot => self.prot_base + off,
             Region::Shared => self.shared_base + off,
+            Region::Alias => (self.prot_base + off) | self.alias_bit,
         }
     }
     fn fits(&self, s: &Span) -> bool {
-        let size = if s.region == Region::Prot { self.prot_size } else { self.shared_size };
+        let size = if s.region == Region::Shared { self.shared_size } else { self.prot_size };
         s.off + s.len <= size
     }
 }
@@ -258,13 +265,12 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), Failure> {
                 let page = p & !(scenario::PAGE - 1);
                 if let Some(w) = (0..scenario::PAGE / 8).find(|w| read(l.addr(s.region, page + w * 8)) != 0) {
                     let off = page + w * 8;
-                    return at(
-                        "a fresh protected page is not zero",
-                        s.region,
-                        off,
-                        read(l.addr(s.region, off)),
-                        0,
-                    );
+                    let why = if s.region == Region::Alias {
+                        "a freshly shared page is not zero (earlier private data shows through the alias)"
+                    } else {
+                        "a fresh protected page is not zero"
+                    };
+                    return at(why, s.region, off, read(l.addr(s.region, off)), 0);
                 }
             }
         }
@@ -396,6 +402,7 @@ fn layout_from(a: &[u64; 7], shared_bit: u64) -> Layout {
     Layout {
         prot_base: a[2],
         prot_size: a[3],
+        alias_bit: shared_bit,
         shared_base: a[4] | shared_bit,
         shared_size: a[5],
         console: a[6] | shared_bit,

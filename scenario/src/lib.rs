@@ -20,6 +20,10 @@
 //!                                    must accept (or, with `reject`, the host or the RMM must
 //!                                    refuse) the change; only a `reject` range may reach past
 //!                                    the region or be unaligned
+//! share prot OFF LEN                 share [OFF, OFF+LEN) of the protected region in place
+//!                                    (RSI_IPA_STATE_SET to EMPTY; the host must accept): from then
+//!                                    on the realm reaches those pages through region `alias`
+//! unshare prot OFF LEN               make them private again (RIPAS RAM; fresh zero pages)
 //! collapse shared OFF                ask the host (RSI_HOST_CALL) to back the 2 MiB block at OFF
 //!                                    with a huge page from now on, as khugepaged would
 //! fp-check N                         fill v0..v31 and FPCR, exit to the host N times (RSI host
@@ -31,8 +35,9 @@
 //!                                    one counter per vCPU, no atomics needed)
 //! end                                end of the scenario (the realm powers off)
 //! ```
-//! REGION is `prot` (the protected data region) or `shared` (the shared region, reached through
-//! the unprotected IPA alias); OFF/LEN/SIZE take hex (0x..) or decimal with an optional K/M/G
+//! REGION is `prot` (the protected data region), `shared` (the shared region, reached through
+//! the unprotected IPA alias) or `alias` (the protected region through the unprotected alias:
+//! its pages the realm has shared in place); OFF/LEN/SIZE take hex (0x..) or decimal with an optional K/M/G
 //! suffix; STRIDE is 4K or 2M (or any multiple of 8 bytes). Offsets must be 8-byte aligned.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -42,8 +47,13 @@ use core::fmt;
 /// Which memory a step addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Region {
+    /// The protected data region, through the protected alias (private memory).
     Prot,
+    /// The shared-only memslot, through the unprotected alias.
     Shared,
+    /// The protected data region seen through the unprotected alias: the pages the realm has
+    /// shared in place (`share prot ...`).
+    Alias,
 }
 
 /// A range walked at a stride.
@@ -194,6 +204,7 @@ fn region(s: &str) -> Option<Region> {
     match s {
         "prot" => Some(Region::Prot),
         "shared" => Some(Region::Shared),
+        "alias" => Some(Region::Alias),
         _ => None,
     }
 }
@@ -245,7 +256,7 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
         }
         Ok(s)
     };
-    let reg = || region(args[0]).ok_or(ParseError::new(line_no, "region must be prot or shared"));
+    let reg = || region(args[0]).ok_or(ParseError::new(line_no, "region must be prot, shared or alias"));
     let want = |k: usize| -> Result<(), ParseError> {
         if n == k { Ok(()) } else { Err(ParseError::new(line_no, "wrong number of arguments")) }
     };
@@ -284,10 +295,14 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
             }
             "zero" => {
                 want(4)?;
-                if reg()? != Region::Prot {
-                    return Err(ParseError::new(line_no, "zero checks protected memory only"));
+                let r = reg()?;
+                if r == Region::Shared {
+                    return Err(ParseError::new(
+                        line_no,
+                        "zero checks protected memory (prot or alias) only",
+                    ));
                 }
-                Step::Zero(span(Region::Prot)?)
+                Step::Zero(span(r)?)
             }
             "host-pattern" => {
                 want(4)?;
@@ -319,6 +334,17 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                     ));
                 }
                 Step::Ripas { off, len, ram, expect_reject }
+            }
+            "share" | "unshare" => {
+                want(3)?;
+                if reg()? != Region::Prot {
+                    return Err(ParseError::new(line_no, "only protected memory is shared in place"));
+                }
+                let (off, len) = (num(1, "bad offset")?, num(2, "bad length")?);
+                if off % PAGE != 0 || len % PAGE != 0 || len == 0 {
+                    return Err(ParseError::new(line_no, "shared ranges are whole pages"));
+                }
+                Step::Ripas { off, len, ram: cmd == "unshare", expect_reject: false }
             }
             "collapse" => {
                 want(2)?;
@@ -435,7 +461,7 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             return Err(ParseError::new(line, "steps after end"));
         }
         let fits = |sp: &Span| {
-            let size = if sp.region == Region::Prot { c.protected_size } else { c.shared_size };
+            let size = if sp.region == Region::Shared { c.shared_size } else { c.protected_size };
             sp.off.checked_add(sp.len).is_some_and(|e| e <= size)
         };
         match s {
@@ -478,9 +504,15 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
 /// Every word the realm's `write` steps put in the shared region, in order (a later write to the
 /// same offset wins); the host checks the final values in its backing pages.
 pub fn shared_writes(text: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+    region_writes(text, Region::Shared)
+}
+
+/// Every word the realm's `write` steps put in `region`, in order (a later write to the same
+/// offset wins when collected into a map).
+pub fn region_writes(text: &str, region: Region) -> impl Iterator<Item = (u64, u64)> + '_ {
     steps(text)
-        .filter_map(|(_, s)| match s {
-            Ok(Step::Write(sp, seed)) if sp.region == Region::Shared => Some((sp, seed)),
+        .filter_map(move |(_, s)| match s {
+            Ok(Step::Write(sp, seed)) if sp.region == region => Some((sp, seed)),
             _ => None,
         })
         .flat_map(|(sp, seed)| sp.points().map(move |p| (p, pattern(seed, p))))
@@ -535,10 +567,12 @@ mod tests {
     fn bad_files_say_where_and_why() {
         let cases = [
             ("read prot 0 4K\nend", 1, "wrong number of arguments"),
-            ("read heap 0 4K 4K\nend", 1, "region must be prot or shared"),
+            ("read heap 0 4K 4K\nend", 1, "region must be prot, shared or alias"),
             ("read prot 3 4K 4K\nend", 1, "offset and stride must be multiples of 8"),
             ("read prot 0 64M 4K\nend", 1, "range outside its region"),
-            ("zero shared 0 4K 4K\nend", 1, "zero checks protected memory only"),
+            ("zero shared 0 4K 4K\nend", 1, "zero checks protected memory (prot or alias) only"),
+            ("share shared 0 4K\nend", 1, "only protected memory is shared in place"),
+            ("share prot 0x800 4K\nend", 1, "shared ranges are whole pages"),
             ("config shared-size 3M\nend", 1, "sizes are whole 2 MiB blocks, at most 4G"),
             ("print x\n", 1, "the scenario must finish with end"),
             ("end\nprint late", 2, "steps after end"),
@@ -571,6 +605,19 @@ mod tests {
         assert!(validate("ripas 0x800 4K empty\nend").is_err());
         assert!(validate("ripas 0x800 0x1800 empty reject\nend").is_ok());
         assert_eq!(parse_line(1, "fp-check 16"), Some(Ok(Step::FpCheck(16))));
+        assert_eq!(
+            parse_line(1, "share prot 2M 4K"),
+            Some(Ok(Step::Ripas { off: 2 << 20, len: 4096, ram: false, expect_reject: false }))
+        );
+        assert_eq!(
+            parse_line(1, "unshare prot 2M 4K"),
+            Some(Ok(Step::Ripas { off: 2 << 20, len: 4096, ram: true, expect_reject: false }))
+        );
+        assert!(validate("config protected-size 4M\nwrite alias 3M 1M 4K 1\nend").is_ok());
+        assert!(
+            validate("config protected-size 4M\nwrite alias 4M 4K 4K 1\nend").is_err(),
+            "alias spans prot"
+        );
         assert!(validate("fp-check 0\nend").is_err());
     }
 

@@ -1,17 +1,32 @@
-//! RIPAS changes the realm asks for (RSI_IPA_STATE_SET → a RIPAS_CHANGE exit), handled as Linux
-//! `realm_set_ipa_state` does: a range inside the protected memslot is accepted with
-//! RTT_SET_RIPAS (creating or unfolding tables where the walk stops with RMI_ERROR_RTT), anything
-//! else is rejected; pages made EMPTY are reclaimed (DATA_DESTROY, UNDELEGATE), so the host never
-//! keeps a realm's private granule it can no longer reach.
+//! RIPAS changes the realm asks for (RSI_IPA_STATE_SET → a RIPAS_CHANGE exit): in-place
+//! conversion between private and shared, handled as Linux `realm_set_ipa_state` does. A range
+//! inside the protected memslot is accepted with RTT_SET_RIPAS (creating or unfolding tables
+//! where the walk stops with RMI_ERROR_RTT), anything else is rejected.
+//!
+//! * RAM → EMPTY (share): the pages' private mappings are reclaimed (DATA_DESTROY, UNDELEGATE);
+//!   from then on the unprotected alias of those GPAs faults in as shared memory.
+//! * EMPTY → RAM (make private again): the shared alias is unmapped first
+//!   (RTT_UNMAP_UNPROTECTED), then the change is accepted; the next protected access gets a fresh
+//!   granule.
+//!
+//! **One page, two uses (the design choice).** Private and shared backing of a GPA are the same
+//! host page — the memslot's — at different times, never at once: shared only while the realm
+//! has it RIPAS EMPTY and it is not delegated, private only while it is delegated. This costs no
+//! second copy of the realm's RAM (KVM's guest_memfd keeps two), and it is safe because the RMM
+//! scrubs: TF-RMM rmm-spec-v1.0-rel0 zeroes a granule on DATA_DESTROY (`smc_data_destroy`,
+//! `buffer_granule_memzero`) and on DELEGATE, and so does the model; a freshly shared page
+//! therefore reads zero through the alias (the `alias` zero checks of the conversion scenarios
+//! test it on both RMMs). The price: a page cannot be shared and private at the same time, which
+//! is exactly the rule.
 
 use super::counted::Counted;
+use super::outcome::HostError;
 use super::vm::{BLOCK_SIZE, Res, Vm, is_rtt};
 use crate::addr::Gpa;
 use crate::memory::Frames;
-use alloc::format;
 use alloc::vec::Vec;
 use log::debug;
-use rmi::{GranuleAddr, Ipa, RecRun, Ripas, Rmm, RttLevel, enter_flags};
+use rmi::{Fid, GranuleAddr, Ipa, RecRun, Ripas, Rmm, RttLevel, enter_flags};
 
 impl Vm {
     /// A RIPAS_CHANGE exit: accept, or reject with RIPAS_RESPONSE_REJECT.
@@ -30,6 +45,10 @@ impl Vm {
             return Ok(());
         }
         let to_empty = value == Ripas::Empty.encode();
+        if !to_empty {
+            // Private again: no shared alias may outlive the change.
+            self.unmap_shared_alias(rmm, Gpa(base), Gpa(top))?;
+        }
         let mut addr = Ipa(base);
         let mut stuck = 0;
         while addr.0 < top {
@@ -79,27 +98,23 @@ impl Vm {
         }
         let pages: Vec<Gpa> = self.data.range(base..top).map(|(a, _)| *a).collect();
         for gpa in pages {
-            self.destroy_data(rmm, gpa);
+            self.destroy_data(rmm, gpa)?;
         }
         Ok(())
     }
 
-    /// DATA_DESTROY the protected mapping at `gpa` and UNDELEGATE its granule; a granule the RMM
-    /// will not give back is recorded as leaked, with the reason.
-    pub(super) fn destroy_data<R: Rmm>(&mut self, rmm: &mut Counted<R>, gpa: Gpa) {
-        self.data.remove(&gpa);
+    /// DATA_DESTROY the protected mapping at `gpa` and UNDELEGATE its granule. If the RMM
+    /// refuses, the mapping stays in the mirror (it is still there) and the error is returned: a
+    /// later teardown tries again, and only then is a granule that will not come back a leak.
+    pub(super) fn destroy_data<R: Rmm>(&mut self, rmm: &mut Counted<R>, gpa: Gpa) -> Res<()> {
         let ipa = self.prot_ipa(gpa);
         match rmm.data_destroy(self.rd, ipa).result {
             Ok(g) => {
+                self.data.remove(&gpa);
                 self.ledger.undelegate(rmm, g);
+                Ok(())
             }
-            Err(e) => {
-                if let Ok(g) = self.prot_granule(gpa)
-                    && self.ledger.is_live(g)
-                {
-                    self.ledger.lose(g, format!("RMI_DATA_DESTROY at {ipa}: {e}"));
-                }
-            }
+            Err(e) => Err(HostError::rmi(Fid::DataDestroy, ipa.0, e)),
         }
     }
 }

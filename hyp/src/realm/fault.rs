@@ -12,6 +12,7 @@ use super::vm::{BLOCK_SIZE, ENTRIES, NS_DESC_WB_RW, Res, Vm, is_rtt};
 use crate::addr::{Alias, Gpa, PAGE_SIZE, PhysAddr};
 use crate::memory::Frames;
 use alloc::format;
+use alloc::vec::Vec;
 use log::{debug, warn};
 use rmi::{Fid, GranuleAddr, Ipa, Ripas, RmiError, RmiStatus, Rmm, RttEntryState, RttLevel};
 
@@ -191,23 +192,30 @@ impl Vm {
         }
     }
 
-    /// A stage-2 fault on the unprotected alias of `gpa`, which no device holds: the shared
-    /// memslot (a page, or a 2 MiB block where allowed), or nothing — which stops the realm.
+    /// A stage-2 fault on the unprotected alias of `gpa`, which no device holds: a page of the
+    /// shared memslot, or a page of RAM the realm has shared in place (RIPAS EMPTY) — mapped as a
+    /// page, or as a 2 MiB block where the memslot allows and the whole block is shared — or
+    /// nothing, which stops the realm. RAM the realm has not shared is never mapped here: no page
+    /// is reachable under both aliases.
     pub(super) fn shared_fault<R: Rmm>(
         &mut self,
         rmm: &mut Counted<R>,
         frames: &mut Frames,
         gpa: Gpa,
     ) -> Res<FaultClass> {
-        if !self.shared.contains(gpa) {
-            return Err(HostError::Outside {
-                ipa: self.space.ipa(gpa, Alias::Unprotected),
-                gpa,
-                alias: Alias::Unprotected,
-            });
-        }
+        let ipa = self.space.ipa(gpa, Alias::Unprotected);
         let block = gpa.align_down(BLOCK_SIZE);
         let page = gpa.align_down(PAGE_SIZE);
+        let in_place = if self.shared.contains(gpa) {
+            false
+        } else if self.prot.contains(gpa) {
+            if !self.is_empty_ripas(page, page.add(PAGE_SIZE)) || self.mapped_protected(page) {
+                return Err(HostError::PrivateAlias { ipa, gpa });
+            }
+            true
+        } else {
+            return Err(HostError::Outside { ipa, gpa, alias: Alias::Unprotected });
+        };
         if self.shared_maps.get(&block) == Some(&RttLevel::BLOCK)
             || self.shared_maps.get(&page) == Some(&RttLevel::PAGE)
         {
@@ -215,14 +223,44 @@ impl Vm {
             self.stats.races += 1;
             return Ok(FaultClass::Race);
         }
-        let (class, at, level) = if self.shared.block_ok(block) {
+        let slot = if in_place { &self.prot } else { &self.shared };
+        let whole_block = slot.block_ok(block)
+            && (!in_place || self.empty.covers(block.0, block.add(BLOCK_SIZE).0))
+            && !(in_place && self.data.range(block..block.add(BLOCK_SIZE)).next().is_some());
+        let (class, at, level) = if whole_block {
             (FaultClass::Shared2M, block, RttLevel::BLOCK)
         } else {
             (FaultClass::Shared4K, page, RttLevel::PAGE)
         };
-        let pa = self.shared.translate(at).ok_or(HostError::Internal("a shared page outside its memslot"))?;
+        let pa = slot.translate(at).ok_or(HostError::Internal("a shared page outside its memslot"))?;
         self.map_shared(rmm, frames, at, level, pa)?;
         Ok(class)
+    }
+
+    /// RTT_UNMAP_UNPROTECTED every shared-alias mapping of RAM in [base, top) — a block that
+    /// reaches into the range is unmapped whole (the rest of it faults back in) — so the range
+    /// can become private again with no stale alias (KVM's `realm_unmap_shared_range`).
+    pub(super) fn unmap_shared_alias<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        base: Gpa,
+        top: Gpa,
+    ) -> Res<()> {
+        let maps: Vec<(Gpa, RttLevel)> = self
+            .shared_maps
+            .range(base.align_down(BLOCK_SIZE)..top)
+            .filter(|(g, l)| g.add(l.map_size()) > base && self.prot.contains(**g))
+            .map(|(g, l)| (*g, *l))
+            .collect();
+        for (gpa, level) in maps {
+            let ipa = self.space.ipa(gpa, Alias::Unprotected);
+            rmm.rtt_unmap_unprotected(self.rd, ipa, level)
+                .result
+                .map_err(|e| HostError::rmi(Fid::RttUnmapUnprotected, ipa.0, e))?;
+            self.shared_maps.remove(&gpa);
+            self.stats.unshared += 1;
+        }
+        Ok(())
     }
 
     /// RTT_MAP_UNPROTECTED of `pa` at the unprotected alias of `gpa`, `level`.

@@ -91,6 +91,12 @@ pub enum HostError {
     Lost {
         ipa: Ipa,
     },
+    /// The realm touched the unprotected alias of RAM it has not shared (RIPAS RAM): the host
+    /// will not map one page under both aliases.
+    PrivateAlias {
+        ipa: Ipa,
+        gpa: Gpa,
+    },
     /// A SYNC exit that is no stage-2 abort.
     UnexpectedSync {
         esr: u64,
@@ -139,6 +145,10 @@ impl fmt::Display for HostError {
             Self::Lost { ipa } => write!(
                 f,
                 "IPA {ipa} faulted again after being mapped: its RIPAS is DESTROYED and the host cannot repair it"
+            ),
+            Self::PrivateAlias { ipa, gpa } => write!(
+                f,
+                "unprotected IPA {ipa}: GPA {gpa} is private (RIPAS RAM), so its shared alias stays unmapped"
             ),
             Self::UnexpectedSync { esr } => write!(f, "unexpected SYNC exit, ESR {esr:#x}"),
             Self::NotEmulatable { ipa, esr } => {

@@ -61,6 +61,11 @@ impl RangeSet {
         base < top && self.ranges.range(..top).next_back().is_some_and(|(_, &t)| t > base)
     }
 
+    /// Whether all of `[base, top)` is in the set.
+    pub fn covers(&self, base: u64, top: u64) -> bool {
+        base >= top || self.ranges.range(..=base).next_back().is_some_and(|(_, &t)| t >= top)
+    }
+
     /// Number of disjoint ranges.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -92,6 +97,7 @@ mod tests {
         assert!(!s.overlaps(0x4000, 0x5000));
         assert!(s.overlaps(0x3fff, 0x4000));
         assert!(s.overlaps(0x4fff, 0x5001));
+        assert!(s.covers(0x1000, 0x4000) && !s.covers(0x1000, 0x4001) && !s.covers(0x3000, 0x6000));
         s.remove(0, u64::MAX);
         assert!(s.is_empty());
     }
@@ -124,7 +130,10 @@ mod tests {
                 }
                 for p in 0..80u64 {
                     prop_assert_eq!(s.overlaps(p * 0x1000, p * 0x1000 + 0x1000), pages[p as usize], "page {}", p);
+                    prop_assert_eq!(s.covers(p * 0x1000, p * 0x1000 + 0x1000), pages[p as usize], "page {}", p);
                 }
+                let all = pages[8..24].iter().all(|p| *p);
+                prop_assert_eq!(s.covers(8 * 0x1000, 24 * 0x1000), all);
                 let runs = pages.windows(2).filter(|w| w[1] && !w[0]).count() + usize::from(pages[0]);
                 prop_assert_eq!(s.len(), runs);
             }

@@ -51,7 +51,14 @@ impl Vm {
         }
         let pages: Vec<Gpa> = self.data.keys().copied().collect();
         for gpa in pages {
-            self.destroy_data(rmm, gpa);
+            if let Err(e) = self.destroy_data(rmm, gpa) {
+                self.data.remove(&gpa);
+                if let Ok(g) = self.prot_granule(gpa)
+                    && self.ledger.is_live(g)
+                {
+                    self.ledger.lose(g, format!("{e}"));
+                }
+            }
             tick(&self.ledger);
         }
         // Tables bottom-up. A table the RMM still calls live (the mirror missed a mapping) is
@@ -122,7 +129,8 @@ impl Vm {
                 && let Ok(e) = rmm.rtt_read_entry(self.rd, ipa, RttLevel::PAGE)
                 && e.state == RttEntryState::Assigned
             {
-                self.destroy_data(rmm, gpa);
+                // A refusal here is found again below: the table stays live and is reported.
+                let _ = self.destroy_data(rmm, gpa);
             }
         }
     }

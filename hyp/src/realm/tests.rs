@@ -488,3 +488,5 @@ fn conformance_probe_transcript() {
 }
 
 mod hostile;
+
+mod convert;

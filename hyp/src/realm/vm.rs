@@ -66,6 +66,8 @@ pub struct FaultStats {
     pub fold_refused: u64,
     /// Block mappings undone after a failure midway.
     pub unwinds: u64,
+    /// Shared-alias mappings of RAM removed because the realm made the RAM private again.
+    pub unshared: u64,
     /// RIPAS change requests the host refused (outside the memslot, or the RMM said no).
     pub ripas_rejected: u64,
     /// RTT granules the fault path had to delegate because the memcache was empty.
@@ -417,6 +419,16 @@ impl Vm {
             count(&self.shared_maps, RttLevel::BLOCK),
             self.rtts_live()
         )
+    }
+
+    /// Whether the realm has shared the RAM page at `gpa` in place (RIPAS EMPTY, not private):
+    /// its unprotected alias then reaches the memslot's own page.
+    pub fn is_shared_in_place(&self, gpa: Gpa) -> bool {
+        let page = gpa.align_down(PAGE_SIZE);
+        self.prot.contains(page)
+            && self.empty.covers(page.0, page.0 + PAGE_SIZE)
+            && !self.data.contains_key(&page)
+            && self.data.get(&page.align_down(BLOCK_SIZE)) != Some(&RttLevel::BLOCK)
     }
 
     /// Disjoint protected ranges the host remembers as RIPAS EMPTY (bounded by the memslot).
