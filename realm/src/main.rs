@@ -454,6 +454,10 @@ extern "C" fn realm_main(
         rsi::version_string(),
         l.console
     );
+    match rsi::measurement_read(0) {
+        Ok(rim) => say!("realm: RIM {rim}"),
+        Err(why) => say!("realm: RIM unavailable: {why}"),
+    }
     let Some(text) = scenario_text(&a) else {
         say!("realm: FAIL: the scenario is not UTF-8");
         rsi::system_off();

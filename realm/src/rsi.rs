@@ -1,6 +1,6 @@
 //! RSI calls (RMM v1.0 B5) and PSCI through SMC: the only way a realm talks to the RMM and host.
 
-use rmi::rsi::{fid, host_call as hc, psci, status};
+use rmi::rsi::{fid, host_call as hc, psci, realm_config, status};
 
 fn smc(args: [u64; 5]) -> [u64; 4] {
     let (mut x0, mut x1, mut x2, mut x3) = (args[0], args[1], args[2], args[3]);
@@ -24,16 +24,71 @@ static mut HOST_CALL: HostCall = HostCall([0; 32]);
 /// Host call numbers the host understands.
 pub const HOST_CALL_COLLAPSE: u64 = 1;
 
-/// The IPA width from RSI_REALM_CONFIG (its buffer is a .bss page: the first touch of it is a
-/// stage-2 fault the host services).
-pub fn ipa_width() -> u64 {
+/// RSI_REALM_CONFIG: (IPA width, hash algorithm). Its buffer is a .bss page: the first touch of
+/// it is a stage-2 fault the host services.
+fn realm_config() -> Option<(u64, u8)> {
     let page = &raw mut CONFIG;
     let r = smc([fid::REALM_CONFIG, page as u64, 0, 0, 0]);
     if r[0] != status::SUCCESS {
-        return 0;
+        return None;
     }
-    // SAFETY: the RMM wrote the config page; nothing else touches it.
-    unsafe { core::ptr::read_volatile(page as *const u64) }
+    let cfg = page as *const u8;
+    // SAFETY: the RMM wrote the config page; nothing else touches it. Both offsets lie inside it
+    // and the first is 8-byte aligned.
+    unsafe {
+        Some((
+            core::ptr::read_volatile(cfg.add(realm_config::IPA_WIDTH) as *const u64),
+            core::ptr::read_volatile(cfg.add(realm_config::HASH_ALGO)),
+        ))
+    }
+}
+
+/// The IPA width from RSI_REALM_CONFIG (0 if the call failed).
+pub fn ipa_width() -> u64 {
+    realm_config().map_or(0, |(width, _)| width)
+}
+
+/// A measurement as RSI_MEASUREMENT_READ returned it, with the realm's hash algorithm; displays
+/// as `sha256 <hex>` / `sha512 <hex>` (as many bytes as the algorithm's digest).
+pub struct Measurement {
+    algo: u8,
+    bytes: [u8; 64],
+}
+
+impl core::fmt::Display for Measurement {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (name, len) = match u64::from(self.algo) {
+            rmi::hash_algo::SHA_256 => ("sha256", 32),
+            rmi::hash_algo::SHA_512 => ("sha512", 64),
+            _ => ("unknown-hash", 64),
+        };
+        f.write_str(name)?;
+        f.write_str(" ")?;
+        self.bytes[..len].iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// RSI_MEASUREMENT_READ of slot `index` (0 = RIM, 1..=4 = REMs): x1..x8 hold the value,
+/// little-endian, zero past the digest.
+pub fn measurement_read(index: u64) -> Result<Measurement, &'static str> {
+    let (_, algo) = realm_config().ok_or("RSI_REALM_CONFIG failed")?;
+    let mut x = [0u64; 9];
+    x[0] = fid::MEASUREMENT_READ;
+    x[1] = index;
+    // SAFETY: an SMC to the RMM that reads x0..x1 and writes only x0..x8 (no memory).
+    unsafe {
+        core::arch::asm!("smc #0",
+            inout("x0") x[0], inout("x1") x[1], out("x2") x[2], out("x3") x[3], out("x4") x[4],
+            out("x5") x[5], out("x6") x[6], out("x7") x[7], out("x8") x[8], options(nostack));
+    }
+    if x[0] != status::SUCCESS {
+        return Err("RSI_MEASUREMENT_READ failed");
+    }
+    let mut bytes = [0u8; 64];
+    for (chunk, w) in bytes.chunks_mut(8).zip(&x[1..]) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    Ok(Measurement { algo, bytes })
 }
 
 pub fn version_string() -> &'static str {

@@ -7,13 +7,15 @@
 //! backed by a [`Guest`] — the hypervisor's world switch at EL2, or a scripted guest on the host.
 //!
 //! Modules: [`s2tt`] (entry encoding), `rtt` (walks, RTT and DATA commands, TF-RMM
-//! `runtime/rmi/rtt.c`), `realm` (realms and RECs, `realm.c`/`rec.c`), `run` (REC_ENTER, exits and
+//! `runtime/rmi/rtt.c`), `realm` (realms and RECs, `realm.c`/`rec.c`), [`measure`] (the RIM and REMs,
+//! `lib/measurement`), `run` (REC_ENTER, exits and
 //! RSI/PSCI, `run.c`/`exit.c`/`rsi/*.c`), [`mem`] (the memory abstraction).
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+pub mod measure;
 pub mod mem;
 mod realm;
 mod rtt;
@@ -146,6 +148,11 @@ impl<M: Memory, G: Guest> Model<M, G> {
         self.realms.get(&rd.get()).map(|r| (r.state, r.s2, r.vmid))
     }
 
+    /// A realm's RIM and REMs.
+    pub fn measurements(&self, rd: GranuleAddr) -> Option<&measure::Measurements> {
+        self.realms.get(&rd.get()).map(|r| &r.measurements)
+    }
+
     /// A REC's saved vCPU state (registers and PC as the next entry will load them).
     pub fn rec_vcpu(&self, rec: GranuleAddr) -> Option<VcpuContext> {
         self.recs.get(&rec.get()).map(|r| r.vcpu)
@@ -255,10 +262,10 @@ impl<M: Memory, G: Guest> Rmm for Model<M, G> {
         data: GranuleAddr,
         ipa: Ipa,
         src: &Page,
-        _measure: Measure,
+        measure: Measure,
     ) -> Result<(), RmiError> {
         inject!(self, Fid::DataCreate);
-        self.cmd_data_create(rd, data, ipa, src)
+        self.cmd_data_create(rd, data, ipa, src, measure)
     }
     fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError> {
         inject!(self, Fid::DataCreateUnknown);

@@ -1,6 +1,7 @@
 //! Realms and RECs: REALM_CREATE / ACTIVATE / DESTROY, REC_CREATE / DESTROY, PSCI_COMPLETE and the
 //! feature register, after TF-RMM rmm-spec-v1.0-rel0 `runtime/rmi/{realm,rec,feature}.c`.
 
+use crate::measure::{HashAlgo, Measurements};
 use crate::rtt::S2Ctx;
 use crate::s2tt::{self, ENTRIES, Rtte};
 use crate::{GState, Guest, Memory, Model, RealmState};
@@ -89,6 +90,8 @@ pub(crate) struct Realm {
     pub vmid: u16,
     pub hash_algo: u64,
     pub rpv: [u8; 64],
+    /// The RIM and the REMs (TF-RMM `rd->measurement`).
+    pub measurements: Measurements,
     /// RECs created so far; the next REC must carry this index (TF-RMM `rec_count`).
     pub rec_count: u64,
     /// RECs alive (TF-RMM RD refcount).
@@ -186,6 +189,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             return Err(INPUT);
         }
         let rtts: alloc::vec::Vec<GranuleAddr> = rtts.into_iter().flatten().collect();
+        let algo = HashAlgo::from_params(p).ok_or(INPUT)?;
         let s2 = S2Ctx {
             s2sz: p.s2sz as u32,
             start: RttLevel::new(p.rtt_level_start).ok_or(INPUT)?,
@@ -218,6 +222,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 vmid: p.vmid as u16,
                 hash_algo: p.hash_algo as u8 as u64,
                 rpv: p.rpv,
+                measurements: Measurements::new(algo, p),
                 rec_count: 0,
                 live_recs: 0,
             },
@@ -296,6 +301,10 @@ impl<M: Memory, G: Guest> Model<M, G> {
         }
         realm.rec_count += 1;
         realm.live_recs += 1;
+        let runnable = p.flags & REC_FLAG_RUNNABLE != 0;
+        if runnable {
+            realm.measurements.rec(p);
+        }
         let mut vcpu = crate::VcpuContext::reset(p.pc);
         vcpu.gprs[..8].copy_from_slice(&p.gprs);
         for a in aux {
@@ -307,7 +316,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             Rec {
                 rd,
                 index: rec_index(m),
-                runnable: p.flags & REC_FLAG_RUNNABLE != 0,
+                runnable,
                 running: false,
                 vcpu,
                 aux,

@@ -5,7 +5,9 @@
 
 use crate::s2tt::{self, ENTRIES, Rtte};
 use crate::{GState, Guest, Memory, Model, RealmState};
-use rmi::{GranuleAddr, Ipa, Page, Ripas, RmiError, RmiStatus, RttEntry, RttEntryState, RttLevel, WithTop};
+use rmi::{
+    GranuleAddr, Ipa, Measure, Page, Ripas, RmiError, RmiStatus, RttEntry, RttEntryState, RttLevel, WithTop,
+};
 
 const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
 const REALM: RmiError = RmiError::Status { status: RmiStatus::ErrorRealm, index: 0 };
@@ -352,7 +354,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
         rd: GranuleAddr,
         data: GranuleAddr,
         ipa: Ipa,
-        src: Option<&Page>,
+        src: Option<(&Page, Measure)>,
     ) -> Result<(), RmiError> {
         if !self.is(data, GState::Delegated) || !self.is(rd, GState::Rd) {
             return Err(INPUT);
@@ -373,8 +375,12 @@ impl<M: Memory, G: Guest> Model<M, G> {
             return Err(rtt_err(RttLevel::PAGE));
         };
         let new = match src {
-            Some(page) => {
+            Some((page, measure)) => {
                 self.mem.write_bytes(data.get(), &page.0);
+                // measurement_data_granule_measure, over the granule as copied.
+                if let Some(r) = self.realms.get_mut(&rd.get()) {
+                    r.measurements.data(ipa.0, measure.encode(), &page.0);
+                }
                 Rtte::Assigned { pa: data.get(), ripas: Ripas::Ram }
             }
             // s2tte_create_assigned_unchanged: keep the RIPAS. DELEGATE already zeroed the granule.
@@ -391,8 +397,9 @@ impl<M: Memory, G: Guest> Model<M, G> {
         data: GranuleAddr,
         ipa: Ipa,
         src: &Page,
+        measure: Measure,
     ) -> Result<(), RmiError> {
-        self.data_create_common(rd, data, ipa, Some(src))
+        self.data_create_common(rd, data, ipa, Some((src, measure)))
     }
 
     pub(crate) fn cmd_data_create_unknown(
@@ -468,6 +475,10 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 Rtte::Unassigned(Ripas::Empty) => self.write_rtte(&e, Rtte::Unassigned(Ripas::Ram)),
                 Rtte::Unassigned(Ripas::Ram) => {}
                 _ => break,
+            }
+            // Every entry walked over is measured, also one that already was RAM.
+            if let Some(r) = self.realms.get_mut(&rd.get()) {
+                r.measurements.init_ripas(addr, addr + size);
             }
             addr += size;
         }

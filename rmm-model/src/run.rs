@@ -9,6 +9,7 @@
 //! EMPTY, beyond the IPA space, instruction fetches from the unprotected half) get a synchronous
 //! external abort injected instead of an exit. SMCs are RSI or PSCI calls served here.
 
+use crate::measure;
 use crate::realm::{SetRipas, rec_index};
 use crate::rtt::S2Ctx;
 use crate::s2tt::Rtte;
@@ -510,6 +511,34 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 done(vcpu, &[st, rsi::RSI_ABI_VERSION, rsi::RSI_ABI_VERSION])
             }
             rsi::fid::FEATURES => done(vcpu, &[rsi::status::SUCCESS, 0]),
+            // handle_rsi_measurement_read: slot x1 (0 = RIM, 1..=4 = REMs) as eight little-endian
+            // words in x1..x8, zero beyond the digest length.
+            rsi::fid::MEASUREMENT_READ => {
+                let realm = &self.realms[&rd.get()];
+                let Some(slot) = usize::try_from(x1).ok().and_then(|i| realm.measurements.slot(i)) else {
+                    return done(vcpu, &[rsi::status::ERROR_INPUT]);
+                };
+                let mut words = [rsi::status::SUCCESS; 9];
+                for (w, bytes) in words[1..].iter_mut().zip(slot.chunks(8)) {
+                    *w = bytes.iter().rev().fold(0, |acc, b| acc << 8 | u64::from(*b));
+                }
+                done(vcpu, &words)
+            }
+            // handle_rsi_measurement_extend: REM x1 (not the RIM) extended by the first x2 bytes
+            // (at most 64) of x3..x10, little-endian.
+            rsi::fid::MEASUREMENT_EXTEND => {
+                if x1 == measure::RIM as u64 || x1 >= measure::SLOTS as u64 || x2 > measure::MAX_EXTEND {
+                    return done(vcpu, &[rsi::status::ERROR_INPUT]);
+                }
+                let mut data = [0u8; measure::MAX_EXTEND as usize];
+                for (chunk, reg) in data.chunks_mut(8).zip(&vcpu.gprs[3..11]) {
+                    chunk.copy_from_slice(&reg.to_le_bytes());
+                }
+                if let Some(realm) = self.realms.get_mut(&rd.get()) {
+                    realm.measurements.extend(x1 as usize, &data[..x2 as usize]);
+                }
+                done(vcpu, &[rsi::status::SUCCESS])
+            }
             rsi::fid::REALM_CONFIG => {
                 if !x1.is_multiple_of(4096) || x1 >= par {
                     return done(vcpu, &[rsi::status::ERROR_INPUT]);
