@@ -49,7 +49,7 @@ trace_words() {
 # --- the boot scripts/run and scripts/gdb share ----------------------------------------------
 # Their common flags, parsed by boot_flag into these variables:
 firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0
-trace=0 trace_incl="" trace_excl="" verbose=0 bench=0
+trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0
 # boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
 # to the number of arguments used; BOOT_SHIFT=0 when $1 is not one of them.
 boot_flag() {
@@ -67,6 +67,7 @@ boot_flag() {
     --scenario) need_value "$1" "$#" "${2-}"; scenario=$2 scenario_given=1 BOOT_SHIFT=2 ;;
     --no-realm) scenario="" scenario_given=1 ;;
     --verbose) verbose=1 ;;
+    --map) map=1 ;;
     --trace) trace=1 ;;
     --trace=*)
       trace_words --trace "${1#--trace=}"
@@ -141,9 +142,10 @@ build_realm() {
 
 # make_bundle REALM_BIN SCENARIO OUT FLAGS [TRACE_FILTER]: the file QEMU loads at 0x5000_0000
 # for the hypervisor. Header page: "HYPBNDL1", then u64 LE flags (bit 0 trace RMI calls, bit 1
-# bench measurements, bit 2 verbose), realm length, scenario length, trace-filter length, and the
-# filter text at byte 40; the realm at 4 KiB; the scenario after it (page aligned). REALM_BIN and
-# SCENARIO may be "": a bundle with neither carries flags only (no realm).
+# bench measurements, bit 2 verbose, bit 3 print the realm's IPA map at the end of the run), realm
+# length, scenario length, trace-filter length, and the filter text at byte 40; the realm at 4 KiB;
+# the scenario after it (page aligned). REALM_BIN and SCENARIO may be "": a bundle with neither
+# carries flags only (no realm).
 make_bundle() {
   python3 - "$1" "$2" "$3" "$4" "${5-}" <<'PY' || die "could not write the bundle"
 import struct, sys
@@ -173,6 +175,9 @@ boot_prepare() {
     # TF-A's TRP answers only VERSION/DELEGATE/UNDELEGATE: no realm unless one is asked for.
     trp) [ "$scenario_given" = 0 ] && scenario="" ;;
   esac
+  # The map is the realm's stage 2: a boot that runs no realm has none to print.
+  [ "$map" = 1 ] && [ -z "$scenario" ] \
+    && die "--map draws a realm's IPA map, and this boot runs no realm (--no-realm, or --firmware trp without --scenario)"
   if [ -n "$scenario" ]; then
     [ -f "$scenario" ] || die "--scenario: no scenario file '$scenario'"
     # A scenario with "config vcpus N" gets N CPUs unless --smp says otherwise.
@@ -194,7 +199,7 @@ boot_prepare() {
     realm_bin=$(build_realm) || die "${realm_bin##*FAIL: }"
     REALM_ELF=${realm_bin%.bin}
   fi
-  flags=$(( trace | bench << 1 | verbose << 2 ))
+  flags=$(( trace | bench << 1 | verbose << 2 | map << 3 ))
   # No realm and no flags: no bundle at all, which means the same (self-check only).
   if [ -n "$scenario" ] || [ "$flags" != 0 ]; then
     make_bundle "$realm_bin" "$scenario" "$work/bundle.bin" "$flags" "$(trace_filter)"
