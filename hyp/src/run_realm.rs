@@ -249,6 +249,11 @@ fn drive<R: Rmm>(
         }
     }
     let mut progress = Progress::new();
+    if hyp.opts.map {
+        for line in vm.ipa_map() {
+            println!("{line}");
+        }
+    }
     // Words written through the unprotected alias of RAM the realm still has shared must be in
     // the memslot's own page (in-place sharing: one page, no copy).
     let alias: alloc::collections::BTreeMap<u64, u64> =

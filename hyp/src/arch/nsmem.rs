@@ -33,6 +33,8 @@ pub const BUNDLE_TRACE: u64 = 1;
 pub const BUNDLE_BENCH: u64 = 2;
 /// Bundle flag: print every self-check step and the RMI conformance transcript.
 pub const BUNDLE_VERBOSE: u64 = 4;
+/// Bundle flag: print the realm's IPA map (`map:` lines) at the end of the run.
+pub const BUNDLE_MAP: u64 = 8;
 /// Longest trace filter accepted.
 pub const TRACE_FILTER_MAX: u64 = 1024;
 const TRACE_FILTER_AT: u64 = 40;

@@ -9,6 +9,7 @@
 //! * `convert`  — RIPAS changes the realm asks for;
 //! * `vcpu`     — the exit loop: aborts, devices, PSCI, host calls;
 //! * `teardown` — taking the realm apart without losing a granule;
+//! * `ipamap`   — a picture of the realm's stage 2, for scripts/run --map;
 //! * `outcome`  — fault classes, host errors, why a loop stopped;
 //! * `params`   — realm parameters from RMI_FEATURES;
 //! * `ledger`   — every delegated granule and its fate;
@@ -18,6 +19,7 @@
 mod convert;
 pub mod counted;
 mod fault;
+mod ipamap;
 pub mod ledger;
 pub mod memslot;
 mod mirror;

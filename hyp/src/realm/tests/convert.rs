@@ -169,3 +169,38 @@ fn error_injection_on_conversion_call_sites_leaks_nothing() {
     }
     assert!(stopped > 0, "no injection stopped the realm");
 }
+
+/// The IPA map shows each page's state: private pages and blocks, shared pages of RAM, RIPAS
+/// EMPTY pages not mapped, RAM not yet touched, and the shared memslot.
+#[test]
+fn the_ipa_map_shows_private_shared_and_empty_pages() {
+    let mut w = world();
+    let mut v = vm(&mut w, cfg(true, true));
+    let base = v.layout.prot_base.0;
+    let b = base + (2 << 20);
+    let acts = [
+        Act::Touch(b, true),
+        Act::Smc([SET, base + 0x4000, base + 0x8000, EMPTY, 0]),
+        Act::Touch(alias(&v, base + 0x5000), true),
+        Act::Touch(base + 0x9000, true),
+        Act::Touch(v.layout.shared_gpa.0 | v.shared_bit(), true),
+    ];
+    assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
+    let map = v.ipa_map();
+    assert_eq!(map[0], std::format!("map: begin ipa-bits {} shared-bit {:#x}", v.shape.s2sz, v.shared_bit()));
+    assert_eq!(map.last().map(String::as_str), Some("map: end"));
+    let row = |gpa: u64| -> std::string::String {
+        let line = map.iter().find(|l| l.starts_with(&std::format!("map: block {gpa:#x} "))).unwrap();
+        line.rsplit(' ').next().unwrap().into()
+    };
+    let first = row(base);
+    assert_eq!(first.len(), 512);
+    assert_eq!(&first[..4], "....");
+    assert_eq!(&first[4..8], "ESEE", "RIPAS EMPTY, one page shared through the alias");
+    assert_eq!(&first[9..10], "P");
+    assert!(row(b).chars().all(|c| c == 'B'), "a folded private block");
+    assert!(row(v.layout.shared_gpa.0).chars().all(|c| c == 'T'), "a shared 2 MiB block");
+    assert!(map.iter().any(|l| l.starts_with("map: slot 0x0 ") && l.ends_with(" ram")));
+    assert!(map.iter().any(|l| l.starts_with("map: rtt 3 ")));
+    teardown_clean(w, v);
+}
