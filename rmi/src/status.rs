@@ -89,6 +89,13 @@ pub enum RmiError {
 }
 
 impl RmiError {
+    /// `(RMI_ERROR_INPUT, 0)`: an argument is wrong.
+    pub const INPUT: Self = Self::Status { status: RmiStatus::ErrorInput, index: 0 };
+    /// `(RMI_ERROR_REALM, 0)`: the realm is in the wrong state.
+    pub const REALM: Self = Self::Status { status: RmiStatus::ErrorRealm, index: 0 };
+    /// `(RMI_ERROR_REC, 0)`: the REC is in the wrong state.
+    pub const REC: Self = Self::Status { status: RmiStatus::ErrorRec, index: 0 };
+
     /// Shorthand for `(RMI_ERROR_RTT, level)`.
     pub const fn rtt(level: u8) -> Self {
         Self::Status { status: RmiStatus::ErrorRtt, index: level }

@@ -18,6 +18,7 @@ extern crate alloc;
 pub mod measure;
 pub mod mem;
 mod realm;
+mod rec;
 mod rtt;
 mod run;
 pub mod s2tt;
@@ -33,13 +34,14 @@ pub fn realm_shape_valid(s2sz: u64, sl: i64, num_root: u64) -> bool {
         && realm::start_level_consistent(s2sz, sl)
         && realm::num_root_tables(s2sz, sl) == num_root
 }
+pub use rec::{FpRegs, PSTATE_EL1H_MASKED, VcpuContext};
 pub use rtt::S2Ctx;
-pub use run::{Entered, FpRegs, Guest, HwExit, Inject, Stage2Config, Step, VcpuContext};
+pub use run::{Entered, Guest, HwExit, Inject, Stage2Config, Step};
 
 use alloc::collections::BTreeMap;
 use rmi::{
-    Fid, GranuleAddr, Ipa, Measure, Page, PsciStatus, RealmParams, RecParams, RecRun, RmiError, RmiStatus,
-    RmiVersion, Rmm, RttEntry, RttLevel, VersionReport, WithTop,
+    Fid, GranuleAddr, Ipa, Measure, Page, PsciStatus, RealmParams, RecParams, RecRun, RmiError, RmiVersion,
+    Rmm, RttEntry, RttLevel, VersionReport, WithTop,
 };
 
 /// Granule states (TF-RMM `enum granule_state`). Granules the model has never seen are NS.
@@ -86,7 +88,7 @@ pub struct Model<M: Memory, G: Guest> {
     config: Config,
     granules: BTreeMap<u64, GState>,
     realms: BTreeMap<u64, realm::Realm>,
-    recs: BTreeMap<u64, realm::Rec>,
+    recs: BTreeMap<u64, rec::Rec>,
     injections: alloc::vec::Vec<Injection>,
     pub stats: ModelStats,
 }
@@ -167,7 +169,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
     }
 }
 
-const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
+const INPUT: RmiError = RmiError::INPUT;
 
 macro_rules! inject {
     ($self:ident, $fid:expr) => {

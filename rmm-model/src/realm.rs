@@ -2,17 +2,18 @@
 //! feature register, after TF-RMM rmm-spec-v1.0-rel0 `runtime/rmi/{realm,rec,feature}.c`.
 
 use crate::measure::{HashAlgo, Measurements};
+use crate::rec::{Rec, VcpuContext};
 use crate::rtt::S2Ctx;
 use crate::s2tt::{self, ENTRIES, Rtte};
 use crate::{GState, Guest, Memory, Model, RealmState};
 use rmi::{
     GranuleAddr, MAX_REC_AUX_GRANULES, PsciStatus, REC_FLAG_RUNNABLE, RealmParams, RecParams, RmiError,
-    RmiStatus, RttLevel, features, hash_algo, realm_flags, rsi,
+    RttLevel, features, hash_algo, realm_flags, rsi,
 };
 
-const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
-const REALM: RmiError = RmiError::Status { status: RmiStatus::ErrorRealm, index: 0 };
-const REC: RmiError = RmiError::Status { status: RmiStatus::ErrorRec, index: 0 };
+const INPUT: RmiError = RmiError::INPUT;
+const REALM: RmiError = RmiError::REALM;
+const REC: RmiError = RmiError::REC;
 
 /// What the model reports in RMI_FEATURES and checks realm parameters against.
 #[derive(Clone, Copy, Debug)]
@@ -96,35 +97,6 @@ pub(crate) struct Realm {
     pub rec_count: u64,
     /// RECs alive (TF-RMM RD refcount).
     pub live_recs: u64,
-}
-
-/// A pending RIPAS change (TF-RMM `rec->set_ripas`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SetRipas {
-    pub addr: u64,
-    pub top: u64,
-    pub ripas: rmi::Ripas,
-    pub change_destroyed: bool,
-}
-
-/// TF-RMM `rec_mpidr_to_idx`: Aff0[3:0] | Aff1 << 4 | Aff2 << 12 | Aff3 << 20.
-pub fn rec_index(mpidr: u64) -> u64 {
-    (mpidr & 0xf) | ((mpidr >> 8) & 0xff) << 4 | ((mpidr >> 16) & 0xff) << 12 | ((mpidr >> 24) & 0xff) << 20
-}
-
-pub(crate) struct Rec {
-    pub rd: GranuleAddr,
-    pub index: u64,
-    pub runnable: bool,
-    pub running: bool,
-    pub vcpu: crate::VcpuContext,
-    pub aux: [u64; MAX_REC_AUX_GRANULES],
-    pub set_ripas: Option<SetRipas>,
-    /// A CPU_ON / AFFINITY_INFO waiting for PSCI_COMPLETE (the request is in the REC's x0..x3).
-    pub psci_pending: bool,
-    /// Raw ESR/FAR/HPFAR of the last SYNC exit (TF-RMM `last_run_info`).
-    pub last: crate::run::LastRun,
-    pub host_call_ipa: Option<u64>,
 }
 
 impl<M: Memory, G: Guest> Model<M, G> {
@@ -293,7 +265,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             return Err(REALM);
         }
         let m = p.mpidr;
-        if m & !0xFFFF_FF0F != 0 || rec_index(m) != realm.rec_count {
+        if m & !0xFFFF_FF0F != 0 || RecParams::index_of_rec_mpidr(m) != realm.rec_count {
             return Err(INPUT);
         }
         if n != MAX_REC_AUX_GRANULES {
@@ -305,7 +277,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
         if runnable {
             realm.measurements.rec(p);
         }
-        let mut vcpu = crate::VcpuContext::reset(p.pc);
+        let mut vcpu = VcpuContext::reset(p.pc);
         vcpu.gprs[..8].copy_from_slice(&p.gprs);
         for a in aux {
             self.set_state(GranuleAddr::new(a).ok_or(INPUT)?, GState::RecAux);
@@ -315,7 +287,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             rec.get(),
             Rec {
                 rd,
-                index: rec_index(m),
+                index: RecParams::index_of_rec_mpidr(m),
                 runnable,
                 running: false,
                 vcpu,
@@ -362,7 +334,11 @@ impl<M: Memory, G: Guest> Model<M, G> {
             return Err(INPUT);
         }
         let (c, t) = (&self.recs[&calling.get()], &self.recs[&target.get()]);
-        if c.running || !c.psci_pending || c.rd != t.rd || rec_index(c.vcpu.gprs[1]) != t.index {
+        if c.running
+            || !c.psci_pending
+            || c.rd != t.rd
+            || rmi::rec_index_of_mpidr_el1(c.vcpu.gprs[1]) != t.index
+        {
             return Err(INPUT);
         }
         let target_on = t.running || t.runnable;
@@ -384,7 +360,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 } else {
                     let tr = self.recs.get_mut(&target.get()).ok_or(INPUT)?;
                     tr.runnable = true;
-                    tr.vcpu = crate::VcpuContext::reset(entry);
+                    tr.vcpu = VcpuContext::reset(entry);
                     tr.vcpu.gprs[0] = context;
                     rsi::psci::SUCCESS
                 }

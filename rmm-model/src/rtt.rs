@@ -9,8 +9,8 @@ use rmi::{
     GranuleAddr, Ipa, Measure, Page, Ripas, RmiError, RmiStatus, RttEntry, RttEntryState, RttLevel, WithTop,
 };
 
-const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
-const REALM: RmiError = RmiError::Status { status: RmiStatus::ErrorRealm, index: 0 };
+const INPUT: RmiError = RmiError::INPUT;
+const REALM: RmiError = RmiError::REALM;
 
 fn rtt_err(level: RttLevel) -> RmiError {
     RmiError::rtt(level.get() as u8)

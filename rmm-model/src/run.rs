@@ -10,47 +10,14 @@
 //! external abort injected instead of an exit. SMCs are RSI or PSCI calls served here.
 
 use crate::measure;
-use crate::realm::{SetRipas, rec_index};
+use crate::rec::{LastRun, SetRipas, VcpuContext};
 use crate::rtt::S2Ctx;
 use crate::s2tt::Rtte;
 use crate::{GState, Memory, Model, RealmState};
 use rmi::{GranuleAddr, RecRun, Ripas, RmiError, RmiStatus, RttLevel, enter_flags, exit_reason, rsi};
 
-const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
-const REC: RmiError = RmiError::Status { status: RmiStatus::ErrorRec, index: 0 };
-
-/// A vCPU's state as the world switch loads and saves it: general-purpose registers, PC,
-/// PSTATE, and FP/SIMD registers (TF-RMM keeps a REC's SIMD state in the REC and restores it on
-/// every entry; the host's code must never see or change it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VcpuContext {
-    pub gprs: [u64; 31],
-    pub pc: u64,
-    /// SPSR_EL2 to enter with (PSTATE of the guest).
-    pub pstate: u64,
-    /// False until the first entry: the world switch resets the guest's EL1 system registers.
-    pub started: bool,
-    pub fp: FpRegs,
-}
-
-/// The FP/SIMD state of a vCPU: q0..q31, FPCR, FPSR. Its layout is shared with the world
-/// switch's assembly (offsets asserted there).
-#[repr(C, align(16))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FpRegs {
-    pub q: [u128; 32],
-    pub fpcr: u64,
-    pub fpsr: u64,
-}
-
-/// PSTATE for a fresh vCPU: EL1h with D, A, I, F masked (as TF-RMM `rec_create` sets SPSR_EL2).
-pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
-
-impl VcpuContext {
-    pub fn reset(pc: u64) -> Self {
-        Self { gprs: [0; 31], pc, pstate: PSTATE_EL1H_MASKED, started: false, fp: FpRegs::default() }
-    }
-}
+const INPUT: RmiError = RmiError::INPUT;
+const REC: RmiError = RmiError::REC;
 
 /// What the world switch needs to install the realm's stage 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,15 +84,6 @@ pub trait Guest {
     fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, instruction: bool);
     /// Deliver an undefined-instruction exception to the guest's EL1 vector.
     fn inject_undef(&mut self, vcpu: &mut VcpuContext);
-}
-
-/// The raw ESR/FAR/HPFAR of the last SYNC exit (TF-RMM `rec->last_run_info`): REC_ENTER's
-/// EMUL_MMIO and INJECT_SEA flags are checked against it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LastRun {
-    pub esr: u64,
-    pub far: u64,
-    pub hpfar: u64,
 }
 
 // ESR fields (Arm ARM D23.2.41) used by TF-RMM's masks.
@@ -702,7 +660,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 exit(run, &[fid])
             }
             psci::CPU_ON_32 | psci::CPU_ON => {
-                let idx = rec_index(x1 & 0xff_ffff_ffff);
+                let idx = rmi::rec_index_of_mpidr_el1(x1);
                 if x2 >= ctx.ipa_size() / 2 {
                     return done(vcpu, psci::INVALID_ADDRESS);
                 }
@@ -715,7 +673,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 self.psci_to_host(rec, vcpu, run, fid, x1)
             }
             psci::AFFINITY_INFO_32 | psci::AFFINITY_INFO => {
-                let idx = rec_index(x1 & 0xff_ffff_ffff);
+                let idx = rmi::rec_index_of_mpidr_el1(x1);
                 if x2 != 0 || idx >= realm.rec_count {
                     return done(vcpu, psci::INVALID_PARAMETERS);
                 }

@@ -484,43 +484,42 @@ mod tests {
     /// An RMM that answers RTT_SET_RIPAS with (RMI_ERROR_RTT, 2) and anything else with
     /// RMI_ERROR_INPUT.
     struct Fake;
-    const INPUT: RmiError = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
     impl Rmm for Fake {
         fn version(&mut self, _: RmiVersion) -> Result<VersionReport, RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn features(&mut self, _: u64) -> Result<u64, RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn granule_delegate(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn granule_undelegate(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn realm_create(&mut self, _: GranuleAddr, _: &RealmParams) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn realm_activate(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn realm_destroy(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rec_aux_count(&mut self, _: GranuleAddr) -> Result<u64, RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rec_create(&mut self, _: GranuleAddr, _: GranuleAddr, _: &RecParams) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rec_destroy(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rec_enter(&mut self, _: GranuleAddr, _: &mut RecRun) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn psci_complete(&mut self, _: GranuleAddr, _: GranuleAddr, _: PsciStatus) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn data_create(
             &mut self,
@@ -530,13 +529,13 @@ mod tests {
             _: &Page,
             _: Measure,
         ) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn data_create_unknown(&mut self, _: GranuleAddr, _: GranuleAddr, _: Ipa) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn data_destroy(&mut self, _: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
-            WithTop { result: Err(INPUT), top: ipa }
+            WithTop { result: Err(RmiError::INPUT), top: ipa }
         }
         fn rtt_create(
             &mut self,
@@ -545,13 +544,13 @@ mod tests {
             _: Ipa,
             _: RttLevel,
         ) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rtt_destroy(&mut self, _: GranuleAddr, ipa: Ipa, _: RttLevel) -> WithTop<GranuleAddr> {
-            WithTop { result: Err(INPUT), top: ipa }
+            WithTop { result: Err(RmiError::INPUT), top: ipa }
         }
         fn rtt_fold(&mut self, _: GranuleAddr, _: Ipa, _: RttLevel) -> Result<GranuleAddr, RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rtt_map_unprotected(
             &mut self,
@@ -560,16 +559,16 @@ mod tests {
             _: RttLevel,
             _: u64,
         ) -> Result<(), RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rtt_unmap_unprotected(&mut self, _: GranuleAddr, ipa: Ipa, _: RttLevel) -> WithTop<()> {
-            WithTop { result: Err(INPUT), top: ipa }
+            WithTop { result: Err(RmiError::INPUT), top: ipa }
         }
         fn rtt_read_entry(&mut self, _: GranuleAddr, _: Ipa, _: RttLevel) -> Result<RttEntry, RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rtt_init_ripas(&mut self, _: GranuleAddr, _: Ipa, _: Ipa) -> Result<Ipa, RmiError> {
-            Err(INPUT)
+            Err(RmiError::INPUT)
         }
         fn rtt_set_ripas(&mut self, _: GranuleAddr, _: GranuleAddr, _: Ipa, _: Ipa) -> Result<Ipa, RmiError> {
             Err(RmiError::rtt(2))

@@ -6,7 +6,7 @@ use super::outcome::{FaultClass, HostError};
 use super::*;
 use crate::addr::{MemRange, PhysAddr};
 use crate::memory::Frames;
-use rmi::{Fid, Ipa, RmiError, RmiStatus, Rmm, RttEntryState, RttLevel, rsi};
+use rmi::{Fid, Ipa, RmiError, Rmm, RttEntryState, RttLevel, rsi};
 use rmm_model::{Arena, Config, Guest, HwExit, Model, Stage2Config, VcpuContext};
 use std::collections::VecDeque;
 use std::vec;
@@ -267,12 +267,7 @@ fn error_injection_at_every_call_site_leaks_nothing() {
         Fid::RttReadEntry,
         Fid::RttSetRipas,
     ];
-    let errors = [
-        RmiError::Status { status: RmiStatus::ErrorInput, index: 0 },
-        RmiError::rtt(1),
-        RmiError::rtt(2),
-        RmiError::rtt(3),
-    ];
+    let errors = [RmiError::INPUT, RmiError::rtt(1), RmiError::rtt(2), RmiError::rtt(3)];
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for blocks in [false, true] {
         for fid in sites {
@@ -325,7 +320,7 @@ fn a_failed_undelegate_is_reported_as_a_leak() {
         let mut v = vm(&mut w, cfg(false, true));
         let p = v.layout.prot_base.0;
         assert_eq!(run(&mut w, &mut v, &[Act::Touch(p, true)]), Stop::PowerOff);
-        let undelegate_failure = RmiError::Status { status: RmiStatus::ErrorInput, index: 0 };
+        let undelegate_failure = RmiError::INPUT;
         w.rmm.inner.fail_nth_call(Some(Fid::GranuleUndelegate), nth, undelegate_failure);
         let leaks = v.teardown(&mut w.rmm, &mut w.frames);
         assert_eq!(leaks.len(), 1);

@@ -133,8 +133,7 @@ fn error_injection_on_conversion_call_sites_leaks_nothing() {
         Fid::RttMapUnprotected,
         Fid::RttCreate,
     ];
-    let errors =
-        [RmiError::Status { status: RmiStatus::ErrorInput, index: 0 }, RmiError::rtt(2), RmiError::rtt(3)];
+    let errors = [RmiError::INPUT, RmiError::rtt(2), RmiError::rtt(3)];
     let mut stopped = 0;
     for fid in sites {
         for nth in [1u64, 2, 3] {
