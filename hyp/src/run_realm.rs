@@ -66,6 +66,7 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
         shared_blocks: cfg.shared_blocks,
         vmid: 1,
         vcpus: cfg.vcpus,
+        ipa_bits: cfg.ipa_bits,
     };
     let trace = hyp.opts.trace.clone();
     let bench = hyp.opts.bench;

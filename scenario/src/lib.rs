@@ -30,6 +30,8 @@
 //!                                    calls), check every register kept its value
 //! touch-outside                      access an IPA no memslot covers (the host must stop the realm)
 //! config vcpus N                     N vCPUs (1..8); vCPU 0 starts the others with PSCI CPU_ON
+//! config ipa-bits N                  the realm's IPA width, 32..52 (default: the smallest that
+//!                                    holds the layout); the RMM's FEATURES bound it
 //! cpu all|N|N-M[,..]                 the following steps are run by these vCPUs (default: vCPU 0)
 //! barrier                            every vCPU waits until all have arrived (protected memory,
 //!                                    one counter per vCPU, no atomics needed)
@@ -82,6 +84,8 @@ pub enum Config {
     SharedSize(u64),
     /// Number of vCPUs.
     Vcpus(usize),
+    /// The realm's IPA width in bits (RealmParams.s2sz).
+    IpaBits(u32),
 }
 
 /// One step.
@@ -133,7 +137,7 @@ pub const WORD_MAX: usize = 24;
 pub const STEPS: &str =
     "config print read write verify zero host-pattern ripas collapse fp-check touch-outside cpu barrier end";
 /// Every `config` key.
-pub const CONFIG_KEYS: &str = "protected-blocks shared-blocks protected-size shared-size vcpus";
+pub const CONFIG_KEYS: &str = "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits";
 
 impl ParseError {
     pub const fn new(line: usize, msg: &'static str) -> Self {
@@ -277,6 +281,15 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                         n @ 1..=8 => Config::Vcpus(n as usize),
                         _ => return Err(ParseError::new(line_no, "vcpus is 1 to 8")),
                     },
+                    "ipa-bits" => match num(1, "bad IPA width")? {
+                        n @ 32..=52 => Config::IpaBits(n as u32),
+                        _ => {
+                            return Err(ParseError::new(
+                                line_no,
+                                "ipa-bits is 32 to 52 (the RMM may offer fewer)",
+                            ));
+                        }
+                    },
                     other => {
                         return Err(ParseError::unknown(line_no, "unknown config key", other, CONFIG_KEYS));
                     }
@@ -417,6 +430,9 @@ pub struct HostConfig {
     pub protected_size: u64,
     pub shared_size: u64,
     pub vcpus: usize,
+    /// `config ipa-bits N`: the realm's IPA width, if the scenario chooses one (else the host
+    /// picks the smallest that holds the layout).
+    pub ipa_bits: Option<u32>,
 }
 
 impl Default for HostConfig {
@@ -427,6 +443,7 @@ impl Default for HostConfig {
             protected_size: 32 << 20,
             shared_size: 8 << 20,
             vcpus: 1,
+            ipa_bits: None,
         }
     }
 }
@@ -452,6 +469,7 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
                 Config::ProtectedSize(s) => c.protected_size = s,
                 Config::SharedSize(s) => c.shared_size = s,
                 Config::Vcpus(n) => c.vcpus = n,
+                Config::IpaBits(n) => c.ipa_bits = Some(n),
             }
         }
     }
@@ -619,6 +637,8 @@ mod tests {
             "alias spans prot"
         );
         assert!(validate("fp-check 0\nend").is_err());
+        assert_eq!(validate("config ipa-bits 40\nend").map(|c| c.ipa_bits), Ok(Some(40)));
+        assert!(validate("config ipa-bits 31\nend").is_err());
     }
 
     #[test]

@@ -49,7 +49,7 @@ trace_words() {
 # --- the boot scripts/run and scripts/gdb share ----------------------------------------------
 # Their common flags, parsed by boot_flag into these variables:
 firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0
-trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0
+trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0 ipa_bits=""
 # boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
 # to the number of arguments used; BOOT_SHIFT=0 when $1 is not one of them.
 boot_flag() {
@@ -77,6 +77,7 @@ boot_flag() {
       trace=1 trace_excl+=${trace_excl:+,}-${2//,/,-} BOOT_SHIFT=2 ;;
     --smp) need_value "$1" "$#" "${2-}"; int_value "$1" "$2" 1 8; export HYP_SMP=$((10#$2)); BOOT_SHIFT=2 ;;
     --mem) need_value "$1" "$#" "${2-}"; mem_value "$1" "$2"; export HYP_MEM=$2; BOOT_SHIFT=2 ;;
+    --ipa-bits) need_value "$1" "$#" "${2-}"; int_value "$1" "$2" 32 52; ipa_bits=$((10#$2)); BOOT_SHIFT=2 ;;
     *) BOOT_SHIFT=0 ;;
   esac
 }
@@ -178,8 +179,16 @@ boot_prepare() {
   # The map is the realm's stage 2: a boot that runs no realm has none to print.
   [ "$map" = 1 ] && [ -z "$scenario" ] \
     && die "--map draws a realm's IPA map, and this boot runs no realm (--no-realm, or --firmware trp without --scenario)"
+  [ -n "$ipa_bits" ] && [ -z "$scenario" ] && die "--ipa-bits sets a realm's IPA width, and this boot runs no realm"
   if [ -n "$scenario" ]; then
     [ -f "$scenario" ] || die "--scenario: no scenario file '$scenario'"
+    # --ipa-bits N wins over the scenario's own "config ipa-bits": a copy with the line added
+    # before its "end" (config lines after "end" are refused).
+    if [ -n "$ipa_bits" ]; then
+      awk -v bits="$ipa_bits" '!done && $1 == "end" { print "config ipa-bits " bits; done = 1 } { print }' \
+        "$scenario" >"$work/scenario.scn"
+      scenario=$work/scenario.scn
+    fi
     # A scenario with "config vcpus N" gets N CPUs unless --smp says otherwise.
     if [ -z "${HYP_SMP:-}" ]; then
       n=$(sed -n 's/^config[[:space:]]\+vcpus[[:space:]]\+\([0-9]\+\).*/\1/p' "$scenario" | tail -n1)

@@ -61,6 +61,9 @@ pub struct VmConfig {
     pub vmid: u16,
     /// vCPUs (RECs); vCPU 0 starts, the realm starts the others with PSCI CPU_ON.
     pub vcpus: usize,
+    /// The IPA width asked for (`config ipa-bits`, `scripts/run --ipa-bits`); `None`: the
+    /// smallest that holds the layout.
+    pub ipa_bits: Option<u32>,
 }
 
 /// A memslot: a guest-physical range backed by contiguous host RAM.

@@ -76,7 +76,15 @@ fn world() -> World {
 }
 
 fn cfg(protected_blocks: bool, shared_blocks: bool) -> VmConfig {
-    VmConfig { prot_size: 8 << 20, shared_size: 4 << 20, protected_blocks, shared_blocks, vmid: 1, vcpus: 1 }
+    VmConfig {
+        prot_size: 8 << 20,
+        shared_size: 4 << 20,
+        protected_blocks,
+        shared_blocks,
+        vmid: 1,
+        vcpus: 1,
+        ipa_bits: None,
+    }
 }
 
 fn vm(w: &mut World, c: VmConfig) -> Vm {
@@ -485,3 +493,25 @@ fn conformance_probe_transcript() {
 mod hostile;
 
 mod convert;
+
+/// `config ipa-bits`: the realm gets the width asked for, with the start level and the
+/// concatenated roots the architecture gives it, and runs there; a width too small for the
+/// layout is refused with the reason.
+#[test]
+fn the_ipa_width_is_a_setting() {
+    for (bits, start, roots) in [(33u32, 2i8, 8u64), (40, 1, 2), (44, 0, 1)] {
+        let mut w = world();
+        let mut v = vm(&mut w, VmConfig { ipa_bits: Some(bits), ..cfg(true, true) });
+        assert_eq!((v.shape.s2sz, v.shape.start, v.shape.num_root), (bits, lvl(start), roots), "{bits} bits");
+        assert_eq!(v.shared_bit(), 1 << (bits - 1));
+        let (p, s) = (v.layout.prot_base.0 + (2 << 20), v.layout.shared_gpa.0 | v.shared_bit());
+        assert_eq!(run(&mut w, &mut v, &[Act::Touch(p, true), Act::Touch(s, true)]), Stop::PowerOff);
+        assert_eq!(v.stats.by_class[&(FaultClass::Protected2M, 3)].0, 1);
+        assert_eq!(v.stats.by_class[&(FaultClass::Shared2M, 3)].0, 1);
+        teardown_clean(w, v);
+    }
+    let mut w = world();
+    let c = VmConfig { ipa_bits: Some(32), prot_size: 3 << 30, ..cfg(true, true) };
+    let e = Vm::create(&mut w.rmm, &mut w.frames, &c, &[0xaa; 16], b"end\n").err().unwrap();
+    assert!(e.contains("cannot hold the realm's layout"), "{e}");
+}

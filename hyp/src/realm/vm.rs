@@ -169,9 +169,18 @@ impl Vm {
         if image.len() as u64 > layout.image_max || scenario.len() as u64 > layout.scenario_max {
             return Err(String::from("the realm image or the scenario is larger than 1 MiB"));
         }
-        let want = params::ipa_bits_for(layout.span());
+        let need = params::ipa_bits_for(layout.span());
+        let want = match cfg.ipa_bits {
+            Some(bits) if bits < need => {
+                return Err(format!(
+                    "an IPA width of {bits} bits cannot hold the realm's layout: it needs {need}"
+                ));
+            }
+            Some(bits) => bits,
+            None => need,
+        };
         let shape = params::shape(reg0, want).ok_or_else(|| {
-            format!("the RMM offers {} IPA bits; the realm needs {want}", rmi::features::s2sz(reg0))
+            format!("the RMM offers {} IPA bits; the realm asks for {want}", rmi::features::s2sz(reg0))
         })?;
         info!(
             "realm: RMI {}..{}, FEATURES {reg0:#x}: IPA {} bits, start level {}, {} root table(s)",
