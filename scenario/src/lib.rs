@@ -135,7 +135,7 @@ pub const WORD_MAX: usize = 24;
 
 /// Every step keyword, for "unknown step" errors.
 pub const STEPS: &str =
-    "config print read write verify zero host-pattern ripas collapse fp-check touch-outside cpu barrier end";
+    "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside cpu barrier end";
 /// Every `config` key.
 pub const CONFIG_KEYS: &str = "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits";
 
@@ -614,7 +614,10 @@ mod tests {
         );
         let long = validate("ñññññññññññññññññññññ\nend").unwrap_err();
         assert_eq!(long.word().map(str::len), Some(24), "truncated on a character boundary");
-        // Every keyword the error lists is one the parser knows.
+        // Every keyword the error lists is one the parser knows, and the ones added later are listed.
+        for step in ["share", "unshare", "fp-check"] {
+            assert!(STEPS.split(' ').any(|s| s == step), "{step} missing from STEPS");
+        }
         for step in STEPS.split(' ') {
             let e = parse_line(1, step).unwrap().err();
             assert!(e.is_none_or(|e| e.msg != "unknown step"), "{step}");

@@ -186,8 +186,8 @@ boot_prepare() {
     # before its "end" (config lines after "end" are refused).
     if [ -n "$ipa_bits" ]; then
       awk -v bits="$ipa_bits" '!done && $1 == "end" { print "config ipa-bits " bits; done = 1 } { print }' \
-        "$scenario" >"$work/scenario.scn"
-      scenario=$work/scenario.scn
+        "$scenario" >"$work/$(basename "$scenario")"
+      scenario=$work/$(basename "$scenario")
     fi
     # A scenario with "config vcpus N" gets N CPUs unless --smp says otherwise.
     if [ -z "${HYP_SMP:-}" ]; then
