@@ -13,7 +13,6 @@ mod backend;
 mod cpufeat;
 mod devices;
 mod diag;
-mod esr;
 mod memory;
 mod platform;
 mod realm;

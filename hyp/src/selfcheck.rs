@@ -15,12 +15,12 @@ use crate::arch::mmu::{self, Stage1};
 use crate::arch::probe::{self, Probe};
 use crate::arch::smc::Smc;
 use crate::backend::embedded::embedded_rmm;
-use crate::esr::{FaultStatus, Syndrome};
 use crate::host::Hyp;
 use crate::realm::Counted;
 use alloc::format;
 use alloc::string::String;
 use log::info;
+use rmi::esr::{FaultStatus, Syndrome};
 use rmi::{GranuleAddr, RmiVersion, Rmm, SmcRmm};
 
 /// The checks so far: each passing one is printed only with `--verbose`; a failing one is the

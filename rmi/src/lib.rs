@@ -12,6 +12,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod esr;
 mod layout;
 pub mod rsi;
 mod status;

@@ -35,28 +35,29 @@ pub struct Stage2Config {
 /// `complete_mmio_emulation` for a read: the value masked to the access size, sign-extended if
 /// SSE, truncated to 32 bits unless SF, into the transfer register (not xzr).
 fn complete_mmio_read(vcpu: &mut VcpuContext, esr: u64, value: u64) {
-    let srt = ((esr >> SRT_SHIFT) & 0x1f) as usize;
-    if esr & WNR != 0 || srt == 31 {
+    let Some(da) = Syndrome::decode(esr).data_abort() else { return };
+    let Some(a) = da.access else { return };
+    if da.write || a.srt == 31 {
         return;
     }
-    let bits = 8u32 << ((esr & SAS_MASK) >> SAS_SHIFT);
-    let mut v = if bits == 64 { value } else { value & ((1u64 << bits) - 1) };
-    if esr & SSE != 0 && bits < 64 {
+    let bits = 8 * u32::from(a.size);
+    let mut v = value & access_mask(esr);
+    if a.sign_extend && bits < 64 {
         let m = 1u64 << (bits - 1);
         v = (v ^ m).wrapping_sub(m);
     }
-    if esr & SF == 0 {
+    if !a.sixty_four {
         v &= 0xffff_ffff;
     }
-    vcpu.gprs[srt] = v;
+    vcpu.gprs[a.srt as usize] = v;
 }
 
-/// The access mask of SAS (TF-RMM `access_mask`).
+/// The access mask of SAS (TF-RMM `access_mask`, which reads SAS whether or not ISV is set).
 fn access_mask(esr: u64) -> u64 {
-    match (esr & SAS_MASK) >> SAS_SHIFT {
-        0 => 0xff,
-        1 => 0xffff,
-        2 => 0xffff_ffff,
+    match Syndrome::decode(esr).srt_and_size_unchecked().1 {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
         _ => u64::MAX,
     }
 }
@@ -86,33 +87,15 @@ pub trait Guest {
     fn inject_undef(&mut self, vcpu: &mut VcpuContext);
 }
 
-// ESR fields (Arm ARM D23.2.41) used by TF-RMM's masks.
-const EC_SHIFT: u32 = 26;
-const EC_MASK: u64 = 0x3f << EC_SHIFT;
-const ISV: u64 = 1 << 24;
-const SAS_SHIFT: u32 = 22;
-const SAS_MASK: u64 = 0b11 << SAS_SHIFT;
-const SSE: u64 = 1 << 21;
-const SRT_SHIFT: u32 = 16;
-const SF: u64 = 1 << 15;
-const SET_MASK: u64 = 0b11 << 11;
-const FNV: u64 = 1 << 10;
-const EA: u64 = 1 << 9;
-const WNR: u64 = 1 << 6;
-const DFSC_MASK: u64 = 0x3f;
+// TF-RMM's syndrome masks (lib/arch/include/esr.h), built from the one ESR decoder's fields.
+use rmi::esr::{ExceptionClass, Syndrome, ec, mask};
 /// `ESR_NONEMULATED_ABORT_MASK`.
-pub const ESR_NONEMULATED_ABORT_MASK: u64 = EC_MASK | SET_MASK | FNV | EA | DFSC_MASK;
+pub const ESR_NONEMULATED_ABORT_MASK: u64 = mask::EC | mask::SET | mask::FNV | mask::EA | mask::DFSC;
 /// `ESR_EMULATED_ABORT_MASK`.
-pub const ESR_EMULATED_ABORT_MASK: u64 = ESR_NONEMULATED_ABORT_MASK | ISV | SAS_MASK | SF | WNR;
+pub const ESR_EMULATED_ABORT_MASK: u64 =
+    ESR_NONEMULATED_ABORT_MASK | mask::ISV | mask::SAS | mask::SF | mask::WNR;
 /// SError: EC | IDS (24) | AET (12:10) | EA | DFSC.
-const ESR_SERROR_MASK: u64 = EC_MASK | (1 << 24) | (0b111 << 10) | EA | DFSC_MASK;
-
-const EC_WFX: u64 = 0x01;
-const EC_HVC64: u64 = 0x16;
-const EC_SMC64: u64 = 0x17;
-const EC_SYSREG: u64 = 0x18;
-const EC_IABT_LOWER: u64 = 0x20;
-const EC_DABT_LOWER: u64 = 0x24;
+const ESR_SERROR_MASK: u64 = mask::EC | (1 << 24) | (0b111 << 10) | mask::EA | mask::DFSC;
 /// DFSC of a translation fault at level 0 (level n: + n).
 const DFSC_TRANSLATION_L0: u64 = 0x04;
 /// HPFAR_EL2.FIPA holds IPA[51:12] in bits [43:4] (TF-RMM `HPFAR_EL2_FIPA`).
@@ -242,16 +225,16 @@ impl<M: Memory, G: Guest> Model<M, G> {
         let (rd, ctx, vmid) = (r.rd, realm.s2, realm.vmid);
         let flags = run.enter.flags;
         let last = r.last;
-        let last_ec = (last.esr & EC_MASK) >> EC_SHIFT;
+        let last_class = Syndrome::decode(last.esr).class;
         let mut vcpu = r.vcpu;
         let mut inject = None;
         if flags & enter_flags::INJECT_SEA != 0 {
-            if last_ec != EC_DABT_LOWER || ctx.in_par(ipa_from_hpfar(last.hpfar)) {
+            if last_class != ExceptionClass::DataAbortLower || ctx.in_par(ipa_from_hpfar(last.hpfar)) {
                 return Err(REC);
             }
             inject = Some(Inject::Sea { far: last.far, instruction: false });
         } else if flags & enter_flags::EMUL_MMIO != 0 {
-            if last_ec != EC_DABT_LOWER || last.esr & ISV == 0 {
+            if last_class != ExceptionClass::DataAbortLower || last.esr & mask::ISV == 0 {
                 return Err(REC);
             }
             complete_mmio_read(&mut vcpu, last.esr, run.enter.gprs[0]);
@@ -361,13 +344,13 @@ impl<M: Memory, G: Guest> Model<M, G> {
             }
             HwExit::Sync { esr, far, hpfar } => (esr, far, hpfar),
         };
-        let ec = (esr & EC_MASK) >> EC_SHIFT;
-        let fsc = esr & DFSC_MASK;
+        let syndrome = Syndrome::decode(esr);
+        let fsc = esr & mask::DFSC;
         let sync_ext = fsc == 0x10 || (0x13..=0x17).contains(&fsc);
-        match ec {
-            EC_DABT_LOWER | EC_IABT_LOWER => {
+        match syndrome.class {
+            ExceptionClass::DataAbortLower | ExceptionClass::InstrAbortLower => {
                 let ipa = ipa_from_hpfar(hpfar);
-                let instruction = ec == EC_IABT_LOWER;
+                let instruction = syndrome.class == ExceptionClass::InstrAbortLower;
                 if sync_ext {
                     self.set_last(rec, LastRun { esr, far, hpfar });
                     return Self::sync_exit(run, esr & ESR_NONEMULATED_ABORT_MASK, 0, 0);
@@ -389,21 +372,22 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 if ctx.in_par(ipa) {
                     return Self::sync_exit(run, esr & ESR_NONEMULATED_ABORT_MASK, 0, hpfar);
                 }
-                if esr & WNR != 0 {
-                    let srt = ((esr >> SRT_SHIFT) & 0x1f) as usize;
+                // TF-RMM `get_dabt_write_value`: SRT and SAS as they are, ISV or not.
+                if esr & mask::WNR != 0 {
+                    let srt = syndrome.srt_and_size_unchecked().0 as usize;
                     run.exit.gprs[0] = if srt == 31 { 0 } else { vcpu.gprs[srt] & access_mask(esr) };
                 }
                 Self::sync_exit(run, esr & ESR_EMULATED_ABORT_MASK, far & 0xfff, hpfar)
             }
-            EC_SMC64 => self.handle_smc(rec, rd, ctx, vcpu, run),
+            ExceptionClass::Smc64 => self.handle_smc(rec, rd, ctx, vcpu, run),
             // A realm must use RSI_HOST_CALL; TF-RMM injects an undefined-instruction exception.
-            EC_HVC64 => Step::Inject(Inject::Undef),
-            EC_WFX => {
+            ExceptionClass::Hvc64 => Step::Inject(Inject::Undef),
+            ExceptionClass::Wfx => {
                 self.set_last(rec, LastRun { esr, far, hpfar });
                 vcpu.pc += 4;
-                Self::sync_exit(run, esr & (EC_MASK | 1), 0, 0)
+                Self::sync_exit(run, esr & (mask::EC | 1), 0, 0)
             }
-            EC_SYSREG => {
+            ExceptionClass::SysReg => {
                 // ID registers and anything else not forwarded: read as zero, writes ignored.
                 let rt = ((esr >> 5) & 0x1f) as usize;
                 if esr & 1 == 1 && rt != 31 {
@@ -428,7 +412,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
     /// A synthetic stage-2 data abort for an RSI buffer at an unassigned RAM IPA
     /// (TF-RMM `emulate_stage2_data_abort`): the SMC re-executes once the host has mapped it.
     fn rsi_buffer_abort(run: &mut RecRun, ipa: u64, level: RttLevel) -> Step {
-        let esr = (EC_DABT_LOWER << EC_SHIFT) | (DFSC_TRANSLATION_L0 + level.get().max(0) as u64);
+        let esr = (ec::DABT_LOWER << mask::EC_SHIFT) | (DFSC_TRANSLATION_L0 + level.get().max(0) as u64);
         Self::sync_exit(run, esr, 0, (ipa >> 12) << 4)
     }
 

@@ -6,8 +6,8 @@
 //! undefined-instruction trap of semihosting's HLT when QEMU runs without semihosting. Anything
 //! else at EL2 is a hypervisor bug: it is reported with ESR/FAR/ELR and QEMU exits failing.
 
-use crate::esr::{ExceptionClass, Syndrome};
 use core::sync::atomic::{AtomicU64, Ordering};
+use rmi::esr::{ExceptionClass, Syndrome};
 
 /// Saved state of an exception; the layout is shared with boot/vectors.S through `offset_of!`.
 #[repr(C)]

@@ -70,13 +70,11 @@ const LOWER_SYNC: u64 = 8;
 const LOWER_IRQ: u64 = 9;
 const LOWER_FIQ: u64 = 10;
 
-// Exception injection (Arm ARM D1.10): syndrome bits and vector offsets.
-const ESR_IL: u64 = 1 << 25;
-const EC_SHIFT: u32 = 26;
-const EC_IABT_LOWER: u64 = 0x20;
-const EC_IABT_CUR: u64 = 0x21;
-const EC_DABT_LOWER: u64 = 0x24;
-const EC_DABT_CUR: u64 = 0x25;
+// Exception injection (Arm ARM D1.10): syndromes built from the one ESR decoder's fields, and
+// vector offsets.
+use rmi::esr::{ec, mask};
+const ESR_IL: u64 = mask::IL;
+const EC_SHIFT: usize = mask::EC_SHIFT;
 const FSC_SEA: u64 = 0x10;
 const PSTATE_M_MASK: u64 = 0xf;
 const PSTATE_EL1H: u64 = 0b0101;
@@ -208,10 +206,10 @@ impl Guest for ElGuest {
     fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, instruction: bool) {
         let from_el1 = vcpu.pstate & PSTATE_M_MASK != 0;
         let ec = match (instruction, from_el1) {
-            (true, true) => EC_IABT_CUR,
-            (true, false) => EC_IABT_LOWER,
-            (false, true) => EC_DABT_CUR,
-            (false, false) => EC_DABT_LOWER,
+            (true, true) => ec::IABT_SAME,
+            (true, false) => ec::IABT_LOWER,
+            (false, true) => ec::DABT_SAME,
+            (false, false) => ec::DABT_LOWER,
         };
         Self::inject(vcpu, (ec << EC_SHIFT) | ESR_IL | FSC_SEA, Some(far));
     }

@@ -8,10 +8,10 @@ use super::outcome::{FaultClass, HostError, Stop};
 use super::vm::{BLOCK_SIZE, HOST_CALL_COLLAPSE, Res, Vm};
 use crate::addr::{Alias, Gpa};
 use crate::devices::{BusDevice, DeviceId, MmioAccess};
-use crate::esr::{FaultStatus, Syndrome};
 use crate::memory::Frames;
 use alloc::boxed::Box;
 use log::debug;
+use rmi::esr::{FaultStatus, Syndrome};
 use rmi::{
     Fid, GranuleAddr, Ipa, PsciStatus, RecRun, RmiError, RmiStatus, Rmm, enter_flags, exit_reason,
     rec_index_of_mpidr_el1, rsi,
@@ -84,7 +84,7 @@ impl Vm {
         let esr = run.exit.esr;
         let syndrome = Syndrome::decode(esr);
         let status = match syndrome.class {
-            crate::esr::ExceptionClass::DataAbortLower | crate::esr::ExceptionClass::InstrAbortLower => {
+            rmi::esr::ExceptionClass::DataAbortLower | rmi::esr::ExceptionClass::InstrAbortLower => {
                 syndrome.abort_status()
             }
             _ => None,

@@ -1,4 +1,6 @@
 //! Exception syndrome decoding (Arm ARM D23.2.41 ESR_ELx), pure so it is tested with real values.
+//! The one decoder of the project: the hypervisor's exception and exit paths and the RMM model's
+//! REC exits (which mask syndromes as TF-RMM does, with the [`mask`] constants) all read it.
 //!
 //! Decoded by fields, never by matching whole ESR values: EC [31:26], IL [25], ISS [24:0]; for
 //! data aborts (EC 0x24 lower EL, 0x25 same EL) ISV [24], SAS [23:22], SSE [21], SRT [20:16],
@@ -19,10 +21,45 @@ register_bitfields! {u64,
         SSE OFFSET(21) NUMBITS(1) [],
         SRT OFFSET(16) NUMBITS(5) [],
         SF OFFSET(15) NUMBITS(1) [],
+        SET OFFSET(11) NUMBITS(2) [],
+        FNV OFFSET(10) NUMBITS(1) [],
+        EA OFFSET(9) NUMBITS(1) [],
         S1PTW OFFSET(7) NUMBITS(1) [],
         WNR OFFSET(6) NUMBITS(1) [],
         DFSC OFFSET(0) NUMBITS(6) [],
     ]
+}
+
+/// The bits of each ESR field in place, for masking a syndrome the way TF-RMM does
+/// (`ESR_EL2_*` in lib/arch/include/esr.h) and for building one.
+pub mod mask {
+    use super::{DataAbortIss, Esr};
+    pub const EC: u64 = Esr::EC.mask << Esr::EC.shift;
+    pub const IL: u64 = Esr::IL.mask << Esr::IL.shift;
+    pub const ISV: u64 = DataAbortIss::ISV.mask << DataAbortIss::ISV.shift;
+    pub const SAS: u64 = DataAbortIss::SAS.mask << DataAbortIss::SAS.shift;
+    pub const SSE: u64 = DataAbortIss::SSE.mask << DataAbortIss::SSE.shift;
+    pub const SRT: u64 = DataAbortIss::SRT.mask << DataAbortIss::SRT.shift;
+    pub const SF: u64 = DataAbortIss::SF.mask << DataAbortIss::SF.shift;
+    pub const SET: u64 = DataAbortIss::SET.mask << DataAbortIss::SET.shift;
+    pub const FNV: u64 = DataAbortIss::FNV.mask << DataAbortIss::FNV.shift;
+    pub const EA: u64 = DataAbortIss::EA.mask << DataAbortIss::EA.shift;
+    pub const WNR: u64 = DataAbortIss::WNR.mask << DataAbortIss::WNR.shift;
+    pub const DFSC: u64 = DataAbortIss::DFSC.mask << DataAbortIss::DFSC.shift;
+    /// Where EC sits.
+    pub const EC_SHIFT: usize = Esr::EC.shift;
+}
+
+/// EC values, for building syndromes (decoding goes through [`ExceptionClass`]).
+pub mod ec {
+    pub const WFX: u64 = 0x01;
+    pub const HVC64: u64 = 0x16;
+    pub const SMC64: u64 = 0x17;
+    pub const SYSREG: u64 = 0x18;
+    pub const IABT_LOWER: u64 = 0x20;
+    pub const IABT_SAME: u64 = 0x21;
+    pub const DABT_LOWER: u64 = 0x24;
+    pub const DABT_SAME: u64 = 0x25;
 }
 
 /// Exception classes the hypervisor distinguishes (ESR_ELx.EC).
@@ -138,6 +175,19 @@ pub struct Syndrome {
 }
 
 impl Syndrome {
+    /// The raw EC field.
+    pub fn ec(&self) -> u64 {
+        LocalRegisterCopy::<u64, Esr::Register>::new(self.raw).read(Esr::EC)
+    }
+
+    /// SRT and the access size in bytes (1 << SAS) read whether or not ISV is set — what TF-RMM
+    /// does for the write value of an emulatable abort (`esr_srt`, `access_mask`). Everything
+    /// else should go through [`Syndrome::data_abort`], which only trusts them with ISV.
+    pub fn srt_and_size_unchecked(&self) -> (u8, u8) {
+        let iss = LocalRegisterCopy::<u64, DataAbortIss::Register>::new(self.raw);
+        (iss.read(DataAbortIss::SRT) as u8, 1 << iss.read(DataAbortIss::SAS))
+    }
+
     pub fn decode(esr: u64) -> Self {
         let r = LocalRegisterCopy::<u64, Esr::Register>::new(esr);
         Self { class: ExceptionClass::from_raw(r.read(Esr::EC) as u8), raw: esr }
