@@ -14,6 +14,7 @@ use crate::host::Hyp;
 use crate::memory::Frames;
 use crate::realm::counted::CallCounts;
 use crate::realm::counted::TraceFilter;
+use crate::realm::memslot::SlotKind;
 use crate::realm::{Counted, Host, HostError, Stop, Vm, VmConfig, run_shared};
 use crate::{arch, println};
 use alloc::format;
@@ -169,19 +170,21 @@ fn drive<R: Rmm>(
         }
     };
     let ram = &hyp.platform.ram;
-    let shared =
-        crate::addr::MemRange { start: vm.shared.backing, end: vm.shared.backing.add(vm.shared.size) };
-    nsmem::fill(shared, ram, scenario::host_pattern);
-    info!(
-        "realm: created: protected memslot {}+{:#x} on {}, shared memslot {}+{:#x} on {} (pre-filled), console at GPA {}",
-        vm.prot.gpa,
-        vm.prot.size,
-        vm.prot.backing,
-        vm.shared.gpa,
-        vm.shared.size,
-        vm.shared.backing,
-        vm.layout.console_gpa
-    );
+    // Pre-fill every shared-only memslot with the host's pattern, and say where everything is.
+    for slot in vm.slots.iter() {
+        if slot.kind == SlotKind::Shared {
+            let range = crate::addr::MemRange { start: slot.backing, end: slot.backing.add(slot.size) };
+            nsmem::fill(range, ram, scenario::host_pattern);
+        }
+        info!(
+            "realm: memslot {}+{:#x} ({}) on {}",
+            slot.gpa,
+            slot.size,
+            if slot.kind == SlotKind::Ram { "RAM: private, shared in place" } else { "shared, pre-filled" },
+            slot.backing
+        );
+    }
+    info!("realm: console at GPA {}", vm.layout.console_gpa);
     let job = JOB.call_once(|| Job {
         host: Mutex::new(Host { vm, frames }),
         backend,
@@ -242,7 +245,7 @@ fn drive<R: Rmm>(
     let expected: alloc::collections::BTreeMap<u64, u64> = scenario::shared_writes(text).collect();
     for (off, want) in expected {
         words += 1;
-        let got = nsmem::read_u64(vm.shared.backing.add(off), ram);
+        let got = vm.shared_slot().and_then(|s| nsmem::read_u64(s.backing.add(off), ram));
         if got != Some(want) && shared_bad.is_none() {
             shared_bad = Some(format!(
                 "shared offset {off:#x}: host backing holds {got:x?}, the realm wrote {want:#x}"
@@ -265,7 +268,7 @@ fn drive<R: Rmm>(
             continue;
         }
         words += 1;
-        let got = vm.prot.translate(gpa).and_then(|pa| nsmem::read_u64(pa, ram));
+        let got = vm.ram().and_then(|s| s.translate(gpa)).and_then(|pa| nsmem::read_u64(pa, ram));
         if got != Some(want) && shared_bad.is_none() {
             shared_bad = Some(format!(
                 "alias offset {off:#x} (GPA {gpa}): the memslot's page holds {got:x?}, the realm wrote {want:#x}"

@@ -8,7 +8,8 @@
 //! # comment
 //! config protected-blocks on|off     map protected faults as 2 MiB blocks when possible (on)
 //! config shared-blocks on|off        map shared faults as 2 MiB blocks when possible (on)
-//! config protected-size SIZE         size of the protected data region (32M)
+//! config protected-size SIZE         size of the protected data region (32M; whole 4 KiB pages:
+//!                                    the part of a 2 MiB block at its end maps as pages)
 //! config shared-size SIZE            size of the shared region (8M)
 //! print TEXT...                      the realm prints TEXT
 //! read   REGION OFF LEN STRIDE       read one word at every STRIDE in [OFF, OFF+LEN)
@@ -461,9 +462,9 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
                 Config::ProtectedBlocks(b) => c.protected_blocks = b,
                 Config::SharedBlocks(b) => c.shared_blocks = b,
                 Config::ProtectedSize(s) | Config::SharedSize(s)
-                    if s == 0 || s % BLOCK != 0 || s > (1 << 32) =>
+                    if s == 0 || s % PAGE != 0 || s > (1 << 32) =>
                 {
-                    return Err(ParseError::new(line, "sizes are whole 2 MiB blocks, at most 4G"));
+                    return Err(ParseError::new(line, "sizes are whole 4 KiB pages, at most 4G"));
                 }
                 Config::ProtectedSize(s) => c.protected_size = s,
                 Config::SharedSize(s) => c.shared_size = s,
@@ -590,7 +591,7 @@ mod tests {
             ("zero shared 0 4K 4K\nend", 1, "zero checks protected memory (prot or alias) only"),
             ("share shared 0 4K\nend", 1, "only protected memory is shared in place"),
             ("share prot 0x800 4K\nend", 1, "shared ranges are whole pages"),
-            ("config shared-size 3M\nend", 1, "sizes are whole 2 MiB blocks, at most 4G"),
+            ("config shared-size 3000\nend", 1, "sizes are whole 4 KiB pages, at most 4G"),
             ("print x\n", 1, "the scenario must finish with end"),
             ("end\nprint late", 2, "steps after end"),
             ("collapse shared 4K\nend", 1, "collapse takes a 2 MiB aligned offset"),
@@ -641,6 +642,11 @@ mod tests {
         assert!(validate("fp-check 0\nend").is_err());
         assert_eq!(validate("config ipa-bits 40\nend").map(|c| c.ipa_bits), Ok(Some(40)));
         assert!(validate("config ipa-bits 31\nend").is_err());
+        // A share range outside the realm's RAM is refused before anything runs.
+        assert_eq!(
+            validate("config protected-size 4M\nshare prot 3M 2M\nend"),
+            Err(ParseError::new(2, "RIPAS range outside the protected region"))
+        );
     }
 
     #[test]

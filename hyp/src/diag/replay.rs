@@ -75,7 +75,7 @@ impl Seed {
         for _ in 0..4 {
             let r = if shared {
                 let (gpa, _) = vm.space.split(Ipa(page));
-                let pa = vm.shared.translate(gpa).ok_or(RmiError::Unknown(page))?;
+                let pa = vm.slots.find(gpa).and_then(|s| s.translate(gpa)).ok_or(RmiError::Unknown(page))?;
                 rmm.rtt_map_unprotected(
                     vm.rd,
                     Ipa(page),
@@ -83,7 +83,8 @@ impl Seed {
                     pa.0 | crate::realm::vm::NS_DESC_WB_RW,
                 )
             } else {
-                let pa = vm.prot.translate(crate::addr::Gpa(page)).ok_or(RmiError::Unknown(page))?;
+                let gpa = crate::addr::Gpa(page);
+                let pa = vm.slots.find(gpa).and_then(|s| s.translate(gpa)).ok_or(RmiError::Unknown(page))?;
                 let g = GranuleAddr::new(pa.0).ok_or(RmiError::Unknown(page))?;
                 rmm.granule_delegate(g)?;
                 let r = rmm.data_create_unknown(vm.rd, g, Ipa(page));

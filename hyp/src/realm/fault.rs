@@ -7,6 +7,7 @@
 
 use super::counted::Counted;
 use super::ledger::Use;
+use super::memslot::SlotKind;
 use super::outcome::{FaultClass, HostError};
 use super::vm::{BLOCK_SIZE, ENTRIES, NS_DESC_WB_RW, Res, Vm, is_rtt};
 use crate::addr::{Alias, Gpa, PAGE_SIZE, PhysAddr};
@@ -35,9 +36,10 @@ impl Vm {
         gpa: Gpa,
     ) -> Res<FaultClass> {
         let ipa = self.prot_ipa(gpa);
-        if !self.prot.contains(gpa) {
+        let Some(slot) = self.slots.find_kind(gpa, SlotKind::Ram) else {
             return Err(HostError::Outside { ipa, gpa, alias: Alias::Protected });
-        }
+        };
+        let block_ok = slot.block_ok(gpa.align_down(BLOCK_SIZE));
         if self.mapped_protected(gpa) {
             // Mapped since this vCPU faulted (another vCPU won the race), or lost for good: the
             // RMM tells which.
@@ -51,7 +53,7 @@ impl Vm {
             };
         }
         let block = gpa.align_down(BLOCK_SIZE);
-        if self.prot.block_ok(block)
+        if block_ok
             && !self.tables.contains(&Self::table_key(RttLevel::PAGE, self.prot_ipa(block)))
             && !self.is_empty_ripas(block, block.add(BLOCK_SIZE))
         {
@@ -206,16 +208,13 @@ impl Vm {
         let ipa = self.space.ipa(gpa, Alias::Unprotected);
         let block = gpa.align_down(BLOCK_SIZE);
         let page = gpa.align_down(PAGE_SIZE);
-        let in_place = if self.shared.contains(gpa) {
-            false
-        } else if self.prot.contains(gpa) {
-            if !self.is_empty_ripas(page, page.add(PAGE_SIZE)) || self.mapped_protected(page) {
-                return Err(HostError::PrivateAlias { ipa, gpa });
-            }
-            true
-        } else {
+        let Some(slot) = self.slots.find(gpa) else {
             return Err(HostError::Outside { ipa, gpa, alias: Alias::Unprotected });
         };
+        let in_place = slot.kind == SlotKind::Ram;
+        if in_place && (!self.is_empty_ripas(page, page.add(PAGE_SIZE)) || self.mapped_protected(page)) {
+            return Err(HostError::PrivateAlias { ipa, gpa });
+        }
         if self.shared_maps.get(&block) == Some(&RttLevel::BLOCK)
             || self.shared_maps.get(&page) == Some(&RttLevel::PAGE)
         {
@@ -223,7 +222,6 @@ impl Vm {
             self.stats.races += 1;
             return Ok(FaultClass::Race);
         }
-        let slot = if in_place { &self.prot } else { &self.shared };
         let whole_block = slot.block_ok(block)
             && (!in_place || self.empty.covers(block.0, block.add(BLOCK_SIZE).0))
             && !(in_place && self.data.range(block..block.add(BLOCK_SIZE)).next().is_some());
@@ -233,6 +231,7 @@ impl Vm {
             (FaultClass::Shared4K, page, RttLevel::PAGE)
         };
         let pa = slot.translate(at).ok_or(HostError::Internal("a shared page outside its memslot"))?;
+        let _ = slot;
         self.map_shared(rmm, frames, at, level, pa)?;
         Ok(class)
     }
@@ -249,7 +248,7 @@ impl Vm {
         let maps: Vec<(Gpa, RttLevel)> = self
             .shared_maps
             .range(base.align_down(BLOCK_SIZE)..top)
-            .filter(|(g, l)| g.add(l.map_size()) > base && self.prot.contains(**g))
+            .filter(|(g, l)| g.add(l.map_size()) > base && self.slots.find_kind(**g, SlotKind::Ram).is_some())
             .map(|(g, l)| (*g, *l))
             .collect();
         for (gpa, level) in maps {

@@ -12,6 +12,7 @@
 //!                                        . RAM not yet mapped, - outside every memslot
 //! ```
 
+use super::memslot::SlotKind;
 use super::vm::{BLOCK_SIZE, ENTRIES, Vm};
 use crate::addr::{Gpa, PAGE_SIZE};
 use alloc::format;
@@ -35,12 +36,10 @@ impl Vm {
         if self.shared_maps.get(&gpa) == Some(&RttLevel::PAGE) {
             return 'S';
         }
-        if self.prot.contains(gpa) {
-            if self.empty.overlaps(gpa.0, gpa.0 + PAGE_SIZE) { 'E' } else { '.' }
-        } else if self.shared.contains(gpa) {
-            '.'
-        } else {
-            '-'
+        match self.slots.find(gpa).map(|s| s.kind) {
+            Some(SlotKind::Ram) if self.empty.overlaps(gpa.0, gpa.0 + PAGE_SIZE) => 'E',
+            Some(_) => '.',
+            None => '-',
         }
     }
 
@@ -48,17 +47,15 @@ impl Vm {
     pub fn ipa_map(&self) -> Vec<String> {
         let mut out = Vec::new();
         out.push(format!("map: begin ipa-bits {} shared-bit {:#x}", self.shape.s2sz, self.shared_bit()));
-        let slots = [(&self.prot, "ram"), (&self.shared, "shared")];
-        for (slot, kind) in slots {
-            if slot.size > 0 {
-                out.push(format!("map: slot {:#x} {:#x} {kind}", slot.gpa.0, slot.gpa.0 + slot.size));
-            }
+        for slot in self.slots.iter().filter(|s| s.size > 0) {
+            let kind = if slot.kind == SlotKind::Ram { "ram" } else { "shared" };
+            out.push(format!("map: slot {:#x} {:#x} {kind}", slot.gpa.0, slot.gpa.0 + slot.size));
         }
         for (level, base) in &self.tables {
             out.push(format!("map: rtt {} {:#x}", level.get(), base.0));
         }
         let mut blocks: Vec<Gpa> = Vec::new();
-        for (slot, _) in slots {
+        for slot in self.slots.iter() {
             let mut b = slot.gpa.align_down(BLOCK_SIZE);
             while b.0 < slot.gpa.0 + slot.size {
                 blocks.push(b);

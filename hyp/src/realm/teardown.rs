@@ -105,7 +105,7 @@ impl Vm {
         }
         // A memslot holding a leaked granule (still in the Realm PAS) is never handed back to
         // the host allocator: its pages could be reused and faulted on.
-        for slot in [&mut self.prot, &mut self.shared] {
+        for slot in self.slots.iter_mut() {
             let tainted = self.ledger.leaked.iter().any(|l| slot.backs(PhysAddr(l.pa.get())));
             if tainted {
                 warn!(
@@ -139,7 +139,7 @@ impl Vm {
     fn give_back<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, g: GranuleAddr) {
         if self.ledger.undelegate(rmm, g) {
             let pa = PhysAddr(g.get());
-            if !self.prot.backs(pa) && !self.shared.backs(pa) {
+            if !self.slots.backs(pa) {
                 frames.free(pa, 1);
             }
         }

@@ -181,7 +181,7 @@ fn protected_block_is_folded() {
     assert!(lines.iter().any(|l| l.contains("RMI_RTT_FOLD") && l.trim_end().ends_with(" 1")), "{lines:?}");
     let e = entry(&mut w, &v, block, 2);
     assert_eq!((e.walk_level, e.state), (RttLevel::BLOCK, RttEntryState::Assigned));
-    assert_eq!(e.desc, v.prot.translate(crate::addr::Gpa(block)).unwrap().0);
+    assert_eq!(e.desc, v.ram().unwrap().translate(crate::addr::Gpa(block)).unwrap().0);
     assert_eq!(w.rmm.counts.failed_total(), 0);
     teardown_clean(w, v);
 }
@@ -202,13 +202,14 @@ fn shared_block_over_a_level3_table() {
     acts.push(Act::Touch(page + 0x5000, false));
     let before = w.rmm.counts;
     assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
-    assert!(v.shared.huge.contains(&v.layout.shared_gpa), "the host call reached the host");
+    assert!(v.shared_slot().unwrap().huge.contains(&v.layout.shared_gpa), "the host call reached the host");
     assert_eq!(v.stats.block_over_table, 1);
     let e = entry(&mut w, &v, page, 2);
     assert_eq!((e.walk_level, e.state), (RttLevel::BLOCK, RttEntryState::Assigned));
     assert_eq!(
         e.desc,
-        v.shared.translate(crate::addr::Gpa(v.layout.shared_gpa.0)).unwrap().0 | vm::NS_DESC_WB_RW
+        v.shared_slot().unwrap().translate(crate::addr::Gpa(v.layout.shared_gpa.0)).unwrap().0
+            | vm::NS_DESC_WB_RW
     );
     let d = w.rmm.counts.since(&before);
     assert_eq!(
@@ -284,7 +285,11 @@ fn error_injection_at_every_call_site_leaks_nothing() {
                     let mut w = world();
                     let mut v = vm(&mut w, cfg(blocks, false));
                     let (p, s) = (v.layout.prot_base.0, v.layout.shared_gpa.0 | v.shared_bit());
-                    v.shared.huge.insert(v.layout.shared_gpa.add(2 << 20));
+                    v.slots
+                        .first_mut(memslot::SlotKind::Shared)
+                        .unwrap()
+                        .huge
+                        .insert(v.layout.shared_gpa.add(2 << 20));
                     w.rmm.inner.fail_nth_call(Some(fid), nth, err);
                     let acts = [
                         Act::Touch(p + 0x2000, true),
@@ -337,7 +342,7 @@ fn a_failed_undelegate_is_reported_as_a_leak() {
         // frame stays allocated; a leaked memslot granule keeps its whole memslot out.
         assert_eq!(w.rmm.inner.granules().count(), 1);
         assert_eq!(w.rmm.inner.granule_state(leaks[0].pa.get()), Some(rmm_model::GState::Delegated));
-        let slot = v.prot.backing.0..v.prot.backing.0 + v.layout.prot_end.0;
+        let slot = v.ram().unwrap().backing.0..v.ram().unwrap().backing.0 + v.layout.prot_end.0;
         assert_eq!(slot.contains(&leaks[0].pa.get()), in_slot, "{:?}", leaks[0]);
         let expect = if in_slot { v.layout.prot_end.0 / 4096 } else { 1 };
         assert_eq!(w.frames.frames_in_use(), expect);

@@ -4,6 +4,7 @@
 //! the realm powers off, the vCPU turns itself off, or the host must stop the realm.
 
 use super::counted::{CallCounts, Counted};
+use super::memslot::SlotKind;
 use super::outcome::{FaultClass, HostError, Stop};
 use super::vm::{BLOCK_SIZE, HOST_CALL_COLLAPSE, Res, Vm};
 use crate::addr::{Alias, Gpa};
@@ -136,9 +137,10 @@ impl Vm {
         let answer = match run.exit.imm {
             HOST_CALL_COLLAPSE => {
                 let offset = run.exit.gprs[0];
-                match self.shared.gpa.0.checked_add(offset).map(Gpa) {
-                    Some(block) if block.is_aligned(BLOCK_SIZE) && self.shared.contains(block) => {
-                        if self.shared.huge.insert(block) {
+                let slot = self.slots.first_mut(SlotKind::Shared);
+                match slot.and_then(|s| Some((s.gpa.0.checked_add(offset).map(Gpa)?, s))) {
+                    Some((block, slot)) if block.is_aligned(BLOCK_SIZE) && slot.contains(block) => {
+                        if slot.huge.insert(block) {
                             debug!("realm: host backs shared block {block} with a huge page from now on");
                         }
                         0

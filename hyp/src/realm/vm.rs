@@ -18,7 +18,7 @@
 
 use super::counted::Counted;
 use super::ledger::{Ledger, Use};
-use super::memslot::{Layout, Memslot, VmConfig};
+use super::memslot::{Layout, Memslot, Memslots, SlotKind, VmConfig};
 use super::outcome::{FaultClass, HostError};
 use super::params::{self, Shape};
 use super::ranges::RangeSet;
@@ -83,8 +83,8 @@ pub struct Vm {
     pub shape: Shape,
     pub space: IpaSpace,
     pub layout: Layout,
-    pub prot: Memslot,
-    pub shared: Memslot,
+    /// The realm's memslots (the test realm has one RAM and one shared slot).
+    pub slots: Memslots,
     pub recs: Vec<GranuleAddr>,
     pub(super) rec_aux: Vec<Vec<GranuleAddr>>,
     pub(super) roots: Vec<GranuleAddr>,
@@ -126,6 +126,16 @@ impl Vm {
         self.space.shared_bit()
     }
 
+    /// The test realm's RAM memslot (its protected region, image and scenario).
+    pub fn ram(&self) -> Option<&Memslot> {
+        self.slots.first(SlotKind::Ram)
+    }
+
+    /// The test realm's shared-only memslot.
+    pub fn shared_slot(&self) -> Option<&Memslot> {
+        self.slots.first(SlotKind::Shared)
+    }
+
     /// The protected IPA of `gpa`.
     pub(super) fn prot_ipa(&self, gpa: Gpa) -> Ipa {
         self.space.ipa(gpa, Alias::Protected)
@@ -133,11 +143,11 @@ impl Vm {
 
     /// The host page backing protected `gpa`, as a granule.
     pub(super) fn prot_granule(&self, gpa: Gpa) -> Res<GranuleAddr> {
-        let pa = self.prot.translate(gpa).ok_or(HostError::Outside {
-            ipa: self.prot_ipa(gpa),
-            gpa,
-            alias: Alias::Protected,
-        })?;
+        let pa = self
+            .slots
+            .find_kind(gpa, SlotKind::Ram)
+            .and_then(|s| s.translate(gpa))
+            .ok_or(HostError::Outside { ipa: self.prot_ipa(gpa), gpa, alias: Alias::Protected })?;
         granule(pa)
     }
 
@@ -196,25 +206,34 @@ impl Vm {
         };
         let mut bus = Bus::default();
         bus.insert(layout.console_gpa, PAGE_SIZE, DeviceId::Console);
+        let mut slots = Memslots::default();
+        let ram = Memslot {
+            kind: SlotKind::Ram,
+            gpa: Gpa(0),
+            size: layout.prot_end.0,
+            backing: prot_backing,
+            blocks: cfg.protected_blocks,
+            huge: BTreeSet::new(),
+        };
+        let shared = Memslot {
+            kind: SlotKind::Shared,
+            gpa: layout.shared_gpa,
+            size: cfg.shared_size,
+            backing: shared_backing,
+            blocks: cfg.shared_blocks,
+            huge: BTreeSet::new(),
+        };
+        if let Err(e) = slots.insert(ram, shape.s2sz).and_then(|()| slots.insert(shared, shape.s2sz)) {
+            frames.free(prot_backing, (layout.prot_end.0 / PAGE_SIZE) as usize);
+            frames.free(shared_backing, (cfg.shared_size / PAGE_SIZE) as usize);
+            return Err(format!("{e}"));
+        }
         let mut vm = Vm {
             rd: GranuleAddr::new(0).unwrap_or_else(|| unreachable!()),
             shape,
             space: IpaSpace::new(shape.s2sz),
             layout,
-            prot: Memslot {
-                gpa: Gpa(0),
-                size: layout.prot_end.0,
-                backing: prot_backing,
-                blocks: cfg.protected_blocks,
-                huge: BTreeSet::new(),
-            },
-            shared: Memslot {
-                gpa: layout.shared_gpa,
-                size: cfg.shared_size,
-                backing: shared_backing,
-                blocks: cfg.shared_blocks,
-                huge: BTreeSet::new(),
-            },
+            slots,
             recs: Vec::new(),
             rec_aux: Vec::new(),
             roots: Vec::new(),
@@ -289,7 +308,7 @@ impl Vm {
             l.prot_base.0,
             l.prot_end.0 - l.prot_base.0,
             l.shared_gpa.0,
-            self.shared.size,
+            self.shared_slot().map_or(0, |s| s.size),
             l.console_gpa.0,
             0,
         ];
@@ -434,7 +453,7 @@ impl Vm {
     /// its unprotected alias then reaches the memslot's own page.
     pub fn is_shared_in_place(&self, gpa: Gpa) -> bool {
         let page = gpa.align_down(PAGE_SIZE);
-        self.prot.contains(page)
+        self.slots.find_kind(page, SlotKind::Ram).is_some()
             && self.empty.covers(page.0, page.0 + PAGE_SIZE)
             && !self.data.contains_key(&page)
             && self.data.get(&page.align_down(BLOCK_SIZE)) != Some(&RttLevel::BLOCK)

@@ -14,7 +14,7 @@ const RAM: u64 = 1;
 /// the realm has shared (RIPAS EMPTY).
 fn assert_one_alias(w: &mut World, v: &Vm) {
     for (gpa, level) in v.shared_maps.iter() {
-        if !v.prot.contains(*gpa) {
+        if !v.ram().unwrap().contains(*gpa) {
             continue;
         }
         for i in 0..level.map_size() / 4096 {
@@ -37,7 +37,7 @@ fn a_page_shared_then_private_again() {
     let p = v.layout.prot_base.0 + 0x5000;
     // Private, with data in it.
     assert_eq!(run_more(&mut w, &mut v, &[Act::Touch(p, true)]), None);
-    let pa = v.prot.translate(Gpa(p)).unwrap().0;
+    let pa = v.ram().unwrap().translate(Gpa(p)).unwrap().0;
     w.rmm.inner.mem.write_u64(pa, 0x5ec2e7);
     // Shared: the private granule is reclaimed, and the RMM scrubbed it (no residue).
     let acts = [Act::Smc([SET, p, p + 0x1000, EMPTY, 0]), Act::Touch(alias(&v, p), true)];
