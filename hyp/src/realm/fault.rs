@@ -9,7 +9,7 @@ use super::counted::Counted;
 use super::ledger::Use;
 use super::memslot::SlotKind;
 use super::outcome::{FaultClass, HostError};
-use super::vm::{BLOCK_SIZE, ENTRIES, NS_DESC_WB_RW, Res, Vm, is_rtt};
+use super::vm::{BLOCK_SIZE, ENTRIES, HUGE_SIZE, NS_DESC_WB_RW, Res, Vm, is_rtt};
 use crate::addr::{Alias, Gpa, PAGE_SIZE, PhysAddr};
 use crate::memory::Frames;
 use alloc::format;
@@ -215,17 +215,29 @@ impl Vm {
         if in_place && (!self.is_empty_ripas(page, page.add(PAGE_SIZE)) || self.mapped_protected(page)) {
             return Err(HostError::PrivateAlias { ipa, gpa });
         }
-        if self.shared_maps.get(&block) == Some(&RttLevel::BLOCK)
+        let huge = gpa.align_down(HUGE_SIZE);
+        if self.shared_maps.get(&huge) == Some(&RttLevel::L1)
+            || self.shared_maps.get(&block) == Some(&RttLevel::BLOCK)
             || self.shared_maps.get(&page) == Some(&RttLevel::PAGE)
         {
             // Another vCPU mapped it after this one faulted.
             self.stats.races += 1;
             return Ok(FaultClass::Race);
         }
-        let whole_block = slot.block_ok(block)
-            && (!in_place || self.empty.covers(block.0, block.add(BLOCK_SIZE).0))
-            && !(in_place && self.data.range(block..block.add(BLOCK_SIZE)).next().is_some());
-        let (class, at, level) = if whole_block {
+        // The biggest mapping the memslot, the policy and (in place) the RIPAS allow: 1 GiB at
+        // level 1 where no level-2 table is in the way, else 2 MiB, else a page.
+        let whole = |start: Gpa, size: u64| {
+            slot.block_ok_at(start, size)
+                && (!in_place || self.empty.covers(start.0, start.0 + size))
+                && !(in_place && self.data.range(start..start.add(size)).next().is_some())
+        };
+        let huge_ipa = self.space.ipa(huge, Alias::Unprotected);
+        let (class, at, level) = if self.shape.start < RttLevel::BLOCK
+            && whole(huge, HUGE_SIZE)
+            && !self.tables.contains(&Self::table_key(RttLevel::BLOCK, huge_ipa))
+        {
+            (FaultClass::Shared1G, huge, RttLevel::L1)
+        } else if whole(block, BLOCK_SIZE) {
             (FaultClass::Shared2M, block, RttLevel::BLOCK)
         } else {
             (FaultClass::Shared4K, page, RttLevel::PAGE)
@@ -247,7 +259,7 @@ impl Vm {
     ) -> Res<()> {
         let maps: Vec<(Gpa, RttLevel)> = self
             .shared_maps
-            .range(base.align_down(BLOCK_SIZE)..top)
+            .range(base.align_down(HUGE_SIZE)..top)
             .filter(|(g, l)| g.add(l.map_size()) > base && self.slots.find_kind(**g, SlotKind::Ram).is_some())
             .map(|(g, l)| (*g, *l))
             .collect();

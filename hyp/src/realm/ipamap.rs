@@ -13,7 +13,7 @@
 //! ```
 
 use super::memslot::SlotKind;
-use super::vm::{BLOCK_SIZE, ENTRIES, Vm};
+use super::vm::{BLOCK_SIZE, ENTRIES, HUGE_SIZE, Vm};
 use crate::addr::{Gpa, PAGE_SIZE};
 use alloc::format;
 use alloc::string::String;
@@ -30,7 +30,9 @@ impl Vm {
         if self.data.get(&gpa) == Some(&RttLevel::PAGE) {
             return 'P';
         }
-        if self.shared_maps.get(&block) == Some(&RttLevel::BLOCK) {
+        if self.shared_maps.get(&block) == Some(&RttLevel::BLOCK)
+            || self.shared_maps.get(&gpa.align_down(HUGE_SIZE)) == Some(&RttLevel::L1)
+        {
             return 'T';
         }
         if self.shared_maps.get(&gpa) == Some(&RttLevel::PAGE) {

@@ -18,6 +18,8 @@ use alloc::collections::BTreeSet;
 
 /// Size of a block mapping at level 2.
 pub const BLOCK_SIZE: u64 = 2 << 20;
+/// Size of a block mapping at level 1.
+pub const HUGE_SIZE: u64 = 1 << 30;
 
 /// The guest-physical layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +39,10 @@ impl Layout {
     pub fn new(prot_size: u64, shared_size: u64) -> Self {
         let prot_base = BLOCK_SIZE;
         let prot_end = prot_base + prot_size;
-        let shared_gpa = prot_end.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
+        // A shared memslot of 1 GiB or more starts on a 1 GiB boundary, so it can map as 1 GiB
+        // blocks; a smaller one on the next 2 MiB boundary.
+        let align = if shared_size >= HUGE_SIZE { HUGE_SIZE } else { BLOCK_SIZE };
+        let shared_gpa = prot_end.div_ceil(align) * align;
         let shared_end = shared_gpa + shared_size;
         Self {
             image_gpa: Gpa(0),
@@ -110,10 +115,16 @@ impl Memslot {
     /// Whether the 2 MiB block at `block` may be mapped whole: inside the slot, its backing 2 MiB
     /// aligned, and allowed (blocks on, or the block collapsed to a huge page).
     pub fn block_ok(&self, block: Gpa) -> bool {
-        self.contains(block)
-            && block.0 - self.gpa.0 + BLOCK_SIZE <= self.size
-            && self.translate(block).is_some_and(|pa| pa.is_aligned(BLOCK_SIZE))
-            && (self.blocks || self.huge.contains(&block))
+        self.block_ok_at(block, BLOCK_SIZE)
+    }
+    /// The same for a block of `size` (2 MiB or 1 GiB) at `start`: inside the slot, its backing
+    /// aligned to `size`, and allowed (blocks on; a collapsed huge page counts for 2 MiB only).
+    pub fn block_ok_at(&self, start: Gpa, size: u64) -> bool {
+        self.contains(start)
+            && start.is_aligned(size)
+            && start.0 - self.gpa.0 + size <= self.size
+            && self.translate(start).is_some_and(|pa| pa.is_aligned(size))
+            && (self.blocks || (size == BLOCK_SIZE && self.huge.contains(&start)))
     }
 }
 

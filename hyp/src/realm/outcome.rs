@@ -13,6 +13,7 @@ pub enum FaultClass {
     Protected2M,
     Shared4K,
     Shared2M,
+    Shared1G,
     /// An emulated device access (the unprotected alias of a device page).
     Mmio,
     /// Found already handled: another vCPU won, or the RMM says the entry exists.
@@ -30,6 +31,7 @@ impl FaultClass {
             Self::Protected2M => "protected 2M",
             Self::Shared4K => "shared 4K",
             Self::Shared2M => "shared 2M",
+            Self::Shared1G => "shared 1G",
             Self::Mmio => "mmio",
             Self::Race => "race",
             Self::Ripas => "ripas",
@@ -43,6 +45,7 @@ impl FaultClass {
         match self {
             Self::Protected4K | Self::Shared4K => 4 << 10,
             Self::Protected2M | Self::Shared2M => 2 << 20,
+            Self::Shared1G => 1 << 30,
             _ => 0,
         }
     }
@@ -50,7 +53,7 @@ impl FaultClass {
         matches!(self, Self::Protected4K | Self::Protected2M)
     }
     pub const fn is_shared(self) -> bool {
-        matches!(self, Self::Shared4K | Self::Shared2M)
+        matches!(self, Self::Shared4K | Self::Shared2M | Self::Shared1G)
     }
 }
 

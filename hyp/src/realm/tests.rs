@@ -69,10 +69,18 @@ struct World {
 }
 
 fn world() -> World {
-    let model = Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default());
-    let mut frames = Frames::new();
-    frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
-    World { rmm: Counted::new(model, None), frames }
+    World::with_ram(SIZE)
+}
+
+impl World {
+    /// A model and a frame allocator over `size` bytes of host RAM at [`BASE`] (the arena is
+    /// allocated zeroed, so untouched memory costs nothing).
+    fn with_ram(size: u64) -> Self {
+        let model = Model::new(Arena::new(BASE, size as usize), Script::default(), Config::default());
+        let mut frames = Frames::new();
+        frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + size) });
+        World { rmm: Counted::new(model, None), frames }
+    }
 }
 
 fn cfg(protected_blocks: bool, shared_blocks: bool) -> VmConfig {

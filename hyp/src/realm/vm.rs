@@ -37,7 +37,7 @@ use rmi::{
     RttLevel,
 };
 
-pub use super::memslot::BLOCK_SIZE;
+pub use super::memslot::{BLOCK_SIZE, HUGE_SIZE};
 
 /// Host descriptor bits for an unprotected mapping: MemAttr Normal write-back (FWB encoding
 /// 0b110) and S2AP read/write — `pa | 0xD8` (rmi-abi.md §3.7; TF-A tests `S2TTE_ATTR_FWB_WB_RW`).
@@ -426,8 +426,9 @@ impl Vm {
             if *level == RttLevel::PAGE {
                 l3.insert(ipa.0 & !(BLOCK_SIZE - 1));
             }
+            // The tables from below the root down to the one holding the mapping.
             let mut l = self.shape.start.next();
-            while l < RttLevel::PAGE {
+            while l < RttLevel::PAGE && l <= *level {
                 l2_over.insert(Self::table_key(l, ipa));
                 l = l.next();
             }
@@ -444,7 +445,7 @@ impl Vm {
             count(&self.data, RttLevel::PAGE),
             count(&self.data, RttLevel::BLOCK),
             count(&self.shared_maps, RttLevel::PAGE),
-            count(&self.shared_maps, RttLevel::BLOCK),
+            count(&self.shared_maps, RttLevel::BLOCK) + count(&self.shared_maps, RttLevel::L1),
             self.rtts_live()
         )
     }

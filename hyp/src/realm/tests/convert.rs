@@ -203,3 +203,22 @@ fn the_ipa_map_shows_private_shared_and_empty_pages() {
     assert!(map.iter().any(|l| l.starts_with("map: rtt 3 ")));
     teardown_clean(w, v);
 }
+
+/// A shared memslot of 1 GiB at a 1 GiB-aligned GPA maps as one level-1 block (RTT_MAP_UNPROTECTED
+/// at level 1), when the realm's start level leaves a level-1 entry to map.
+#[test]
+fn a_one_gib_shared_memslot_maps_as_one_level_1_block() {
+    let mut w = World::with_ram(3 << 30);
+    let mut v = vm(&mut w, VmConfig { shared_size: 1 << 30, ipa_bits: Some(40), ..cfg(true, true) });
+    assert_eq!(v.layout.shared_gpa.0 % (1 << 30), 0, "the slot starts on a 1 GiB boundary");
+    let s = v.layout.shared_gpa.0 | v.shared_bit();
+    let acts = [Act::Touch(s + 0x1234_5000, true), Act::Touch(s + 0x3000_0000, false)];
+    assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
+    assert_eq!(v.stats.by_class[&(FaultClass::Shared1G, 3)].0, 1);
+    assert_eq!(v.stats.by_class.get(&(FaultClass::Shared2M, 3)), None, "one mapping served both");
+    let e = entry(&mut w, &v, s, 1);
+    assert_eq!((e.walk_level, e.state), (RttLevel::L1, RttEntryState::Assigned));
+    assert_eq!(e.desc & !0xfff, v.shared_slot().unwrap().backing.0);
+    assert!(v.ipa_map().iter().any(|l| l.starts_with(&std::format!("map: block {:#x} TTTT", v.layout.shared_gpa.0))));
+    teardown_clean(w, v);
+}
