@@ -268,7 +268,7 @@ fn drive<R: Rmm>(
             continue;
         }
         words += 1;
-        let got = vm.ram().and_then(|s| s.translate(gpa)).and_then(|pa| nsmem::read_u64(pa, ram));
+        let got = vm.slots.find(gpa).and_then(|s| s.translate(gpa)).and_then(|pa| nsmem::read_u64(pa, ram));
         if got != Some(want) && shared_bad.is_none() {
             shared_bad = Some(format!(
                 "alias offset {off:#x} (GPA {gpa}): the memslot's page holds {got:x?}, the realm wrote {want:#x}"

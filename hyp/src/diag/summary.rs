@@ -30,8 +30,8 @@ pub fn lines(
         ));
     }
     out.push(format!(
-        "  exits {}, races {}, protected blocks folded {} (refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}, RIPAS changes rejected {}, shared aliases unmapped {}",
-        stats.exits, stats.races, stats.folds, stats.fold_refused, stats.block_over_table, stats.unwinds, stats.memcache_misses, stats.ripas_rejected, stats.unshared
+        "  exits {}, races {}, protected blocks folded {} (into 1 GiB: {}; refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}, RIPAS changes rejected {}, shared aliases unmapped {}",
+        stats.exits, stats.races, stats.folds, stats.folds_1g, stats.fold_refused, stats.block_over_table, stats.unwinds, stats.memcache_misses, stats.ripas_rejected, stats.unshared
     ));
     let (failed, walk) = (calls.failed_total(), calls.rtt_errors_total());
     out.push(format!(

@@ -21,7 +21,7 @@
 
 use super::counted::Counted;
 use super::outcome::HostError;
-use super::vm::{BLOCK_SIZE, Res, Vm, is_rtt};
+use super::vm::{Res, Vm, is_rtt};
 use crate::addr::Gpa;
 use crate::memory::Frames;
 use alloc::vec::Vec;
@@ -38,7 +38,11 @@ impl Vm {
         run: &mut RecRun,
     ) -> Res<()> {
         let (base, top, value) = (run.exit.ripas_base, run.exit.ripas_top, run.exit.ripas_value);
-        if top > self.layout.prot_end.0 || base >= top {
+        let in_ram = self
+            .slots
+            .find_kind(Gpa(base), crate::realm::memslot::SlotKind::Ram)
+            .is_some_and(|s| top <= s.gpa.0 + s.size);
+        if !in_ram || base >= top {
             debug!("realm: rejecting RIPAS change [{base:#x}, {top:#x}) outside the protected memslot");
             self.stats.ripas_rejected += 1;
             run.enter.flags |= enter_flags::RIPAS_RESPONSE_REJECT;
@@ -85,15 +89,18 @@ impl Vm {
     /// DATA_DESTROY and UNDELEGATE the protected pages mapped in [base, top), unfolding blocks
     /// that reach into it first.
     fn reclaim<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, base: Gpa, top: Gpa) -> Res<()> {
-        let blocks: Vec<Gpa> = self
-            .data
-            .range(base.align_down(BLOCK_SIZE)..top)
-            .filter(|(_, l)| **l == RttLevel::BLOCK)
-            .map(|(a, _)| *a)
-            .collect();
-        for b in blocks {
-            if b.add(BLOCK_SIZE) > base {
-                self.create_table(rmm, frames, RttLevel::PAGE, self.prot_ipa(b))?;
+        // Unfold what reaches into the range, biggest first: a 1 GiB block into 2 MiB blocks
+        // (RTT_CREATE at level 2), then those into pages (RTT_CREATE at level 3).
+        for level in [RttLevel::L1, RttLevel::BLOCK] {
+            let size = level.map_size();
+            let blocks: Vec<Gpa> = self
+                .data
+                .range(base.align_down(size)..top)
+                .filter(|(a, l)| **l == level && a.add(size) > base)
+                .map(|(a, _)| *a)
+                .collect();
+            for b in blocks {
+                self.create_table(rmm, frames, level.next(), self.prot_ipa(b))?;
             }
         }
         let pages: Vec<Gpa> = self.data.range(base..top).map(|(a, _)| *a).collect();

@@ -26,6 +26,7 @@ impl Vm {
     fn mapped_protected(&self, gpa: Gpa) -> bool {
         self.data.get(&gpa.align_down(PAGE_SIZE)) == Some(&RttLevel::PAGE)
             || self.data.get(&gpa.align_down(BLOCK_SIZE)) == Some(&RttLevel::BLOCK)
+            || self.data.get(&gpa.align_down(HUGE_SIZE)) == Some(&RttLevel::L1)
     }
 
     /// A stage-2 fault on the protected alias of `gpa`.
@@ -149,6 +150,7 @@ impl Vm {
                     self.data.remove(&block.add(i * PAGE_SIZE));
                 }
                 self.data.insert(block, RttLevel::BLOCK);
+                self.fold_huge(rmm, block);
             }
             Err(e) => {
                 // The 512 pages are mapped and usable; only the block is lost.
@@ -157,6 +159,38 @@ impl Vm {
             }
         }
         Ok(())
+    }
+
+    /// After the block at `block` folded: if every 2 MiB of its GiB is now a private block, and the
+    /// memslot and the realm's start level allow a level-1 block there, RTT_FOLD the level-2
+    /// table into one (the RTT granule goes back to the memcache). A refusal leaves the 512
+    /// blocks as they are.
+    fn fold_huge<R: Rmm>(&mut self, rmm: &mut Counted<R>, block: Gpa) {
+        let huge = block.align_down(HUGE_SIZE);
+        if self.shape.start >= RttLevel::BLOCK
+            || !self.slots.find_kind(huge, SlotKind::Ram).is_some_and(|s| s.block_ok_at(huge, HUGE_SIZE))
+            || (0..ENTRIES).any(|i| self.data.get(&huge.add(i * BLOCK_SIZE)) != Some(&RttLevel::BLOCK))
+        {
+            return;
+        }
+        let ipa = self.prot_ipa(huge);
+        match rmm.rtt_fold(self.rd, ipa, RttLevel::BLOCK) {
+            Ok(rtt) => {
+                self.stats.folds_1g += 1;
+                self.tables.remove(&Self::table_key(RttLevel::BLOCK, ipa));
+                self.cache_rtt(rtt);
+                for i in 0..ENTRIES {
+                    self.data.remove(&huge.add(i * BLOCK_SIZE));
+                }
+                self.data.insert(huge, RttLevel::L1);
+            }
+            Err(e) => {
+                self.stats.fold_refused += 1;
+                warn!(
+                    "realm: RMI_RTT_FOLD of the level-2 table at {ipa} refused ({e}); its blocks stay 2 MiB"
+                );
+            }
+        }
     }
 
     /// Undo the first `done` pages of a block being mapped (and the granule delegated for the

@@ -24,7 +24,9 @@ impl Vm {
     /// The state of the page at `gpa` (one character of a `map: block` line).
     fn page_state(&self, gpa: Gpa) -> char {
         let block = gpa.align_down(BLOCK_SIZE);
-        if self.data.get(&block) == Some(&RttLevel::BLOCK) {
+        if self.data.get(&block) == Some(&RttLevel::BLOCK)
+            || self.data.get(&gpa.align_down(HUGE_SIZE)) == Some(&RttLevel::L1)
+        {
             return 'B';
         }
         if self.data.get(&gpa) == Some(&RttLevel::PAGE) {

@@ -37,7 +37,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(prot_size: u64, shared_size: u64) -> Self {
-        let prot_base = BLOCK_SIZE;
+        // A data region of 1 GiB or more starts at 1 GiB, in a RAM memslot of its own, so its
+        // GiBs can fold into level-1 blocks; a smaller one follows the image and the scenario.
+        let prot_base = if prot_size >= HUGE_SIZE { HUGE_SIZE } else { BLOCK_SIZE };
         let prot_end = prot_base + prot_size;
         // A shared memslot of 1 GiB or more starts on a 1 GiB boundary, so it can map as 1 GiB
         // blocks; a smaller one on the next 2 MiB boundary.
@@ -56,6 +58,16 @@ impl Layout {
             console_gpa: Gpa(shared_end),
         }
     }
+    /// The RAM memslots' ranges, `(start, size)`: the image, the scenario and the data region in
+    /// one, or — for a data region at 1 GiB — the first 2 MiB and the data region apart.
+    pub fn ram_ranges(&self) -> alloc::vec::Vec<(Gpa, u64)> {
+        if self.prot_base.0 == BLOCK_SIZE {
+            alloc::vec![(Gpa(0), self.prot_end.0)]
+        } else {
+            alloc::vec![(Gpa(0), BLOCK_SIZE), (self.prot_base, self.prot_end.0 - self.prot_base.0)]
+        }
+    }
+
     /// Guest-physical span the protected half must hold (room for a stray access past the
     /// console, which must still be in the unprotected half to reach the host).
     pub fn span(&self) -> u64 {

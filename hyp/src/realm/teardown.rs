@@ -41,12 +41,13 @@ impl Vm {
                 }
             }
         }
-        // Protected blocks: unfold, then destroy page by page.
-        let blocks: Vec<Gpa> =
-            self.data.iter().filter(|(_, l)| **l == RttLevel::BLOCK).map(|(a, _)| *a).collect();
-        for b in blocks {
-            if let Err(e) = self.create_table(rmm, frames, RttLevel::PAGE, self.prot_ipa(b)) {
-                warn!("realm teardown: unfolding {b}: {e}");
+        // Protected blocks: unfold (1 GiB into 2 MiB, 2 MiB into pages), then destroy page by page.
+        for level in [RttLevel::L1, RttLevel::BLOCK] {
+            let blocks: Vec<Gpa> = self.data.iter().filter(|(_, l)| **l == level).map(|(a, _)| *a).collect();
+            for b in blocks {
+                if let Err(e) = self.create_table(rmm, frames, level.next(), self.prot_ipa(b)) {
+                    warn!("realm teardown: unfolding {b}: {e}");
+                }
             }
         }
         let pages: Vec<Gpa> = self.data.keys().copied().collect();

@@ -63,6 +63,8 @@ pub struct FaultStats {
     pub block_over_table: u64,
     /// Protected blocks mapped and folded; blocks whose fold the RMM refused.
     pub folds: u64,
+    /// GiBs of private 2 MiB blocks folded into one level-1 block (RTT_FOLD at level 2).
+    pub folds_1g: u64,
     pub fold_refused: u64,
     /// Block mappings undone after a failure midway.
     pub unwinds: u64,
@@ -126,7 +128,8 @@ impl Vm {
         self.space.shared_bit()
     }
 
-    /// The test realm's RAM memslot (its protected region, image and scenario).
+    /// The test realm's first RAM memslot (its image and scenario, and a small data region).
+    #[cfg(test)]
     pub fn ram(&self) -> Option<&Memslot> {
         self.slots.first(SlotKind::Ram)
     }
@@ -196,38 +199,37 @@ impl Vm {
             "realm: RMI {}..{}, FEATURES {reg0:#x}: IPA {} bits, start level {}, {} root table(s)",
             v.lower, v.higher, shape.s2sz, shape.start, shape.num_root
         );
-        let prot_backing = Self::alloc_frames(frames, layout.prot_end.0, "the protected memslot")?;
-        let shared_backing = match Self::alloc_frames(frames, cfg.shared_size, "the shared memslot") {
-            Ok(p) => p,
-            Err(e) => {
-                frames.free(prot_backing, (layout.prot_end.0 / PAGE_SIZE) as usize);
-                return Err(e.into());
+        // The memslots: RAM (one or two ranges) and the shared-only one, each on its own
+        // contiguous host memory.
+        let mut specs: Vec<(SlotKind, Gpa, u64, bool, &'static str)> = layout
+            .ram_ranges()
+            .into_iter()
+            .map(|(gpa, size)| (SlotKind::Ram, gpa, size, cfg.protected_blocks, "a RAM memslot"))
+            .collect();
+        specs.push((
+            SlotKind::Shared,
+            layout.shared_gpa,
+            cfg.shared_size,
+            cfg.shared_blocks,
+            "the shared memslot",
+        ));
+        let mut slots = Memslots::default();
+        let mut taken: Vec<(PhysAddr, u64)> = Vec::new();
+        for (kind, gpa, size, blocks, what) in specs {
+            let added = Self::alloc_frames(frames, size, what).map_err(String::from).and_then(|backing| {
+                taken.push((backing, size));
+                let slot = Memslot { kind, gpa, size, backing, blocks, huge: BTreeSet::new() };
+                slots.insert(slot, shape.s2sz).map_err(|e| format!("{e}"))
+            });
+            if let Err(e) = added {
+                for (pa, size) in taken {
+                    frames.free(pa, (size / PAGE_SIZE) as usize);
+                }
+                return Err(e);
             }
-        };
+        }
         let mut bus = Bus::default();
         bus.insert(layout.console_gpa, PAGE_SIZE, DeviceId::Console);
-        let mut slots = Memslots::default();
-        let ram = Memslot {
-            kind: SlotKind::Ram,
-            gpa: Gpa(0),
-            size: layout.prot_end.0,
-            backing: prot_backing,
-            blocks: cfg.protected_blocks,
-            huge: BTreeSet::new(),
-        };
-        let shared = Memslot {
-            kind: SlotKind::Shared,
-            gpa: layout.shared_gpa,
-            size: cfg.shared_size,
-            backing: shared_backing,
-            blocks: cfg.shared_blocks,
-            huge: BTreeSet::new(),
-        };
-        if let Err(e) = slots.insert(ram, shape.s2sz).and_then(|()| slots.insert(shared, shape.s2sz)) {
-            frames.free(prot_backing, (layout.prot_end.0 / PAGE_SIZE) as usize);
-            frames.free(shared_backing, (cfg.shared_size / PAGE_SIZE) as usize);
-            return Err(format!("{e}"));
-        }
         let mut vm = Vm {
             rd: GranuleAddr::new(0).unwrap_or_else(|| unreachable!()),
             shape,
@@ -293,7 +295,9 @@ impl Vm {
         self.ledger.relabel(rd, Use::Rd);
 
         self.topup(rmm, frames)?;
-        self.init_ripas(rmm, frames, Gpa(0), self.layout.prot_end)?;
+        for (gpa, size) in self.layout.ram_ranges() {
+            self.init_ripas(rmm, frames, gpa, gpa.add(size))?;
+        }
         self.load(rmm, frames, self.layout.image_gpa, image)?;
         self.load(rmm, frames, self.layout.scenario_gpa, scenario)?;
 
@@ -443,7 +447,7 @@ impl Vm {
         format!(
             "protected pages {}, protected blocks {}, shared pages {}, shared blocks {}, RTTs {}",
             count(&self.data, RttLevel::PAGE),
-            count(&self.data, RttLevel::BLOCK),
+            count(&self.data, RttLevel::BLOCK) + count(&self.data, RttLevel::L1),
             count(&self.shared_maps, RttLevel::PAGE),
             count(&self.shared_maps, RttLevel::BLOCK) + count(&self.shared_maps, RttLevel::L1),
             self.rtts_live()
@@ -458,6 +462,7 @@ impl Vm {
             && self.empty.covers(page.0, page.0 + PAGE_SIZE)
             && !self.data.contains_key(&page)
             && self.data.get(&page.align_down(BLOCK_SIZE)) != Some(&RttLevel::BLOCK)
+            && self.data.get(&page.align_down(HUGE_SIZE)) != Some(&RttLevel::L1)
     }
 
     /// Disjoint protected ranges the host remembers as RIPAS EMPTY (bounded by the memslot).

@@ -219,6 +219,59 @@ fn a_one_gib_shared_memslot_maps_as_one_level_1_block() {
     let e = entry(&mut w, &v, s, 1);
     assert_eq!((e.walk_level, e.state), (RttLevel::L1, RttEntryState::Assigned));
     assert_eq!(e.desc & !0xfff, v.shared_slot().unwrap().backing.0);
-    assert!(v.ipa_map().iter().any(|l| l.starts_with(&std::format!("map: block {:#x} TTTT", v.layout.shared_gpa.0))));
+    assert!(
+        v.ipa_map()
+            .iter()
+            .any(|l| l.starts_with(&std::format!("map: block {:#x} TTTT", v.layout.shared_gpa.0)))
+    );
+    teardown_clean(w, v);
+}
+
+/// A data region of 1 GiB at GPA 1 GiB: once all 512 of its 2 MiB blocks are private blocks, the
+/// level-2 table folds into one level-1 block; sharing a page in it unfolds both levels again
+/// (RTT_CREATE at level 2, then 3), and teardown gets every granule back.
+#[test]
+fn a_gib_of_private_blocks_folds_into_one_level_1_block_and_unfolds_for_a_share() {
+    let mut w = World::with_ram(3 << 30);
+    let mut v = vm(
+        &mut w,
+        VmConfig { prot_size: 1 << 30, shared_size: 2 << 20, ipa_bits: Some(36), ..cfg(true, true) },
+    );
+    let base = v.layout.prot_base.0;
+    assert_eq!(base, 1 << 30, "a 1 GiB data region starts at 1 GiB, in its own memslot");
+    assert_eq!(v.slots.iter().filter(|s| s.kind == memslot::SlotKind::Ram).count(), 2);
+    let acts: std::vec::Vec<Act> = (0..512).map(|i| Act::Touch(base + i * (2 << 20) + 0x40, true)).collect();
+    assert_eq!(run_more(&mut w, &mut v, &acts), None);
+    assert_eq!((v.stats.folds, v.stats.folds_1g), (512, 1));
+    let e = entry(&mut w, &v, base, 1);
+    assert_eq!((e.walk_level, e.state), (RttLevel::L1, RttEntryState::Assigned));
+    assert!(v.ipa_map().iter().any(|l| l.starts_with(&std::format!("map: block {base:#x} BBBB"))));
+    // A page shared in the middle: unfolded to level 2, then 3, reclaimed.
+    let p = base + (300 << 20) + 0x5000;
+    let acts = [Act::Smc([SET, p, p + 0x1000, EMPTY, 0]), Act::Touch(alias(&v, p), true)];
+    assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
+    assert_eq!(entry(&mut w, &v, p, 3).state, RttEntryState::Unassigned);
+    assert_eq!(entry(&mut w, &v, p + 0x1000, 3).state, RttEntryState::Assigned);
+    assert_eq!(entry(&mut w, &v, base, 2).state, RttEntryState::Assigned, "the other blocks stay 2 MiB");
+    assert!(v.is_shared_in_place(Gpa(p)));
+    assert_one_alias(&mut w, &v);
+    teardown_clean(w, v);
+}
+
+/// The level-2 fold refused (error injection on the 513th RTT_FOLD): the GiB stays as 512
+/// private 2 MiB blocks, the realm carries on, and nothing leaks.
+#[test]
+fn a_refused_level_2_fold_leaves_the_blocks_as_they_are() {
+    let mut w = World::with_ram(3 << 30);
+    let mut v = vm(
+        &mut w,
+        VmConfig { prot_size: 1 << 30, shared_size: 2 << 20, ipa_bits: Some(36), ..cfg(true, true) },
+    );
+    let base = v.layout.prot_base.0;
+    w.rmm.inner.fail_nth_call(Some(Fid::RttFold), 513, RmiError::rtt(2));
+    let acts: std::vec::Vec<Act> = (0..512).map(|i| Act::Touch(base + i * (2 << 20), false)).collect();
+    assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
+    assert_eq!((v.stats.folds, v.stats.folds_1g, v.stats.fold_refused), (512, 0, 1));
+    assert_eq!(entry(&mut w, &v, base, 2).state, RttEntryState::Assigned);
     teardown_clean(w, v);
 }
