@@ -277,7 +277,6 @@ impl Vm {
             (FaultClass::Shared4K, page, RttLevel::PAGE)
         };
         let pa = slot.translate(at).ok_or(HostError::Internal("a shared page outside its memslot"))?;
-        let _ = slot;
         self.map_shared(rmm, frames, at, level, pa)?;
         Ok(class)
     }
