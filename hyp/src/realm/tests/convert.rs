@@ -227,16 +227,20 @@ fn a_one_gib_shared_memslot_maps_as_one_level_1_block() {
     teardown_clean(w, v);
 }
 
+/// A 36-bit realm (start level 1) with a 1 GiB data region, on 3 GiB of host RAM.
+fn gib_realm() -> (World, Vm) {
+    let mut w = World::with_ram(3 << 30);
+    let c = VmConfig { prot_size: 1 << 30, shared_size: 2 << 20, ipa_bits: Some(36), ..cfg(true, true) };
+    let v = vm(&mut w, c);
+    (w, v)
+}
+
 /// A data region of 1 GiB at GPA 1 GiB: once all 512 of its 2 MiB blocks are private blocks, the
 /// level-2 table folds into one level-1 block; sharing a page in it unfolds both levels again
 /// (RTT_CREATE at level 2, then 3), and teardown gets every granule back.
 #[test]
 fn a_gib_of_private_blocks_folds_into_one_level_1_block_and_unfolds_for_a_share() {
-    let mut w = World::with_ram(3 << 30);
-    let mut v = vm(
-        &mut w,
-        VmConfig { prot_size: 1 << 30, shared_size: 2 << 20, ipa_bits: Some(36), ..cfg(true, true) },
-    );
+    let (mut w, mut v) = gib_realm();
     let base = v.layout.prot_base.0;
     assert_eq!(base, 1 << 30, "a 1 GiB data region starts at 1 GiB, in its own memslot");
     assert_eq!(v.slots.iter().filter(|s| s.kind == memslot::SlotKind::Ram).count(), 2);
@@ -262,11 +266,7 @@ fn a_gib_of_private_blocks_folds_into_one_level_1_block_and_unfolds_for_a_share(
 /// private 2 MiB blocks, the realm carries on, and nothing leaks.
 #[test]
 fn a_refused_level_2_fold_leaves_the_blocks_as_they_are() {
-    let mut w = World::with_ram(3 << 30);
-    let mut v = vm(
-        &mut w,
-        VmConfig { prot_size: 1 << 30, shared_size: 2 << 20, ipa_bits: Some(36), ..cfg(true, true) },
-    );
+    let (mut w, mut v) = gib_realm();
     let base = v.layout.prot_base.0;
     w.rmm.inner.fail_nth_call(Some(Fid::RttFold), 513, RmiError::rtt(2));
     let acts: std::vec::Vec<Act> = (0..512).map(|i| Act::Touch(base + i * (2 << 20), false)).collect();
