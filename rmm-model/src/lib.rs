@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+pub mod gic;
 pub mod measure;
 pub mod mem;
 mod realm;

@@ -25,7 +25,12 @@ pub struct Config {
     /// Breakpoints / watchpoints, minus one, as FEATURES reports them.
     pub num_bps: u64,
     pub num_wps: u64,
+    /// List registers minus one (ICH_VTR_EL2.ListRegs), as FEATURES reports them.
     pub gicv3_num_lrs: u64,
+    /// The virtual CPU interface's priority bits and vINTID width (ICH_VTR_EL2), for the
+    /// REC_ENTER checks on the host's list registers.
+    pub gic_pri_bits: u32,
+    pub gic_max_vintid: u64,
     /// PMCR_EL0.N: event counters a realm may be given.
     pub pmu_num_ctrs: u64,
     /// FEAT_VMID16: VMIDs below 0x10000 rather than 0x100.
@@ -42,6 +47,8 @@ impl Default for Config {
             num_bps: 5,
             num_wps: 3,
             gicv3_num_lrs: 15,
+            gic_pri_bits: 5,
+            gic_max_vintid: 0xffff,
             pmu_num_ctrs: 6,
             vmid16: true,
         }

@@ -212,14 +212,13 @@ impl<M: Memory, G: Guest> Model<M, G> {
         if !r.runnable || r.psci_pending {
             return Err(REC);
         }
-        // gic_validate_state: ICH_HCR may carry only UIE, LRENPIE, NPIE, VGrp0/1 E/D IE and TDIR
-        // (0x40FE); a list register in use may not have the HW bit.
-        const ICH_HCR_NS_MASK: u64 = 0x40fe;
-        const ICH_LR_STATE_SHIFT: u32 = 62;
-        const ICH_LR_HW: u64 = 1 << 61;
-        if run.enter.gicv3_hcr & !ICH_HCR_NS_MASK != 0
-            || run.enter.gicv3_lrs.iter().any(|lr| lr >> ICH_LR_STATE_SHIFT != 0 && lr & ICH_LR_HW != 0)
-        {
+        // TF-RMM gic_validate_state on what the host handed over (crate::gic).
+        let virt = crate::gic::VirtFeatures {
+            nr_lrs_minus_one: self.config.gicv3_num_lrs,
+            pri_bits: self.config.gic_pri_bits,
+            max_vintid: self.config.gic_max_vintid,
+        };
+        if !crate::gic::validate_state(&virt, run.enter.gicv3_hcr, &run.enter.gicv3_lrs) {
             return Err(REC);
         }
         let (rd, ctx, vmid) = (r.rd, realm.s2, realm.vmid);

@@ -715,6 +715,9 @@ mod tests {
                 ids.dedup();
                 proptest::prop_assert_eq!(ids.len(), n, "a vINTID twice");
                 proptest::prop_assert!(lrs.iter().all(|l| l & (1 << 61) == 0), "HW set");
+                // What the RMM checks at REC_ENTER (TF-RMM gic_validate_state, as the model has it).
+                let qemu = rmm_model::gic::VirtFeatures { nr_lrs_minus_one: 15, pri_bits: 5, max_vintid: 0xffff };
+                proptest::prop_assert!(rmm_model::gic::validate_state(&qemu, 0, &lrs), "the RMM would refuse {:x?}", lrs);
                 let mut back = lr_noise.clone();
                 g.sync_lrs(vcpu, &mut back);
             }
