@@ -234,3 +234,19 @@ pub fn has_fwb() -> bool {
     };
     (mmfr2 >> 40) & 0xf != 0
 }
+
+/// What this CPU's virtual GIC CPU interface implements (ICH_VTR_EL2): list registers minus one,
+/// priority bits, and whether vINTIDs have 24 bits (else 16) — what TF-RMM reads at boot
+/// (`gic_get_virt_features`) and reports as FEATURES.GICV3_NUM_LRS. The GIC's system-register
+/// interface is switched on for EL2 (and made available to EL1) first: ICH_* accesses need it.
+pub fn gic_virt_features() -> (u64, u32, bool) {
+    use aarch64_cpu::registers::{ICC_SRE_EL2, ICH_VTR_EL2};
+    ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
+    barrier::isb(barrier::SY);
+    let vtr = ICH_VTR_EL2.extract();
+    (
+        vtr.read(ICH_VTR_EL2::ListRegs),
+        vtr.read(ICH_VTR_EL2::PRIbits) as u32 + 1,
+        vtr.read(ICH_VTR_EL2::IDbits) != 0,
+    )
+}

@@ -22,8 +22,17 @@ pub fn embedded_rmm(hyp: &Hyp) -> Result<EmbeddedRmm, String> {
     let (pa_bits, vmid16) = world_switch_params()?;
     let reserved: alloc::vec::Vec<_> = hyp.platform.reserved.iter().map(|r| r.range).collect();
     let ram = crate::memory::free_ranges(&hyp.platform.ram, &reserved);
-    let config =
-        rmm_model::Config { max_ipa_bits: pa_bits.min(48), pa_bits, vmid16, ..rmm_model::Config::default() };
+    // The GIC CPU interface as TF-RMM sees it (QEMU: 4 list registers, 5 priority bits).
+    let (lrs_minus_one, pri_bits, id24) = crate::arch::guest::gic_virt_features();
+    let config = rmm_model::Config {
+        max_ipa_bits: pa_bits.min(48),
+        pa_bits,
+        vmid16,
+        gicv3_num_lrs: lrs_minus_one,
+        gic_pri_bits: pri_bits,
+        gic_max_vintid: if id24 { (1 << 24) - 1 } else { (1 << 16) - 1 },
+        ..rmm_model::Config::default()
+    };
     Ok(rmm_model::Model::new(
         crate::arch::rmm_mem::RmmMemory::new(ram),
         crate::arch::guest::ElGuest::new(pa_bits, vmid16),
