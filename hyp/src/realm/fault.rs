@@ -144,12 +144,7 @@ impl Vm {
         match rmm.rtt_fold(self.rd, block_ipa, RttLevel::PAGE) {
             Ok(rtt) => {
                 self.stats.folds += 1;
-                self.tables.remove(&Self::table_key(RttLevel::PAGE, block_ipa));
-                self.cache_rtt(rtt);
-                for i in 0..ENTRIES {
-                    self.data.remove(&block.add(i * PAGE_SIZE));
-                }
-                self.data.insert(block, RttLevel::BLOCK);
+                self.note_folded(RttLevel::PAGE, block, rtt);
                 self.fold_huge(rmm, block);
             }
             Err(e) => {
@@ -177,12 +172,7 @@ impl Vm {
         match rmm.rtt_fold(self.rd, ipa, RttLevel::BLOCK) {
             Ok(rtt) => {
                 self.stats.folds_1g += 1;
-                self.tables.remove(&Self::table_key(RttLevel::BLOCK, ipa));
-                self.cache_rtt(rtt);
-                for i in 0..ENTRIES {
-                    self.data.remove(&huge.add(i * BLOCK_SIZE));
-                }
-                self.data.insert(huge, RttLevel::L1);
+                self.note_folded(RttLevel::BLOCK, huge, rtt);
             }
             Err(e) => {
                 self.stats.fold_refused += 1;

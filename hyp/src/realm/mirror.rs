@@ -7,7 +7,7 @@ use super::counted::Counted;
 use super::ledger::Use;
 use super::outcome::HostError;
 use super::vm::{ENTRIES, MEMCACHE_TARGET, Res, Vm, granule, is_rtt};
-use crate::addr::{Alias, PAGE_SIZE};
+use crate::addr::{Alias, Gpa, PAGE_SIZE};
 use crate::memory::Frames;
 use rmi::{Fid, GranuleAddr, Ipa, Rmm, RttLevel};
 
@@ -137,6 +137,17 @@ impl Vm {
             }
         }
         Err(HostError::NoProgress { cmd: Fid::RttCreate, at: ipa.0 })
+    }
+
+    /// RTT_FOLD folded the level-`level` table of protected `base` into one entry a level up:
+    /// the table is gone (its granule back to the memcache), and its 512 mappings are one.
+    pub(super) fn note_folded(&mut self, level: RttLevel, base: Gpa, rtt: GranuleAddr) {
+        self.tables.remove(&Self::table_key(level, self.prot_ipa(base)));
+        self.cache_rtt(rtt);
+        for i in 0..ENTRIES {
+            self.data.remove(&base.add(i * level.map_size()));
+        }
+        self.data.insert(base, level.prev());
     }
 
     /// A table created under a block entry unfolds it into 512 entries of the next level.
