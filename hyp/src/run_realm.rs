@@ -15,7 +15,7 @@ use crate::memory::Frames;
 use crate::realm::counted::CallCounts;
 use crate::realm::counted::TraceFilter;
 use crate::realm::memslot::SlotKind;
-use crate::realm::{Counted, Host, HostError, Stop, Vm, VmConfig, run_shared};
+use crate::realm::{Counted, Host, HostError, PhysCpu, Stop, Vm, VmConfig, run_shared};
 use crate::{arch, println};
 use alloc::format;
 use alloc::string::String;
@@ -92,10 +92,29 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
     }
 }
 
+/// The physical CPUs as the vCPU loop sees them: vCPU n runs on CPU n (`secondary_loop`), the
+/// physical GIC kicks and wakes them, the EL2 timer bounds a sleep.
+struct HostCpu;
+
+impl PhysCpu for HostCpu {
+    fn now(&self) -> u64 {
+        arch::gic::now()
+    }
+    fn park(&self, deadline: Option<u64>) {
+        arch::gic::park(deadline);
+    }
+    fn kick(&self, vcpu: usize) {
+        arch::gic::kick(vcpu);
+    }
+    fn drain(&self) {
+        arch::gic::drain();
+    }
+}
+
 /// Run vCPU `index` of the job on this CPU with a fresh RMI handle, and record how it ended.
 fn run_on_this_cpu<R: Rmm>(job: &Job, rmm: R, index: usize) {
     let mut rmm = Counted::new(rmm, job.trace.clone());
-    let stop = run_shared(&job.host, &mut rmm, index, &mut |_| {});
+    let stop = run_shared(&job.host, &mut rmm, &HostCpu, index, &mut |_| {});
     if let Some(slot) = job.results.lock().get_mut(index) {
         *slot = Some((stop, rmm.counts));
     }
@@ -198,7 +217,7 @@ fn drive<R: Rmm>(
     let run0 = arch::timer::uptime_us();
     // CPU 0 reports progress on long runs, at most once a second.
     let mut progress = Progress::new();
-    let stop0 = run_shared(&job.host, &mut rmm, 0, &mut |vm| {
+    let stop0 = run_shared(&job.host, &mut rmm, &HostCpu, 0, &mut |vm| {
         if progress.due() {
             info!(
                 "realm: {} MiB faulted in, {} exits so far ({} s)",
@@ -295,6 +314,9 @@ fn drive<R: Rmm>(
         rtts_live,
         run_ms,
     ) {
+        println!("{line}");
+    }
+    for line in summary::interrupt_lines(&vm.irq.stats) {
         println!("{line}");
     }
     println!("final state: {signature}");

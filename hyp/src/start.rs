@@ -130,6 +130,16 @@ fn boot(dtb_hint: u64) -> Result<&'static mut Hyp, BootError> {
     let mmfr0 = ID_AA64MMFR0_EL1.get();
     let pa_bits = cpufeat::pa_bits(mmfr0).ok_or(BootError::PaRange(mmfr0))?;
     Stage1::install(&mapped_ram, &devices, platform.uart, pa_bits).map_err(BootError::Map)?;
+    // The physical GIC: what lets a parked vCPU's CPU sleep and be kicked awake.
+    arch::guest::enable_sysreg_gic();
+    match platform.gic.ok_or("no GICv3 in the DTB").and_then(|g| arch::gic::init(g, &platform.cpu_ids)) {
+        Ok(()) => {
+            if let Err(e) = arch::gic::init_this_cpu(0) {
+                log::warn!("GIC: CPU 0: {e}; parked vCPUs will poll");
+            }
+        }
+        Err(e) => log::warn!("GIC: {e}; parked vCPUs will poll"),
+    }
     start_secondaries(&platform);
     info!(
         "EL2 stage 1 on: identity map, {} RAM range(s) in 4 KiB pages, {} device range(s)",
@@ -173,6 +183,10 @@ pub extern "C" fn secondary_main(cpu: u64) -> ! {
         }
     }
     arch::guest::init_host_hcr();
+    arch::guest::enable_sysreg_gic();
+    if let Err(e) = arch::gic::init_this_cpu(cpu) {
+        log::warn!("GIC: CPU {cpu}: {e}; its parked vCPUs will poll");
+    }
     arch::smp::mark_online(cpu);
     crate::run_realm::secondary_loop(cpu)
 }

@@ -3,6 +3,7 @@
 //! x4 = shared region GPA, x5 = its size, x6 = console GPA. It learns the IPA width from
 //! RSI_REALM_CONFIG (so the shared alias is GPA | 1 << (width - 1)), runs the scenario's steps,
 //! prints each one on the MMIO console, and ends with a verdict line and PSCI SYSTEM_OFF.
+//! Every vCPU brings up its part of the realm platform's GICv3 and takes interrupts (`irq`).
 //!
 //! Built for aarch64-unknown-none-softfloat, whose target spec already has `+strict-align` (with
 //! the MMU off all data accesses are Device memory, where unaligned accesses fault). Soft-float
@@ -11,6 +12,7 @@
 #![no_main]
 
 mod fp;
+mod irq;
 mod rsi;
 
 use core::fmt::Write;
@@ -23,6 +25,8 @@ core::arch::global_asm!(
     "    adrp x9, __stack_top",
     "    add  x9, x9, :lo12:__stack_top",
     "    mov  sp, x9",
+    // TPIDR_EL1 holds the vCPU index (the IRQ handler reads it): 0 here.
+    "    msr  tpidr_el1, xzr",
     "    adrp x9, realm_vectors",
     "    add  x9, x9, :lo12:realm_vectors",
     "    msr  vbar_el1, x9",
@@ -37,18 +41,62 @@ core::arch::global_asm!(
     "    mov  x10, #0x10000",
     "    mul  x10, x10, x0",
     "    sub  sp, x9, x10",
+    "    msr  tpidr_el1, x0",
     "    adrp x9, realm_vectors",
     "    add  x9, x9, :lo12:realm_vectors",
     "    msr  vbar_el1, x9",
     "    isb",
     "    bl   realm_secondary",
     "2:  b 2b",
-    // EL1 vectors: every entry reports and powers off (kind in x0).
+    // IRQ from EL1 (the vector below): save the registers a Rust call may clobber — x0-x18, the
+    // frame pointer and the link register, 21 words in a 176-byte frame so SP stays 16-byte
+    // aligned — call `realm_irq` (IRQs stay masked), restore, return to the interrupted code.
+    // ELR_EL1 and SPSR_EL1 (with NZCV) survive, as nothing in the handler takes an exception.
+    ".global realm_irq_entry",
+    "realm_irq_entry:",
+    "    sub  sp, sp, #176",
+    "    stp  x0, x1, [sp, #0]",
+    "    stp  x2, x3, [sp, #16]",
+    "    stp  x4, x5, [sp, #32]",
+    "    stp  x6, x7, [sp, #48]",
+    "    stp  x8, x9, [sp, #64]",
+    "    stp  x10, x11, [sp, #80]",
+    "    stp  x12, x13, [sp, #96]",
+    "    stp  x14, x15, [sp, #112]",
+    "    stp  x16, x17, [sp, #128]",
+    "    stp  x18, x29, [sp, #144]",
+    "    str  x30, [sp, #160]",
+    "    bl   realm_irq",
+    "    ldp  x0, x1, [sp, #0]",
+    "    ldp  x2, x3, [sp, #16]",
+    "    ldp  x4, x5, [sp, #32]",
+    "    ldp  x6, x7, [sp, #48]",
+    "    ldp  x8, x9, [sp, #64]",
+    "    ldp  x10, x11, [sp, #80]",
+    "    ldp  x12, x13, [sp, #96]",
+    "    ldp  x14, x15, [sp, #112]",
+    "    ldp  x16, x17, [sp, #128]",
+    "    ldp  x18, x29, [sp, #144]",
+    "    ldr  x30, [sp, #160]",
+    "    add  sp, sp, #176",
+    "    eret",
+    // EL1 vectors (VBAR_EL1; Arm ARM D1.3, 16 entries of 128 bytes): entry 5 (offset 0x280,
+    // current EL with SP_ELx, IRQ) handles interrupts; every other reports and powers off (its
+    // index in x0).
     ".section .vectors, \"ax\"",
     ".balign 2048",
     ".global realm_vectors",
     "realm_vectors:",
-    ".rept 16",
+    ".rept 5",
+    ".balign 128",
+    "    mov x0, #(. - realm_vectors) / 128",
+    "    b realm_exception",
+    ".endr",
+    // (`.org`, not `.balign`: the assembler refuses if the entries above overran 0x280.)
+    ".org realm_vectors + 0x280",
+    "realm_vector_irq:",
+    "    b    realm_irq_entry",
+    ".rept 10",
     ".balign 128",
     "    mov x0, #(. - realm_vectors) / 128",
     "    b realm_exception",
@@ -74,15 +122,24 @@ static CONSOLE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::n
 
 /// State the vCPUs share (in the realm's own protected memory; its MMU is off, so every access is
 /// a non-cacheable single-copy-atomic load or store — no exclusives needed): the layout vCPU 0
-/// learned, one barrier counter and one "done" flag per vCPU, and a failure flag.
+/// learned, one barrier counter and one "done" flag per vCPU, a failure flag, and per vCPU the
+/// words its interrupt handler keeps (`irq::Word`: each has one writer, that vCPU).
 struct Shared {
     layout: [u64; 7],
     vcpus: u64,
     arrived: [u64; scenario::MAX_VCPUS],
     done: [u64; scenario::MAX_VCPUS],
     failed: u64,
+    irq: [[u64; irq::WORDS]; scenario::MAX_VCPUS],
 }
-static mut SHARED: Shared = Shared { layout: [0; 7], vcpus: 1, arrived: [0; 8], done: [0; 8], failed: 0 };
+static mut SHARED: Shared = Shared {
+    layout: [0; 7],
+    vcpus: 1,
+    arrived: [0; scenario::MAX_VCPUS],
+    done: [0; scenario::MAX_VCPUS],
+    failed: 0,
+    irq: [[0; irq::WORDS]; scenario::MAX_VCPUS],
+};
 
 /// Pointers to fields of SHARED (no references are ever formed: several vCPUs write it).
 fn f_layout(k: usize) -> *mut u64 {
@@ -104,6 +161,10 @@ fn f_done(i: usize) -> *mut u64 {
 fn f_failed() -> *mut u64 {
     // SAFETY: as for f_layout.
     unsafe { &raw mut SHARED.failed }
+}
+fn f_irq(vcpu: usize, w: irq::Word) -> *mut u64 {
+    // SAFETY: as for f_layout.
+    unsafe { &raw mut SHARED.irq[vcpu][w as usize] }
 }
 fn vol_read(p: *const u64) -> u64 {
     // SAFETY: `p` points into SHARED.
@@ -142,6 +203,8 @@ fn relax() {
 fn fail(me: usize, line: usize, why: &Failure) {
     say!("realm: FAIL at line {line} (vCPU {me}): {why}");
     vol_write(f_failed(), 1);
+    // A vCPU parked in `wfi` would not notice otherwise.
+    irq::wake_all(me);
 }
 
 /// Why a step failed and, for a memory check, where: in the scenario's terms (region + offset)
@@ -227,8 +290,8 @@ impl Layout {
     }
 }
 
-/// Run one step; `Err` is the reason it failed.
-fn run_step(l: &Layout, step: Step<'_>) -> Result<(), Failure> {
+/// Run one step on vCPU `me`; `Err` is the reason it failed.
+fn run_step(l: &Layout, me: usize, step: Step<'_>) -> Result<(), Failure> {
     let at = |why, region, off: u64, got, want| {
         let ipa = l.addr(region, off);
         Err(Failure { why, at: Some(At { region, off, ipa, got, want }) })
@@ -344,6 +407,22 @@ fn run_step(l: &Layout, step: Step<'_>) -> Result<(), Failure> {
                 return Err("an FP/SIMD register changed across exits to the host".into());
             }
         }
+        Step::Timer(usec) => {
+            let ns = irq::timer(me, usec)?;
+            say!("  timer: {usec} us, latency {}.{} us", ns / 1000, ns % 1000 / 100);
+            rsi::host_call(rsi::HOST_CALL_TIMER_LATENCY, ns)?;
+        }
+        Step::Ticker(Some(usec)) => irq::ticker_on(me, usec)?,
+        Step::Ticker(None) => {
+            let n = irq::ticker_off(me)?;
+            say!("  ticker: {n} interrupts");
+        }
+        Step::Ipi(target) => {
+            if let Some(ns) = irq::ipi(target)? {
+                say!("  ipi: vCPU {target} took it after {}.{} us", ns / 1000, ns % 1000 / 100);
+            }
+        }
+        Step::Wfi => irq::wfi(me),
         Step::TouchOutside => {
             // 2 MiB past the shared region (the console page sits right after it): no memslot, no
             // device — the host must stop the realm here.
@@ -386,10 +465,14 @@ fn run_steps(l: &Layout, text: &str, me: usize) -> Result<usize, ()> {
         if !mine {
             continue;
         }
+        // Another vCPU failed: stop here (the barrier of `end` tells vCPU 0).
+        if vol_read(f_failed()) != 0 {
+            return Err(());
+        }
         if me == 0 && !matches!(step, Step::Config(_) | Step::Print(_)) {
             say!("[{}] {}", i + 1, line.trim());
         }
-        if let Err(why) = run_step(l, step) {
+        if let Err(why) = run_step(l, me, step) {
             fail(me, i + 1, &why);
             return Err(());
         }
@@ -425,7 +508,10 @@ extern "C" fn realm_secondary(me: u64) -> ! {
     }
     let width = rsi::ipa_width();
     let l = layout_from(&a, 1u64 << (width - 1));
-    if let Some(text) = scenario_text(&a) {
+    if let Err(why) = irq::init_cpu(me, l.alias_bit) {
+        say!("realm: FAIL (vCPU {me}): {why}");
+        vol_write(f_failed(), 1);
+    } else if let Some(text) = scenario_text(&a) {
         let _ = run_steps(&l, text, me);
     }
     // The final barrier of `end` (skipped if someone failed), then report done and stop.
@@ -467,6 +553,10 @@ extern "C" fn realm_main(
         vol_write(f_layout(k), *w);
     }
     vol_write(f_vcpus(), vcpus as u64);
+    if let Err(why) = irq::init_distributor(shared_bit).and_then(|()| irq::init_cpu(0, shared_bit)) {
+        say!("realm: FAIL: {why}");
+        rsi::system_off();
+    }
     for i in 1..vcpus {
         let r = rsi::cpu_on(i as u64);
         if r != 0 {

@@ -17,12 +17,24 @@ fn smc(args: [u64; 5]) -> [u64; 4] {
 struct ConfigPage([u8; 4096]);
 static mut CONFIG: ConfigPage = ConfigPage([0; 4096]);
 
+/// One RSI host-call buffer per vCPU: vCPUs make host calls concurrently (each `timer` step
+/// reports its latency), and a shared buffer would let one vCPU's answer overwrite another's.
 #[repr(C, align(256))]
 struct HostCall([u64; 32]);
-static mut HOST_CALL: HostCall = HostCall([0; 32]);
+static mut HOST_CALL: [HostCall; scenario::MAX_VCPUS] = [const { HostCall([0; 32]) }; scenario::MAX_VCPUS];
+
+/// This vCPU's host-call buffer.
+fn host_call_buffer() -> *mut HostCall {
+    let me = crate::irq::vcpu().min(scenario::MAX_VCPUS - 1);
+    // SAFETY: a raw pointer to an element of a static; nothing is read or written here.
+    unsafe { &raw mut HOST_CALL[me] }
+}
 
 /// Host call numbers the host understands.
 pub const HOST_CALL_COLLAPSE: u64 = 1;
+/// `timer` reports its latency (deadline to the realm's handler) in nanoseconds in x0, for the
+/// host's figures; the host answers 0.
+pub const HOST_CALL_TIMER_LATENCY: u64 = 2;
 
 /// RSI_REALM_CONFIG: (IPA width, hash algorithm). Its buffer is a .bss page: the first touch of
 /// it is a stage-2 fault the host services.
@@ -128,8 +140,8 @@ pub fn ipa_state_get(base: u64, top: u64) -> Result<(bool, u64), &'static str> {
 }
 
 pub fn host_call(imm: u64, arg: u64) -> Result<(), &'static str> {
-    let hcp = &raw mut HOST_CALL;
-    // SAFETY: the host-call buffer is ours; the RMM reads and writes it during the SMC.
+    let hcp = host_call_buffer();
+    // SAFETY: the host-call buffer is this vCPU's; the RMM reads and writes it during the SMC.
     unsafe {
         (*hcp).0[0] = imm;
         (*hcp).0[hc::GPRS / 8] = arg;
@@ -173,8 +185,8 @@ pub fn system_off() -> ! {
 /// An RSI host call whose answer does not matter: one exit to the host (used to make the host
 /// run between two points of a check).
 pub fn host_call_exit(imm: u64) {
-    let hcp = &raw mut HOST_CALL;
-    // SAFETY: the host-call buffer is ours; the RMM reads and writes it during the SMC.
+    let hcp = host_call_buffer();
+    // SAFETY: the host-call buffer is this vCPU's; the RMM reads and writes it during the SMC.
     unsafe { (*hcp).0[0] = imm };
     smc([fid::HOST_CALL, hcp as u64, 0, 0, 0]);
 }

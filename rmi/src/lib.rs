@@ -380,9 +380,16 @@ pub mod features {
     pub const GICV3_NUM_LRS_SHIFT: u32 = 34;
     pub const MAX_RECS_ORDER_SHIFT: u32 = 38;
 
+    pub const GICV3_NUM_LRS_MASK: u64 = 0xf;
+
     /// The largest IPA width a realm may have.
     pub const fn s2sz(reg0: u64) -> u64 {
         (reg0 >> S2SZ_SHIFT) & S2SZ_MASK
+    }
+    /// FEATURES_REGISTER_0.GICV3_NUM_LRS as the RMM reports it (TF-RMM: ICH_VTR_EL2.ListRegs,
+    /// i.e. the number of list registers minus one).
+    pub const fn gicv3_num_lrs(reg0: u64) -> u64 {
+        (reg0 >> GICV3_NUM_LRS_SHIFT) & GICV3_NUM_LRS_MASK
     }
 }
 

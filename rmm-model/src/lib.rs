@@ -23,6 +23,7 @@ mod rec;
 mod rtt;
 mod run;
 pub mod s2tt;
+pub mod timer;
 
 pub use mem::{Arena, Memory};
 pub use realm::Config;

@@ -17,6 +17,13 @@ pub struct VcpuContext {
     /// False until the first entry: the world switch resets the guest's EL1 system registers.
     pub started: bool,
     pub fp: FpRegs,
+    /// The virtual GIC CPU interface (ICH_* registers), loaded and saved by the world switch.
+    pub gic: crate::gic::GicState,
+    /// The EL1 timers as the world switch last saved them.
+    pub timers: crate::timer::Timers,
+    /// The timers as the last RecExit reported them to the host (TF-RMM compares the live
+    /// outputs against these before every run).
+    pub timers_reported: crate::timer::Timers,
 }
 
 /// The FP/SIMD state of a vCPU: q0..q31, FPCR, FPSR. Its layout is shared with the world
@@ -34,7 +41,16 @@ pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 
 impl VcpuContext {
     pub fn reset(pc: u64) -> Self {
-        Self { gprs: [0; 31], pc, pstate: PSTATE_EL1H_MASKED, started: false, fp: FpRegs::default() }
+        Self {
+            gprs: [0; 31],
+            pc,
+            pstate: PSTATE_EL1H_MASKED,
+            started: false,
+            fp: FpRegs::default(),
+            gic: crate::gic::GicState::default(),
+            timers: crate::timer::Timers::default(),
+            timers_reported: crate::timer::Timers::default(),
+        }
     }
 }
 

@@ -73,6 +73,9 @@ pub enum HwExit {
     },
     Irq,
     Fiq,
+    /// The world switch did not run the guest: a timer's output changed since the last exit to
+    /// the host (TF-RMM `check_pending_timers`), which REC_ENTER reports as an IRQ exit.
+    TimerChanged,
     SError {
         esr: u64,
     },
@@ -100,6 +103,16 @@ const ESR_SERROR_MASK: u64 = mask::EC | (1 << 24) | (0b111 << 10) | mask::EA | m
 const DFSC_TRANSLATION_L0: u64 = 0x04;
 /// HPFAR_EL2.FIPA holds IPA[51:12] in bits [43:4] (TF-RMM `HPFAR_EL2_FIPA`).
 const HPFAR_FIPA_MASK: u64 = 0xff_ffff_ffff << 4;
+
+/// Whether a trapped system-register access (EC 0x18) names the GIC CPU interface block that
+/// TF-RMM forwards: Op0 = 3, Op1 = 0, CRn = 12, CRm = 8..=15 (`ESR_EL2_SYSREG_ICC_EL1_MASK`).
+pub fn is_icc_sysreg(esr: u64) -> bool {
+    let op0 = (esr >> 20) & 0x3;
+    let op1 = (esr >> 14) & 0x7;
+    let crn = (esr >> 10) & 0xf;
+    let crm = (esr >> 1) & 0xf;
+    op0 == 3 && op1 == 0 && crn == 12 && crm >= 8
+}
 
 /// The faulting IPA's page from HPFAR_EL2.
 pub fn ipa_from_hpfar(hpfar: u64) -> u64 {
@@ -182,7 +195,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 Step::Exit => break,
             }
         }
-        self.rec_enter_end(rec, e);
+        self.rec_enter_end(rec, e, run);
         Ok(())
     }
 
@@ -213,11 +226,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             return Err(REC);
         }
         // TF-RMM gic_validate_state on what the host handed over (crate::gic).
-        let virt = crate::gic::VirtFeatures {
-            nr_lrs_minus_one: self.config.gicv3_num_lrs,
-            pri_bits: self.config.gic_pri_bits,
-            max_vintid: self.config.gic_max_vintid,
-        };
+        let virt = self.virt_features();
         if !crate::gic::validate_state(&virt, run.enter.gicv3_hcr, &run.enter.gicv3_lrs) {
             return Err(REC);
         }
@@ -226,6 +235,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
         let last = r.last;
         let last_class = Syndrome::decode(last.esr).class;
         let mut vcpu = r.vcpu;
+        vcpu.gic.from_entry(&virt, &run.enter);
         let mut inject = None;
         if flags & enter_flags::INJECT_SEA != 0 {
             if last_class != ExceptionClass::DataAbortLower || ctx.in_par(ipa_from_hpfar(last.hpfar)) {
@@ -301,11 +311,24 @@ impl<M: Memory, G: Guest> Model<M, G> {
         self.handle_exit(rec, rd, &ctx, &mut e.vcpu, hw, run)
     }
 
-    /// REC_ENTER returns: the REC stops running and keeps its registers.
-    pub fn rec_enter_end(&mut self, rec: GranuleAddr, e: Entered) {
+    /// REC_ENTER returns: the REC stops running and keeps its registers; the exit reports its
+    /// GIC CPU interface and timers (TF-RMM `gic_copy_state_to_rec_exit`,
+    /// `report_timer_state_to_ns`), which the host now knows.
+    pub fn rec_enter_end(&mut self, rec: GranuleAddr, mut e: Entered, run: &mut RecRun) {
+        e.vcpu.gic.to_exit(&self.virt_features(), &mut run.exit);
+        e.vcpu.timers.to_exit(&mut run.exit);
+        e.vcpu.timers_reported = e.vcpu.timers;
         if let Some(r) = self.recs.get_mut(&rec.get()) {
             r.running = false;
             r.vcpu = e.vcpu;
+        }
+    }
+
+    fn virt_features(&self) -> crate::gic::VirtFeatures {
+        crate::gic::VirtFeatures {
+            nr_lrs_minus_one: self.config.gicv3_num_lrs,
+            pri_bits: self.config.gic_pri_bits,
+            max_vintid: self.config.gic_max_vintid,
         }
     }
 
@@ -327,7 +350,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
         run: &mut RecRun,
     ) -> Step {
         let (esr, far, hpfar) = match hw {
-            HwExit::Irq => {
+            HwExit::Irq | HwExit::TimerChanged => {
                 run.exit.exit_reason = exit_reason::IRQ;
                 return Step::Exit;
             }
@@ -385,6 +408,17 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 self.set_last(rec, LastRun { esr, far, hpfar });
                 vcpu.pc += 4;
                 Self::sync_exit(run, esr & (mask::EC | 1), 0, 0)
+            }
+            ExceptionClass::SysReg if is_icc_sysreg(esr) => {
+                // TF-RMM `handle_icc_el1_sysreg_trap`: the GIC CPU interface registers that trap
+                // (writes of ICC_SGI0R/SGI1R/ASGI1R_EL1, and ICC_DIR_EL1 under TDIR) go to the
+                // host with the whole syndrome and the value written in gprs[0], the PC past the
+                // instruction.
+                let rt = ((esr >> 5) & 0x1f) as usize;
+                run.exit.gprs[0] = if rt == 31 { 0 } else { vcpu.gprs[rt] };
+                self.set_last(rec, LastRun { esr, far, hpfar });
+                vcpu.pc += 4;
+                Self::sync_exit(run, esr, 0, 0)
             }
             ExceptionClass::SysReg => {
                 // ID registers and anything else not forwarded: read as zero, writes ignored.

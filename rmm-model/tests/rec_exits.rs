@@ -261,3 +261,45 @@ fn psci_cpu_on_and_complete() {
     assert_eq!(m.psci_complete(rec0, rec1, PsciStatus::Success), Ok(()));
     assert_eq!(m.rec_vcpu(rec0).unwrap().gprs[0], psci::AFFINITY_OFF);
 }
+
+#[test]
+fn gic_and_timer_state_cross_every_exit_as_tf_rmm_copies_it() {
+    // The host's LRs go in (the implemented ones: Config's 16), the REC's come back with VMCR,
+    // MISR and the HCR's NS bits + EOIcount; the timers as the world switch saved them.
+    let (mut e, _rd, rec) = running_realm();
+    let mut run = Box::new(RecRun::zeroed());
+    run.enter.gicv3_lrs[0] = (1 << 62) | (1 << 60) | (0xa0 << 48) | 27;
+    run.enter.gicv3_hcr = 0x2; // UIE... LRENPIE: an NS bit the host may set
+    e.m.guest.exits.push_back(HwExit::Irq);
+    e.m.rec_enter(rec, &mut run).unwrap();
+    let (vcpu, _) = e.m.guest.runs[0];
+    assert_eq!(vcpu.gic.lrs[0], run.enter.gicv3_lrs[0], "the host's LR reached the world switch");
+    assert_eq!(vcpu.gic.hcr & 0x40ff, 0x3, "En is the RMM's, the NS bit the host's");
+    assert_eq!(run.exit.exit_reason, exit_reason::IRQ);
+    assert_eq!(run.exit.gicv3_lrs[0], run.enter.gicv3_lrs[0]);
+    assert_eq!(run.exit.gicv3_hcr, 0x2, "never En");
+    // A timer whose output changed: the world switch does not run the realm, the host hears IRQ.
+    e.m.guest.exits.push_back(HwExit::TimerChanged);
+    run.enter.gicv3_lrs = run.exit.gicv3_lrs;
+    run.enter.gicv3_hcr = 0;
+    e.m.rec_enter(rec, &mut run).unwrap();
+    assert_eq!(run.exit.exit_reason, exit_reason::IRQ);
+}
+
+#[test]
+fn a_trapped_icc_sgi1r_write_goes_to_the_host_and_other_sysregs_do_not() {
+    let (mut e, _rd, rec) = running_realm();
+    // msr icc_sgi1r_el1, x5 (Op0 3, Op1 0, CRn 12, CRm 11, Op2 5, Rt 5, write); then an ID
+    // register read (Op0 3, CRn 0) that the RMM answers itself, then IRQ.
+    let sgi1r = (0x18 << 26) | (1 << 25) | (3 << 20) | (5 << 17) | (12 << 10) | (5 << 5) | (11 << 1);
+    let id_read = (0x18 << 26) | (1 << 25) | (3 << 20) | (6 << 5) | 1;
+    let (r, run) = enter(&mut e, rec, &[HwExit::Sync { esr: sgi1r, far: 0, hpfar: 0 }]);
+    assert_eq!(r, Ok(()));
+    assert_eq!((run.exit.exit_reason, run.exit.esr), (exit_reason::SYNC, sgi1r), "the whole ESR");
+    let (vcpu, _) = e.m.guest.runs[0];
+    assert_eq!(run.exit.gprs[0], vcpu.gprs[5], "the value written");
+    let (r, run) = enter(&mut e, rec, &[HwExit::Sync { esr: id_read, far: 0, hpfar: 0 }, HwExit::Irq]);
+    assert_eq!(r, Ok(()));
+    assert_eq!(run.exit.exit_reason, exit_reason::IRQ, "the ID read never reached the host");
+    assert_eq!(e.m.guest.runs[2].0.pc, 8, "both instructions were stepped over");
+}

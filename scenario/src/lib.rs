@@ -30,6 +30,12 @@
 //! fp-check N                         fill v0..v31 and FPCR, exit to the host N times (RSI host
 //!                                    calls), check every register kept its value
 //! touch-outside                      access an IPA no memslot covers (the host must stop the realm)
+//! timer USEC                         arm the EL1 virtual timer USEC microseconds ahead, WFI until
+//!                                    its interrupt, check it came no earlier, print the latency
+//! ticker USEC|off                    a periodic virtual timer (re-armed by the interrupt handler)
+//!                                    on, or off (the count is printed; none at all fails)
+//! ipi N                              send the realm's IPI (an SGI) to vCPU N, wait until it took it
+//! wfi                                park until an interrupt has been taken since the last `wfi`
 //! config vcpus N                     N vCPUs (1..8); vCPU 0 starts the others with PSCI CPU_ON
 //! config ipa-bits N                  the realm's IPA width, 32..52 (default: the smallest that
 //!                                    holds the layout); the RMM's FEATURES bound it
@@ -110,6 +116,16 @@ pub enum Step<'a> {
     /// and check that every register still holds its value.
     FpCheck(u64),
     TouchOutside,
+    /// Arm the EL1 virtual timer this many microseconds ahead (1 to [`TIMER_MAX_US`]), wait (WFI)
+    /// for its interrupt, check it came no earlier than asked, and report the latency.
+    Timer(u64),
+    /// Start a periodic EL1 virtual timer with this period in microseconds, re-armed by the
+    /// interrupt handler on every tick (`ticker USEC`); `None` stops it (`ticker off`).
+    Ticker(Option<u64>),
+    /// Send the realm's IPI (an SGI) to this vCPU and wait until it has taken it.
+    Ipi(usize),
+    /// Park (WFI) until this vCPU has taken an interrupt since its previous `wfi` (or its start).
+    Wfi,
     /// The following steps are run by the vCPUs in this set (bit n = vCPU n).
     Cpus(u64),
     /// Every vCPU waits here until all have arrived.
@@ -119,6 +135,9 @@ pub enum Step<'a> {
 
 /// Most vCPUs a scenario may ask for.
 pub const MAX_VCPUS: usize = 8;
+
+/// The longest `timer` or `ticker` interval, in microseconds (10 s).
+pub const TIMER_MAX_US: u64 = 10_000_000;
 
 /// What is wrong with a line: the reason, and for an unknown word the word itself (kept inline,
 /// truncated to [`WORD_MAX`] bytes: no allocation here) and the words that would have been valid.
@@ -135,7 +154,7 @@ pub struct ParseError {
 pub const WORD_MAX: usize = 24;
 
 /// Every step keyword, for "unknown step" errors.
-pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside cpu barrier end";
+pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside timer ticker ipi wfi cpu barrier end";
 /// Every `config` key.
 pub const CONFIG_KEYS: &str = "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits";
 
@@ -211,6 +230,16 @@ fn region(s: &str) -> Option<Region> {
         "alias" => Some(Region::Alias),
         _ => None,
     }
+}
+
+/// A `timer`/`ticker` interval: plain decimal microseconds, 1 to [`TIMER_MAX_US`] (no K/M
+/// suffixes: they would read as binary multiples).
+fn micros(s: &str) -> Option<u64> {
+    s.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| s.parse().ok())
+        .flatten()
+        .filter(|us| (1..=TIMER_MAX_US).contains(us))
 }
 
 fn on_off(s: &str) -> Option<bool> {
@@ -407,6 +436,37 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 want(0)?;
                 Step::TouchOutside
             }
+            "timer" => {
+                want(1)?;
+                Step::Timer(
+                    micros(args[0]).ok_or(ParseError::new(
+                        line_no,
+                        "timer takes microseconds, 1 to 10000000 (decimal)",
+                    ))?,
+                )
+            }
+            "ticker" => {
+                want(1)?;
+                if args[0] == "off" {
+                    Step::Ticker(None)
+                } else {
+                    Step::Ticker(Some(micros(args[0]).ok_or(ParseError::new(
+                        line_no,
+                        "ticker takes off or a period in microseconds, 1 to 10000000 (decimal)",
+                    ))?))
+                }
+            }
+            "ipi" => {
+                want(1)?;
+                match number(args[0]) {
+                    Some(n) if n < MAX_VCPUS as u64 => Step::Ipi(n as usize),
+                    _ => return Err(ParseError::new(line_no, "ipi takes a vCPU number, 0 to 7")),
+                }
+            }
+            "wfi" => {
+                want(0)?;
+                Step::Wfi
+            }
             "end" => {
                 want(0)?;
                 Step::End
@@ -449,7 +509,9 @@ impl Default for HostConfig {
 }
 
 /// Check the whole file and collect its configuration: every line parses, sizes are whole
-/// blocks, every range lies inside its region, and the file ends with `end`.
+/// blocks, every range lies inside its region, `ipi` names a vCPU there is, the tickers are
+/// consistent (a vCPU's `ticker USEC` and `ticker off` alternate, no one-shot `timer` while its
+/// ticker runs, none still running at `end`), and the file ends with `end`.
 pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
     let mut c = HostConfig::default();
     let mut ended = None;
@@ -473,6 +535,9 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             }
         }
     }
+    let every = (1u64 << c.vcpus) - 1;
+    // The vCPUs running the current steps, and those whose ticker runs.
+    let (mut running, mut ticking) = (1u64, 0u64);
     for (line, s) in steps(text) {
         let s = s?;
         if ended.is_some() {
@@ -508,6 +573,24 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             }
             Step::Collapse(off) if off >= c.shared_size => {
                 return Err(ParseError::new(line, "collapse outside the shared region"));
+            }
+            Step::Cpus(s) => running = s & every,
+            Step::Ipi(n) if n >= c.vcpus => {
+                return Err(ParseError::new(line, "ipi names a vCPU beyond config vcpus"));
+            }
+            Step::Timer(_) if running & ticking != 0 => {
+                return Err(ParseError::new(line, "timer on a vCPU whose ticker runs (ticker off first)"));
+            }
+            Step::Ticker(Some(_)) if running & ticking != 0 => {
+                return Err(ParseError::new(line, "ticker on a vCPU whose ticker already runs"));
+            }
+            Step::Ticker(Some(_)) => ticking |= running,
+            Step::Ticker(None) if running & !ticking != 0 => {
+                return Err(ParseError::new(line, "ticker off on a vCPU whose ticker does not run"));
+            }
+            Step::Ticker(None) => ticking &= !running,
+            Step::End if ticking != 0 => {
+                return Err(ParseError::new(line, "a ticker still runs at end (ticker off first)"));
             }
             Step::End => ended = Some(line),
             _ => {}
@@ -647,6 +730,64 @@ mod tests {
             validate("config protected-size 4M\nshare prot 3M 2M\nend"),
             Err(ParseError::new(2, "RIPAS range outside the protected region"))
         );
+    }
+
+    #[test]
+    fn interrupt_steps() {
+        assert_eq!(parse_line(1, "timer 100"), Some(Ok(Step::Timer(100))));
+        assert_eq!(parse_line(1, "timer 10000000"), Some(Ok(Step::Timer(TIMER_MAX_US))));
+        assert_eq!(parse_line(1, "ticker 200"), Some(Ok(Step::Ticker(Some(200)))));
+        assert_eq!(parse_line(1, "ticker off"), Some(Ok(Step::Ticker(None))));
+        assert_eq!(parse_line(1, "ipi 3"), Some(Ok(Step::Ipi(3))));
+        assert_eq!(parse_line(1, "wfi"), Some(Ok(Step::Wfi)));
+        let ring = "config vcpus 4\ncpu 0\nipi 1\ncpu 1\nwfi\nipi 2\ncpu 2\nwfi\nipi 3\ncpu 3\nwfi\nipi 0\n\
+                    cpu 0\nwfi\ncpu all\nbarrier\nend\n";
+        assert_eq!(validate(ring).map(|c| c.vcpus), Ok(4));
+        // Tickers per vCPU: on and off alternate, a one-shot timer waits for its vCPU's ticker to
+        // stop, and vCPUs with no ticker may use timers meanwhile.
+        let tick = "config vcpus 2\ncpu 0\nticker 200\ncpu 1\ntimer 100\nticker 50\ncpu all\n\
+                    ticker off\ntimer 1000\nend\n";
+        assert!(validate(tick).is_ok(), "{:?}", validate(tick));
+        let cases = [
+            ("timer 0\nend", 1, "timer takes microseconds, 1 to 10000000 (decimal)"),
+            ("timer 10000001\nend", 1, "timer takes microseconds, 1 to 10000000 (decimal)"),
+            ("timer 1M\nend", 1, "timer takes microseconds, 1 to 10000000 (decimal)"),
+            ("timer -5\nend", 1, "timer takes microseconds, 1 to 10000000 (decimal)"),
+            ("timer\nend", 1, "wrong number of arguments"),
+            ("ticker on\nend", 1, "ticker takes off or a period in microseconds, 1 to 10000000 (decimal)"),
+            ("ticker 0\nend", 1, "ticker takes off or a period in microseconds, 1 to 10000000 (decimal)"),
+            ("ipi 8\nend", 1, "ipi takes a vCPU number, 0 to 7"),
+            ("ipi one\nend", 1, "ipi takes a vCPU number, 0 to 7"),
+            ("ipi\nend", 1, "wrong number of arguments"),
+            ("wfi now\nend", 1, "wrong number of arguments"),
+            ("config vcpus 2\nipi 2\nend", 2, "ipi names a vCPU beyond config vcpus"),
+            ("ipi 1\nend", 1, "ipi names a vCPU beyond config vcpus"),
+            (
+                "ticker 200\ntimer 100\nticker off\nend",
+                2,
+                "timer on a vCPU whose ticker runs (ticker off first)",
+            ),
+            ("ticker 200\nticker 100\nticker off\nend", 2, "ticker on a vCPU whose ticker already runs"),
+            ("ticker off\nend", 1, "ticker off on a vCPU whose ticker does not run"),
+            ("ticker 200\nend", 2, "a ticker still runs at end (ticker off first)"),
+            // `cpu all` takes in vCPU 1, whose ticker does not run.
+            (
+                "config vcpus 2\nticker 200\ncpu all\nticker off\nend",
+                4,
+                "ticker off on a vCPU whose ticker does not run",
+            ),
+            (
+                "config vcpus 2\ncpu 1\nticker 200\ncpu 0-1\ntimer 5\nend",
+                5,
+                "timer on a vCPU whose ticker runs (ticker off first)",
+            ),
+        ];
+        for (text, line, msg) in cases {
+            assert_eq!(validate(text), Err(ParseError::new(line, msg)), "{text}");
+        }
+        for step in ["timer", "ticker", "ipi", "wfi"] {
+            assert!(STEPS.split(' ').any(|s| s == step), "{step} missing from STEPS");
+        }
     }
 
     #[test]

@@ -15,12 +15,24 @@
 //! right before the eret and saves them right at the exit, with the host's callee-saved d8..d15
 //! and FPCR/FPSR around it — eagerly, as TF-RMM does for a REC. The state lives in the model's
 //! `VcpuContext`, per REC.
+//!
+//! GIC and timers (TF-RMM `restore_realm_state` / `save_realm_state`, `check_pending_timers`): on
+//! entry the REC's active-priority registers, list registers, ICH_VMCR_EL2 and ICH_HCR_EL2 (En
+//! set) are loaded, then its EL1 timers (CVAL before CTL, CNTVOFF = 0); an asserted timer has its
+//! physical PPI masked (CNTHCTL_EL2.CNTVMASK/CNTPMASK) so it cannot fire again while the host
+//! has it pending in a list register; and if a timer's output changed since the last exit to the
+//! host the guest is not run at all (the model turns that into an IRQ exit). On the way out the
+//! same registers are saved back, ICH_HCR_EL2.En is cleared and the realm's timers are switched
+//! off — the hypervisor uses neither EL1 timer, so their PPIs then stay quiet until the next
+//! entry.
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     CNTHCTL_EL2, CPACR_EL1, ELR_EL1, ESR_EL1, FAR_EL1, HCR_EL2, Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
     VTCR_EL2, VTTBR_EL2, Writeable,
 };
+use rmm_model::gic::GicState;
+use rmm_model::timer::{self, Timers};
 use rmm_model::{FpRegs, Guest, HwExit, Stage2Config, VcpuContext};
 
 /// A vCPU's registers across the switch; layout shared with boot/vectors.S via `offset_of!`
@@ -84,11 +96,149 @@ const VECTOR_CUR_SPX: u64 = 0x200;
 const VECTOR_LOWER_A64: u64 = 0x400;
 const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 
+/// CNTHCTL_EL2 while a realm runs (E2H = 0 layout): EL1 reads the physical counter and uses the
+/// physical timer untrapped, as on TF-RMM (`CNTHCTL_EL2_NO_TRAPS`).
+const CNTHCTL_REALM: u64 = (1 << 0) | (1 << 1);
+/// CNTHCTL_EL2.CNTVMASK / CNTPMASK (FEAT_RME): the timer's output is masked at the GIC.
+const CNTHCTL_CNTVMASK: u64 = 1 << 18;
+const CNTHCTL_CNTPMASK: u64 = 1 << 19;
+/// The EL1 timers' physical PPIs (as `board::intid`, the realm's view, since QEMU `virt` is the
+/// same): TF-RMM waits for a masked one to leave ICC_HPPIR1_EL1.
+const PPI_CNTV: u64 = board::intid::VTIMER as u64;
+const PPI_CNTP: u64 = board::intid::PTIMER as u64;
+/// How long to wait for a masked timer PPI to be retired from the CPU interface (TF-RMM loops
+/// without bound; a model must not hang if the emulator never retires it).
+const HPPIR_POLLS: usize = 1000;
+/// ICC_HPPIR1_EL1.INTID.
+const HPPIR_INTID_MASK: u64 = 0xff_ffff;
+
 /// The EL2 world switch for the embedded model.
 pub struct ElGuest {
     /// VTCR_EL2.PS value (PA size) for this CPU.
     ps: u64,
     vmid16: bool,
+    /// List registers and active-priority registers (per group) this CPU implements.
+    nr_lrs: usize,
+    nr_aprs: usize,
+}
+
+/// Read or write ICH_LR<n>_EL2 / ICH_AP<g>R<n>_EL2 (each is its own system register).
+mod ich {
+    use aarch64_cpu::registers::*;
+    macro_rules! indexed {
+        ($read:ident, $write:ident, $($n:literal => $reg:ident),+) => {
+            pub fn $read(n: usize) -> u64 {
+                match n { $($n => $reg.get(),)+ _ => 0 }
+            }
+            pub fn $write(n: usize, v: u64) {
+                match n { $($n => $reg.set(v),)+ _ => {} }
+            }
+        };
+    }
+    indexed!(lr, set_lr, 0 => ICH_LR0_EL2, 1 => ICH_LR1_EL2, 2 => ICH_LR2_EL2, 3 => ICH_LR3_EL2,
+        4 => ICH_LR4_EL2, 5 => ICH_LR5_EL2, 6 => ICH_LR6_EL2, 7 => ICH_LR7_EL2, 8 => ICH_LR8_EL2,
+        9 => ICH_LR9_EL2, 10 => ICH_LR10_EL2, 11 => ICH_LR11_EL2, 12 => ICH_LR12_EL2,
+        13 => ICH_LR13_EL2, 14 => ICH_LR14_EL2, 15 => ICH_LR15_EL2);
+    indexed!(ap0r, set_ap0r, 0 => ICH_AP0R0_EL2, 1 => ICH_AP0R1_EL2, 2 => ICH_AP0R2_EL2, 3 => ICH_AP0R3_EL2);
+    indexed!(ap1r, set_ap1r, 0 => ICH_AP1R0_EL2, 1 => ICH_AP1R1_EL2, 2 => ICH_AP1R2_EL2, 3 => ICH_AP1R3_EL2);
+}
+
+/// TF-RMM `gic_restore_state`: APRs, LRs, VMCR, then HCR (with En).
+fn restore_gic(g: &GicState, nr_lrs: usize, nr_aprs: usize) {
+    use aarch64_cpu::registers::{ICH_HCR_EL2, ICH_VMCR_EL2};
+    for n in 0..nr_aprs {
+        ich::set_ap0r(n, g.ap0r[n]);
+        ich::set_ap1r(n, g.ap1r[n]);
+    }
+    for n in 0..nr_lrs {
+        ich::set_lr(n, g.lrs[n]);
+    }
+    ICH_VMCR_EL2.set(g.vmcr);
+    ICH_HCR_EL2.set(g.hcr);
+}
+
+/// TF-RMM `gic_save_state`, then En cleared.
+fn save_gic(g: &mut GicState, nr_lrs: usize, nr_aprs: usize) {
+    use aarch64_cpu::registers::{ICH_HCR_EL2, ICH_MISR_EL2, ICH_VMCR_EL2};
+    for n in 0..nr_aprs {
+        g.ap0r[n] = ich::ap0r(n);
+        g.ap1r[n] = ich::ap1r(n);
+    }
+    for n in 0..nr_lrs {
+        g.lrs[n] = ich::lr(n);
+    }
+    g.vmcr = ICH_VMCR_EL2.get();
+    g.hcr = ICH_HCR_EL2.get();
+    g.misr = ICH_MISR_EL2.get();
+    ICH_HCR_EL2.set(g.hcr & !rmm_model::gic::ICH_HCR_EN);
+}
+
+/// Load the REC's EL1 timers (CVAL before CTL, no offset) and mask the PPI of an asserted one
+/// (TF-RMM `restore_realm_state` + `check_pending_timers`); the live state is returned.
+fn restore_timers(t: &Timers) -> Timers {
+    use aarch64_cpu::registers::{CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0, CNTVOFF_EL2};
+    let writable = timer::CTL_ENABLE | timer::CTL_IMASK;
+    CNTVOFF_EL2.set(0);
+    CNTP_CVAL_EL0.set(t.cntp_cval);
+    CNTP_CTL_EL0.set(t.cntp_ctl & writable);
+    CNTV_CVAL_EL0.set(t.cntv_cval);
+    CNTV_CTL_EL0.set(t.cntv_ctl & writable);
+    barrier::isb(barrier::SY);
+    let live = Timers {
+        cntv_ctl: CNTV_CTL_EL0.get(),
+        cntv_cval: t.cntv_cval,
+        cntp_ctl: CNTP_CTL_EL0.get(),
+        cntp_cval: t.cntp_cval,
+    };
+    let mut cnthctl = CNTHCTL_REALM;
+    if timer::asserted(live.cntv_ctl) {
+        cnthctl |= CNTHCTL_CNTVMASK;
+    }
+    if timer::asserted(live.cntp_ctl) {
+        cnthctl |= CNTHCTL_CNTPMASK;
+    }
+    CNTHCTL_EL2.set(cnthctl);
+    barrier::isb(barrier::SY);
+    // Those bits act in Realm state only (QEMU: RES0 in Non-secure state, where the model runs
+    // realms): mask the PPIs at the GIC as well.
+    super::gic::mask_el1_timers(cnthctl & CNTHCTL_CNTVMASK != 0, cnthctl & CNTHCTL_CNTPMASK != 0);
+    // Until the masked PPI has left the CPU interface (bounded, unlike TF-RMM).
+    for _ in 0..HPPIR_POLLS {
+        let intid = icc_hppir1() & HPPIR_INTID_MASK;
+        let masked = (cnthctl & CNTHCTL_CNTVMASK != 0 && intid == PPI_CNTV)
+            || (cnthctl & CNTHCTL_CNTPMASK != 0 && intid == PPI_CNTP);
+        if !masked {
+            break;
+        }
+    }
+    live
+}
+
+/// Save the realm's EL1 timers and switch them off (the hypervisor's own state: unused).
+fn save_timers() -> Timers {
+    use aarch64_cpu::registers::{CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0};
+    let t = Timers {
+        cntv_ctl: CNTV_CTL_EL0.get(),
+        cntv_cval: CNTV_CVAL_EL0.get(),
+        cntp_ctl: CNTP_CTL_EL0.get(),
+        cntp_cval: CNTP_CVAL_EL0.get(),
+    };
+    CNTV_CTL_EL0.set(0);
+    CNTP_CTL_EL0.set(0);
+    CNTHCTL_EL2.set(CNTHCTL_REALM);
+    barrier::isb(barrier::SY);
+    t
+}
+
+/// ICC_HPPIR1_EL1: the highest-priority pending Group 1 interrupt at this CPU interface.
+fn icc_hppir1() -> u64 {
+    let v: u64;
+    // SAFETY: reading the GIC CPU interface's highest pending interrupt has no side effects
+    // (ICC_SRE_EL2.SRE is set at boot on every CPU).
+    unsafe {
+        core::arch::asm!("mrs {}, icc_hppir1_el1", out(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    v
 }
 
 impl ElGuest {
@@ -102,7 +252,10 @@ impl ElGuest {
             43..=44 => 4,
             _ => 5,
         };
-        Self { ps, vmid16 }
+        let (lrs_minus_one, _, _, pre_bits) = read_vtr();
+        // TF-RMM `gic_get_virt_features`: 2^(PREbits - 5) APRs per group.
+        let nr_aprs = 1usize << pre_bits.saturating_sub(5).min(2);
+        Self { ps, vmid16, nr_lrs: (lrs_minus_one as usize + 1).min(rmm_model::gic::MAX_LRS), nr_aprs }
     }
 
     fn vtcr(&self, s2: &Stage2Config) -> u64 {
@@ -162,9 +315,14 @@ impl Guest for ElGuest {
             SCTLR_EL1.set(SCTLR_EL1_RESET);
             CPACR_EL1.set(CPACR_EL1_RESET);
             VBAR_EL1.set(0);
-            // Let EL1 read the physical counter and timer.
-            CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCEN::SET + CNTHCTL_EL2::EL1PCTEN::SET);
             vcpu.started = true;
+        }
+        restore_gic(&vcpu.gic, self.nr_lrs, self.nr_aprs);
+        let live = restore_timers(&vcpu.timers);
+        if live.changed_since(&vcpu.timers_reported) {
+            vcpu.timers = save_timers();
+            save_gic(&mut vcpu.gic, self.nr_lrs, self.nr_aprs);
+            return HwExit::TimerChanged;
         }
         let mut hcr = HCR_GUEST;
         if s2.trap_wfi {
@@ -187,6 +345,8 @@ impl Guest for ElGuest {
         // returns through guest_exit when the guest traps to EL2 (HCR_EL2 routes SMC, aborts,
         // IRQ/FIQ/SError to EL2), with the guest's state written back into `frame`.
         let kind = unsafe { run_guest(&mut frame) };
+        vcpu.timers = save_timers();
+        save_gic(&mut vcpu.gic, self.nr_lrs, self.nr_aprs);
         HCR_EL2.set(HCR_HOST);
         barrier::isb(barrier::SY);
         super::mmu::flush_local_el2_tlb();
@@ -240,13 +400,27 @@ pub fn has_fwb() -> bool {
 /// (`gic_get_virt_features`) and reports as FEATURES.GICV3_NUM_LRS. The GIC's system-register
 /// interface is switched on for EL2 (and made available to EL1) first: ICH_* accesses need it.
 pub fn gic_virt_features() -> (u64, u32, bool) {
-    use aarch64_cpu::registers::{ICC_SRE_EL2, ICH_VTR_EL2};
-    ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
-    barrier::isb(barrier::SY);
+    let (lrs_minus_one, pri_bits, id24, _) = read_vtr();
+    (lrs_minus_one, pri_bits, id24)
+}
+
+/// ICH_VTR_EL2: list registers minus one, priority bits, 24-bit vINTIDs, preemption bits.
+fn read_vtr() -> (u64, u32, bool, u32) {
+    use aarch64_cpu::registers::ICH_VTR_EL2;
+    enable_sysreg_gic();
     let vtr = ICH_VTR_EL2.extract();
     (
         vtr.read(ICH_VTR_EL2::ListRegs),
         vtr.read(ICH_VTR_EL2::PRIbits) as u32 + 1,
         vtr.read(ICH_VTR_EL2::IDbits) != 0,
+        vtr.read(ICH_VTR_EL2::PREbits) as u32 + 1,
     )
+}
+
+/// Switch the GIC's system-register interface on for EL2 and make it available to EL1
+/// (ICC_SRE_EL2.SRE and Enable), on the calling CPU: ICH_* and ICC_* accesses need it.
+pub fn enable_sysreg_gic() {
+    use aarch64_cpu::registers::ICC_SRE_EL2;
+    ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
+    barrier::isb(barrier::SY);
 }

@@ -6,6 +6,7 @@
 pub mod boot;
 pub mod exception;
 pub mod exit;
+pub mod gic;
 pub mod guest;
 pub mod layout;
 pub mod mmio;

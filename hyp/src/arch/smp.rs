@@ -44,5 +44,10 @@ impl spin::RelaxStrategy for Yield {
     }
 }
 
+/// One polite spin (see [`Yield`]).
+pub fn relax() {
+    <Yield as spin::RelaxStrategy>::relax();
+}
+
 /// The lock type shared between CPUs.
 pub type Lock<T> = spin::mutex::Mutex<T, Yield>;

@@ -74,7 +74,7 @@ impl<M: Memory, G: Guest, W: Guest, L: RelaxStrategy> Rmm for SharedModel<'_, M,
                 Step::Exit => break,
             }
         }
-        self.model.lock().rec_enter_end(rec, e);
+        self.model.lock().rec_enter_end(rec, e, run);
         Ok(())
     }
     fn psci_complete(

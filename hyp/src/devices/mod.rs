@@ -7,9 +7,6 @@
 //! host answers with RecEnter.gprs[0] and the EMUL_MMIO flag (rmi-abi.md §5).
 
 pub mod console;
-// The vGIC's host half is built and tested on the host; it joins the EL2 binary when the realm
-// platform gives it addresses and the RMM half loads its list registers (issue 11).
-#[cfg(test)]
 pub mod vgic;
 
 use crate::addr::Gpa;
@@ -42,10 +39,15 @@ pub trait BusDevice {
     fn write(&mut self, access: &MmioAccess, value: u64);
 }
 
-/// The devices a realm has (one of each kind so far).
+/// The devices a realm has (one of each kind so far), at the realm platform's addresses
+/// (`board`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceId {
     Console,
+    /// The GICv3 distributor.
+    Gicd,
+    /// The redistributors, one `board::GICR_STRIDE` frame pair per vCPU.
+    Gicr,
 }
 
 /// Address ranges of the realm's devices.

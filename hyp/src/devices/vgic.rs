@@ -21,9 +21,9 @@ use alloc::vec::Vec;
 /// INTIDs 0..16 are SGIs, 16..32 PPIs, 32.. SPIs.
 pub const SGI_END: u32 = 16;
 pub const PRIVATE_END: u32 = 32;
-/// The EL1 virtual and physical timer PPIs (Linux's `arm,armv8-timer` binding on QEMU `virt`).
-pub const PPI_VTIMER: u32 = 27;
-pub const PPI_PTIMER: u32 = 30;
+/// The EL1 virtual and physical timer PPIs (the realm platform's, `board::intid`).
+pub const PPI_VTIMER: u32 = board::intid::VTIMER;
+pub const PPI_PTIMER: u32 = board::intid::PTIMER;
 
 /// ICH_LR<n>_EL2 fields (Arm ARM D23.2, the RMM checks them: HW = 0, no duplicate vINTIDs).
 pub mod lr {
@@ -32,6 +32,9 @@ pub mod lr {
     pub const ACTIVE: u64 = 0b10 << STATE_SHIFT;
     pub const STATE_MASK: u64 = 0b11 << STATE_SHIFT;
     pub const GROUP1: u64 = 1 << 60;
+    /// pINTID bit 41 with HW = 0: a maintenance interrupt when the realm deactivates it — how
+    /// the host learns that a level interrupt was handled while its line may still be high.
+    pub const EOI: u64 = 1 << 41;
     pub const PRIORITY_SHIFT: u32 = 48;
     pub const VINTID_MASK: u64 = 0xffff_ffff;
 }
@@ -148,9 +151,10 @@ pub struct VGic {
     redists: Vec<Redist>,
     /// SGIs and PPIs, per vCPU.
     private: Vec<[Irq; PRIVATE_END as usize]>,
-    /// Which INTID the host put in each list register of each vCPU (an LR's value alone cannot
-    /// tell an inactive SGI 0 from an unused slot).
-    lr_intid: Vec<[Option<u32>; MAX_LRS]>,
+    /// Which INTID the host put in each list register of each vCPU, and the value it wrote (an
+    /// LR's value alone cannot tell an inactive SGI 0 from an unused slot, and only its state is
+    /// the realm's to change).
+    lr_intid: Vec<[Option<(u32, u64)>; MAX_LRS]>,
 }
 
 /// List registers a REC carries (RMM 1.0 `REC_GIC_NUM_LRS`).
@@ -379,6 +383,13 @@ impl VGic {
     }
 
     /// A device raises (`level` true) or lowers SPI `intid`; an edge interrupt latches pending.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "no host device raises an SPI yet: the UART's RX and virtio will (issues 12, 13)"
+        )
+    )]
     pub fn set_spi(&mut self, intid: u32, level: bool) {
         if intid < PRIVATE_END {
             return;
@@ -405,7 +416,9 @@ impl VGic {
     /// A write of ICC_SGI1R_EL1 by `from` (reported by the RMM as a trapped sysreg write): SGI
     /// INTID [27:24] to the vCPUs in TargetList [15:0] of cluster Aff1 [23:16], or to every vCPU
     /// but `from` if IRM [40] is set. Targets that do not exist are ignored, as hardware does.
-    pub fn send_sgi(&mut self, from: usize, icc_sgi1r: u64) {
+    /// Returns the vCPUs it was made pending for (bit n = vCPU n, up to 64), to be woken.
+    pub fn send_sgi(&mut self, from: usize, icc_sgi1r: u64) -> u64 {
+        let mut hit = 0u64;
         let intid = ((icc_sgi1r >> 24) & 0xf) as u32;
         let all_others = icc_sgi1r & (1 << 40) != 0;
         let aff1 = ((icc_sgi1r >> 16) & 0xff) as usize;
@@ -418,8 +431,22 @@ impl VGic {
             };
             if chosen && let Some(irq) = self.irq_mut(target, intid) {
                 irq.pending = true;
+                hit |= 1u64.checked_shl(target as u32).unwrap_or(0);
             }
         }
+        hit
+    }
+
+    /// Whether `vcpu` has an interrupt to take (one the next [`VGic::fill_lrs`] would place, or
+    /// one already in its list registers as pending): what ends a WFI.
+    pub fn has_pending(&self, vcpu: usize, lrs: &[u64]) -> bool {
+        if lrs.iter().any(|l| l & lr::STATE_MASK == lr::PENDING) {
+            return true;
+        }
+        let private =
+            (0..PRIVATE_END).any(|i| self.irq(vcpu, i).is_some_and(|irq| self.deliverable(irq, true)));
+        private
+            || self.spis.iter().any(|irq| irq.route as usize & 0xff == vcpu && self.deliverable(irq, false))
     }
 
     /// Whether `irq` should be presented to its vCPU now.
@@ -430,11 +457,13 @@ impl VGic {
 
     /// The list registers for `vcpu`'s next REC_ENTER, at most `nr_lrs`: the deliverable
     /// interrupts, highest priority (lowest value) first, as pending Group 1 virtual interrupts
-    /// with HW = 0 and no vINTID twice. Entries still active in the LRs come back from
-    /// [`VGic::sync_lrs`] and keep their slot.
-    pub fn fill_lrs(&mut self, vcpu: usize, nr_lrs: usize, lrs: &mut [u64]) {
+    /// with HW = 0 and no vINTID twice (level ones with EOI maintenance). Entries still active
+    /// in the LRs come back from [`VGic::sync_lrs`] and keep their slot. Returns how many it
+    /// placed of each kind: SGIs, PPIs, SPIs.
+    pub fn fill_lrs(&mut self, vcpu: usize, nr_lrs: usize, lrs: &mut [u64]) -> [u64; 3] {
+        let mut placed = [0u64; 3];
         let nr_lrs = nr_lrs.min(lrs.len()).min(MAX_LRS);
-        let Some(owned) = self.lr_intid.get(vcpu) else { return };
+        let Some(owned) = self.lr_intid.get(vcpu) else { return placed };
         let free: Vec<usize> = (0..nr_lrs).filter(|i| owned[*i].is_none()).collect();
         let mut want: Vec<(u8, u32)> = Vec::new();
         for intid in 0..PRIVATE_END {
@@ -451,30 +480,45 @@ impl VGic {
         }
         want.sort();
         for (slot, (priority, intid)) in free.into_iter().zip(want) {
-            lrs[slot] =
-                lr::PENDING | lr::GROUP1 | (u64::from(priority) << lr::PRIORITY_SHIFT) | u64::from(intid);
-            self.lr_intid[vcpu][slot] = Some(intid);
-            if let Some(irq) = self.irq_mut(vcpu, intid) {
-                irq.in_lr = true;
-                // An edge interrupt's pending state now lives in the LR.
-                if irq.edge {
-                    irq.pending = false;
-                }
+            let Some(irq) = self.irq_mut(vcpu, intid) else { continue };
+            irq.in_lr = true;
+            let eoi = if irq.edge { 0 } else { lr::EOI };
+            // An edge interrupt's pending state now lives in the LR.
+            if irq.edge {
+                irq.pending = false;
             }
+            lrs[slot] = lr::PENDING
+                | lr::GROUP1
+                | eoi
+                | (u64::from(priority) << lr::PRIORITY_SHIFT)
+                | u64::from(intid);
+            self.lr_intid[vcpu][slot] = Some((intid, lrs[slot]));
+            placed[if intid < SGI_END {
+                0
+            } else if intid < PRIVATE_END {
+                1
+            } else {
+                2
+            }] += 1;
         }
+        placed
     }
 
     /// The list registers as `vcpu`'s exit returned them: an LR the realm has finished with
     /// (state inactive) frees its interrupt — a level interrupt whose line is still high will be
-    /// presented again — and is cleared; pending or active ones stay where they are.
+    /// presented again — and is cleared; pending or active ones stay where they are. Only the
+    /// state is taken from what came back: the rest of each LR is what the host wrote (the
+    /// hardware changes nothing else, and an RMM that did must not make the host hand invalid
+    /// LRs back).
     pub fn sync_lrs(&mut self, vcpu: usize, lrs: &mut [u64]) {
         for (slot, l) in lrs.iter_mut().enumerate().take(MAX_LRS) {
             // Only the host's own entries count: the vINTID is the one it put there.
-            let Some(intid) = self.lr_intid.get(vcpu).and_then(|o| o[slot]) else {
+            let Some((intid, sent)) = self.lr_intid.get(vcpu).and_then(|o| o[slot]) else {
                 *l = 0;
                 continue;
             };
             let state = *l & lr::STATE_MASK;
+            *l = (sent & !lr::STATE_MASK) | state;
             if let Some(irq) = self.irq_mut(vcpu, intid) {
                 irq.active = state & lr::ACTIVE != 0;
                 if state == 0 {
@@ -702,7 +746,7 @@ mod tests {
                     1 => g.dist_write(vcpu, offset, width, value),
                     2 => { g.redist_read(vcpu, offset, width); }
                     3 => g.redist_write(vcpu, offset, width, value),
-                    4 => g.send_sgi(vcpu, value),
+                    4 => { g.send_sgi(vcpu, value); }
                     _ => g.set_spi(offset as u32, value & 1 != 0),
                 }
             }

@@ -11,6 +11,36 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Lines of the summary (the caller prints them).
+/// The interrupt figures: what was injected, the exits interrupts caused, and the timer latency
+/// the realm measured (deadline → its handler). Nothing when the realm used no interrupts.
+pub fn interrupt_lines(s: &crate::realm::interrupts::IrqStats) -> Vec<String> {
+    let [sgi, ppi, spi] = s.injected;
+    if sgi + ppi + spi + s.irq_exits + s.wfi_exits + s.sgis == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::from([format!(
+        "summary: interrupts injected {sgi} SGI, {ppi} PPI ({} timer), {spi} SPI; IPIs sent {}; exits {} IRQ, {} WFI (woken {} by an interrupt, {} by a timer); GIC writes ignored {}",
+        s.timer_injections,
+        s.sgis,
+        s.irq_exits,
+        s.wfi_exits,
+        s.wakes_by_irq,
+        s.wakes_by_timer,
+        s.sysregs_ignored
+    )]);
+    if let Some((median, worst)) = s.latency() {
+        out.push(format!(
+            "summary: timer latency (deadline to the realm's handler, {} timers): median {}.{:03} ms, worst {}.{:03} ms",
+            s.latencies_ns.len(),
+            median / 1_000_000,
+            median / 1000 % 1000,
+            worst / 1_000_000,
+            worst / 1000 % 1000
+        ));
+    }
+    out
+}
+
 pub fn lines(
     stats: &FaultStats,
     calls: &CallCounts,

@@ -10,8 +10,11 @@
 //!
 //! **Layout (guest-physical).** `[0, 1 MiB)` the test realm's image, `[1 MiB, 2 MiB)` the scenario
 //! text, then the protected data region; one protected memslot covers all of it. The shared
-//! memslot follows at the next 2 MiB boundary and is reached through the unprotected alias; the
-//! MMIO console page sits right after it.
+//! memslot follows at the next 2 MiB boundary and is reached through the unprotected alias. The
+//! devices are the realm platform's (`board`: GIC and console in `[128 MiB, 256 MiB)`): a region
+//! that would reach into that window (or, for the shared memslot, come within 2 MiB of it — the
+//! `touch-outside` step reads 2 MiB past its end) moves above it — a data region to 1 GiB, the
+//! shared memslot to the window's end.
 
 use crate::addr::{Gpa, PhysAddr};
 use alloc::collections::BTreeSet;
@@ -35,16 +38,30 @@ pub struct Layout {
     pub console_gpa: Gpa,
 }
 
+/// Whether `[base, end)` and the 2 MiB after it stay below the realm platform's device window.
+fn below_devices(end: u64) -> bool {
+    end + BLOCK_SIZE <= board::DEVICE_WINDOW.base
+}
+
 impl Layout {
     pub fn new(prot_size: u64, shared_size: u64) -> Self {
         // A data region of 1 GiB or more starts at 1 GiB, in a RAM memslot of its own, so its
         // GiBs can fold into level-1 blocks; a smaller one follows the image and the scenario.
-        let prot_base = if prot_size >= HUGE_SIZE { HUGE_SIZE } else { BLOCK_SIZE };
+        // So does one that would not fit below the devices.
+        let prot_base = if prot_size >= HUGE_SIZE || !below_devices(BLOCK_SIZE + prot_size) {
+            HUGE_SIZE
+        } else {
+            BLOCK_SIZE
+        };
         let prot_end = prot_base + prot_size;
         // A shared memslot of 1 GiB or more starts on a 1 GiB boundary, so it can map as 1 GiB
-        // blocks; a smaller one on the next 2 MiB boundary.
+        // blocks; a smaller one on the next 2 MiB boundary — above the devices if it would not
+        // fit below them.
         let align = if shared_size >= HUGE_SIZE { HUGE_SIZE } else { BLOCK_SIZE };
-        let shared_gpa = prot_end.div_ceil(align) * align;
+        let mut shared_gpa = prot_end.div_ceil(align) * align;
+        if shared_gpa < board::DEVICE_WINDOW.end() && !below_devices(shared_gpa + shared_size) {
+            shared_gpa = board::DEVICE_WINDOW.end().div_ceil(align) * align;
+        }
         let shared_end = shared_gpa + shared_size;
         Self {
             image_gpa: Gpa(0),
@@ -55,7 +72,7 @@ impl Layout {
             prot_end: Gpa(prot_end),
             shared_gpa: Gpa(shared_gpa),
             shared_end: Gpa(shared_end),
-            console_gpa: Gpa(shared_end),
+            console_gpa: Gpa(board::UART.base),
         }
     }
     /// The RAM memslots' ranges, `(start, size)`: the image, the scenario and the data region in
@@ -68,10 +85,11 @@ impl Layout {
         }
     }
 
-    /// Guest-physical span the protected half must hold (room for a stray access past the
-    /// console, which must still be in the unprotected half to reach the host).
+    /// Guest-physical span the protected half must hold: the memslots and the device window,
+    /// and room for the stray access 2 MiB past the shared memslot (`touch-outside`), which must
+    /// still be in the unprotected half to reach the host.
     pub fn span(&self) -> u64 {
-        self.console_gpa.0 + 2 * BLOCK_SIZE
+        (self.shared_end.0 + 2 * BLOCK_SIZE).max(board::DEVICE_WINDOW.end())
     }
 }
 

@@ -19,6 +19,7 @@
 mod convert;
 pub mod counted;
 mod fault;
+pub mod interrupts;
 mod ipamap;
 pub mod ledger;
 pub mod memslot;
@@ -38,5 +39,5 @@ pub use memslot::VmConfig;
 #[cfg_attr(test, allow(unused_imports))]
 pub use outcome::{FaultClass, HostError, Stop};
 #[cfg_attr(test, allow(unused_imports))]
-pub use vcpu::{Host, run_shared};
+pub use vcpu::{Host, PhysCpu, run_shared};
 pub use vm::Vm;

@@ -22,6 +22,10 @@ pub enum FaultClass {
     Psci,
     HostCall,
     Interrupt,
+    /// A trapped WFI/WFE: the vCPU parks until it has an interrupt to take.
+    Wfi,
+    /// A trapped write of a GIC CPU interface register (ICC_SGI1R_EL1: an IPI).
+    SysReg,
 }
 
 impl FaultClass {
@@ -38,6 +42,8 @@ impl FaultClass {
             Self::Psci => "psci",
             Self::HostCall => "host call",
             Self::Interrupt => "interrupt",
+            Self::Wfi => "wfi",
+            Self::SysReg => "sysreg",
         }
     }
     /// Realm memory a fault of this class maps.

@@ -427,7 +427,7 @@ fn shared_model_and_host_lock_run_the_same_realm() {
     let (p, s) = (v.layout.prot_base.0, v.layout.shared_gpa.0 | v.shared_bit());
     model.lock().guest.acts.extend([Act::Touch(p, true), Act::Touch(s, true), Act::Touch(p + 0x1000, false)]);
     let host = spin::Mutex::new(Host { vm: v, frames });
-    assert_eq!(run_shared(&host, &mut rmm, 0, &mut |_| {}), Stop::PowerOff);
+    assert_eq!(run_shared(&host, &mut rmm, &NoCpu, 0, &mut |_| {}), Stop::PowerOff);
     let mut h = host.lock();
     let Host { vm, frames } = &mut *h;
     assert_eq!(
@@ -507,6 +507,8 @@ mod hostile;
 
 mod convert;
 
+mod interrupts;
+
 /// `config ipa-bits`: the realm gets the width asked for, with the start level and the
 /// concatenated roots the architecture gives it, and runs there; a width too small for the
 /// layout is refused with the reason.
@@ -527,4 +529,16 @@ fn the_ipa_width_is_a_setting() {
     let c = VmConfig { ipa_bits: Some(32), prot_size: 3 << 30, ..cfg(true, true) };
     let e = Vm::create(&mut w.rmm, &mut w.frames, &c, &[0xaa; 16], b"end\n").err().unwrap();
     assert!(e.contains("cannot hold the realm's layout"), "{e}");
+}
+
+/// A physical CPU for host tests: a counter that stands still, nothing to sleep on or kick.
+pub struct NoCpu;
+
+impl crate::realm::PhysCpu for NoCpu {
+    fn now(&self) -> u64 {
+        0
+    }
+    fn park(&self, _deadline: Option<u64>) {}
+    fn kick(&self, _vcpu: usize) {}
+    fn drain(&self) {}
 }

@@ -6,13 +6,13 @@
 use super::counted::{CallCounts, Counted};
 use super::memslot::SlotKind;
 use super::outcome::{FaultClass, HostError, Stop};
-use super::vm::{BLOCK_SIZE, HOST_CALL_COLLAPSE, Res, Vm};
+use super::vm::{BLOCK_SIZE, HOST_CALL_COLLAPSE, HOST_CALL_TIMER_LATENCY, Res, Vm};
 use crate::addr::{Alias, Gpa};
 use crate::devices::{BusDevice, DeviceId, MmioAccess};
 use crate::memory::Frames;
 use alloc::boxed::Box;
 use log::debug;
-use rmi::esr::{FaultStatus, Syndrome};
+use rmi::esr::{ExceptionClass, FaultStatus, Syndrome};
 use rmi::{
     Fid, GranuleAddr, Ipa, PsciStatus, RecRun, RmiError, RmiStatus, Rmm, enter_flags, exit_reason,
     rec_index_of_mpidr_el1, rsi,
@@ -43,9 +43,22 @@ impl Vm {
     ) -> Option<Stop> {
         self.stats.exits += 1;
         run.enter.flags = 0;
+        let vcpu = self.recs.iter().position(|r| *r == rec).unwrap_or(0);
+        self.gic_after_exit(vcpu, run);
         let before: CallCounts = rmm.counts;
         let outcome = match run.exit.exit_reason {
-            exit_reason::SYNC => self.stage2_abort(rmm, frames, rec, run),
+            exit_reason::SYNC => match Syndrome::decode(run.exit.esr).class {
+                ExceptionClass::Wfx => {
+                    self.irq.stats.wfi_exits += 1;
+                    self.parked |= 1u64.checked_shl(vcpu as u32).unwrap_or(0);
+                    Ok((FaultClass::Wfi, -1))
+                }
+                ExceptionClass::SysReg => {
+                    self.icc_write(vcpu, run);
+                    Ok((FaultClass::SysReg, -1))
+                }
+                _ => self.stage2_abort(rmm, frames, rec, run),
+            },
             exit_reason::RIPAS_CHANGE => {
                 self.ripas_change(rmm, frames, rec, run).map(|()| (FaultClass::Ripas, -1))
             }
@@ -58,7 +71,10 @@ impl Vm {
                 self.host_call(run);
                 Ok((FaultClass::HostCall, -1))
             }
-            exit_reason::IRQ | exit_reason::FIQ => Ok((FaultClass::Interrupt, -1)),
+            exit_reason::IRQ | exit_reason::FIQ => {
+                self.irq.stats.irq_exits += 1;
+                Ok((FaultClass::Interrupt, -1))
+            }
             exit_reason::SERROR => Err(HostError::SError { esr: run.exit.esr }),
             other => Err(HostError::UnknownExit(other)),
         };
@@ -85,9 +101,7 @@ impl Vm {
         let esr = run.exit.esr;
         let syndrome = Syndrome::decode(esr);
         let status = match syndrome.class {
-            rmi::esr::ExceptionClass::DataAbortLower | rmi::esr::ExceptionClass::InstrAbortLower => {
-                syndrome.abort_status()
-            }
+            ExceptionClass::DataAbortLower | ExceptionClass::InstrAbortLower => syndrome.abort_status(),
             _ => None,
         }
         .ok_or(HostError::UnexpectedSync { esr })?;
@@ -119,12 +133,32 @@ impl Vm {
         let mask = MmioAccess::mask(info.size);
         let access =
             MmioAccess { vcpu, offset, width: info.size, write: da.write.then_some(run.exit.gprs[0] & mask) };
-        let device: &mut dyn BusDevice = match dev {
-            DeviceId::Console => &mut self.console,
+        let read = match (dev, access.write) {
+            (DeviceId::Console, Some(value)) => {
+                self.console.write(&access, value);
+                None
+            }
+            (DeviceId::Console, None) => Some(self.console.read(&access)),
+            (DeviceId::Gicd, Some(value)) => {
+                self.gic.dist_write(vcpu, offset, info.size, value);
+                None
+            }
+            (DeviceId::Gicd, None) => Some(self.gic.dist_read(vcpu, offset, info.size)),
+            (DeviceId::Gicr, write) => {
+                // The frame pair of vCPU `offset / stride` (any vCPU may program any
+                // redistributor, as Linux's boot CPU does).
+                let (target, frame) = ((offset / board::GICR_STRIDE) as usize, offset % board::GICR_STRIDE);
+                match write {
+                    Some(value) => {
+                        self.gic.redist_write(target, frame, info.size, value);
+                        None
+                    }
+                    None => Some(self.gic.redist_read(target, frame, info.size)),
+                }
+            }
         };
-        match access.write {
-            Some(value) => device.write(&access, value),
-            None => run.enter.gprs[0] = device.read(&access) & mask,
+        if let Some(value) = read {
+            run.enter.gprs[0] = value & mask;
         }
         run.enter.flags |= enter_flags::EMUL_MMIO;
         Ok(())
@@ -152,6 +186,10 @@ impl Vm {
                         1
                     }
                 }
+            }
+            HOST_CALL_TIMER_LATENCY => {
+                self.irq.stats.record_latency(run.exit.gprs[0]);
+                0
             }
             other => {
                 debug!("realm: unknown host call {other:#x}");
@@ -202,6 +240,8 @@ impl Vm {
             if let Err(e) = self.topup(rmm, frames) {
                 return Stop::Error(e);
             }
+            self.gic_before_entry(index, &mut run, 0);
+            self.parked = 0;
             if let Err(e) = rmm.rec_enter(rec, &mut run) {
                 return Stop::Error(HostError::rmi(Fid::RecEnter, rec.get(), e));
             }
@@ -241,39 +281,98 @@ pub struct Host {
     pub frames: Frames,
 }
 
+/// What the vCPU loop needs of the physical CPUs: the counter realm timers compare against, a
+/// way to sleep until an interrupt or a deadline, and a way to interrupt another vCPU's CPU.
+pub trait PhysCpu {
+    /// The physical counter (CNTPCT_EL0).
+    fn now(&self) -> u64;
+    /// Sleep until an interrupt is pending at this CPU or the counter reaches `deadline`, and
+    /// acknowledge what arrived.
+    fn park(&self, deadline: Option<u64>);
+    /// Make the CPU running vCPU `vcpu` take an interrupt: it leaves `park`, or its REC exits.
+    fn kick(&self, vcpu: usize);
+    /// Acknowledge the physical interrupts pending at this CPU (after an IRQ exit).
+    fn drain(&self);
+}
+
 /// Run vCPU `index` until it stops, on the calling physical CPU.
 ///
 /// `tick` is called with the realm after every exit, under the lock (the caller's progress
 /// report: it must be cheap and decide itself how often to print).
+///
+/// Interrupts (realm::interrupts): before each REC_ENTER the vGIC fills the list registers;
+/// after each exit it takes them back. vCPUs an exit made an interrupt pending for are kicked
+/// once the lock is released; a vCPU that exited on WFI parks — outside the lock — until it has
+/// an interrupt to take, a timer comes due, or the realm stops.
 pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
     host: &spin::mutex::Mutex<Host, L>,
     rmm: &mut Counted<R>,
+    cpu: &dyn PhysCpu,
     index: usize,
     tick: &mut dyn FnMut(&Vm),
 ) -> Stop {
     let Some(rec) = host.lock().vm.recs.get(index).copied() else {
         return Stop::Error(HostError::Internal("no such vCPU"));
     };
+    let me = 1u64.checked_shl(index as u32).unwrap_or(0);
     let mut run = Box::new(RecRun::zeroed());
     loop {
         {
             let mut h = host.lock();
             let Host { vm, frames } = &mut *h;
             if let Err(e) = vm.topup(rmm, frames) {
+                vm.stopping = true;
                 return Stop::Error(e);
             }
+            vm.gic_before_entry(index, &mut run, cpu.now());
         }
         match rmm.rec_enter(rec, &mut run) {
             Ok(()) => {}
             // Another vCPU powered the realm off while this one was outside it.
             Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 1 }) => return Stop::PowerOff,
-            Err(e) => return Stop::Error(HostError::rmi(Fid::RecEnter, rec.get(), e)),
+            Err(e) => {
+                host.lock().vm.stopping = true;
+                return Stop::Error(HostError::rmi(Fid::RecEnter, rec.get(), e));
+            }
         }
-        let mut h = host.lock();
-        let Host { vm, frames } = &mut *h;
-        if let Some(stop) = vm.handle_exit(rmm, frames, rec, &mut run) {
+        if run.exit.exit_reason == exit_reason::IRQ {
+            cpu.drain();
+        }
+        let (stop, kick, park) = {
+            let mut h = host.lock();
+            let Host { vm, frames } = &mut *h;
+            let stop = vm.handle_exit(rmm, frames, rec, &mut run);
+            tick(vm);
+            let mut kick = core::mem::take(&mut vm.irq.kick);
+            if matches!(stop, Some(Stop::PowerOff | Stop::Error(_))) {
+                // The realm is over: wake every parked vCPU so it finds out.
+                vm.stopping = true;
+                kick = !me & (1u64.checked_shl(vm.recs.len() as u32).map_or(u64::MAX, |b| b - 1));
+            }
+            let park = vm.parked & me != 0;
+            vm.parked &= !me;
+            (stop, kick, park)
+        };
+        for v in (0..64).filter(|v| kick & (1 << v) != 0) {
+            cpu.kick(v);
+        }
+        if let Some(stop) = stop {
             return stop;
         }
-        tick(vm);
+        if park {
+            loop {
+                let deadline = {
+                    let mut h = host.lock();
+                    if h.vm.stopping {
+                        return Stop::CpuOff;
+                    }
+                    if h.vm.wake(index, &run.enter.gicv3_lrs, cpu.now()) {
+                        break;
+                    }
+                    h.vm.wake_deadline(index)
+                };
+                cpu.park(deadline);
+            }
+        }
     }
 }

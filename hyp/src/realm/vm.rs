@@ -17,6 +17,7 @@
 //! into it.
 
 use super::counted::Counted;
+use super::interrupts::IrqState;
 use super::ledger::{Ledger, Use};
 use super::memslot::{Layout, Memslot, Memslots, SlotKind, VmConfig};
 use super::outcome::{FaultClass, HostError};
@@ -24,6 +25,7 @@ use super::params::{self, Shape};
 use super::ranges::RangeSet;
 use crate::addr::{Alias, Gpa, IpaSpace, PAGE_SIZE, PhysAddr};
 use crate::devices::console::Console;
+use crate::devices::vgic::VGic;
 use crate::devices::{Bus, DeviceId};
 use crate::memory::Frames;
 use alloc::boxed::Box;
@@ -49,6 +51,11 @@ pub(super) const ENTRIES: u64 = 512;
 pub const MEMCACHE_TARGET: usize = 4;
 /// Host call: back the shared 2 MiB block at offset x0 with a huge page from now on.
 pub const HOST_CALL_COLLAPSE: u64 = 1;
+/// RSI_HOST_CALL service 2: the realm reports a timer's latency (deadline → its handler) in ns
+/// in x0, for the summary's figures.
+pub const HOST_CALL_TIMER_LATENCY: u64 = 2;
+/// SPIs the realm's distributor has (INTIDs 32..64): the realm platform's devices need few.
+pub const NR_SPIS: u32 = 32;
 
 /// A fault class and the translation level the abort reported (-1: none).
 pub type FaultKey = (FaultClass, i8);
@@ -104,6 +111,14 @@ pub struct Vm {
     /// The realm's devices, and where they are.
     pub(super) bus: Bus,
     pub console: Console,
+    /// The virtual GICv3's host half: distributor, redistributors, pending state per vCPU.
+    pub gic: VGic,
+    /// Timers, kicks and interrupt figures per vCPU, beside the vGIC.
+    pub irq: IrqState,
+    /// vCPUs parked in WFI after their last exit (bit n = vCPU n).
+    pub parked: u64,
+    /// Set when a vCPU's loop ended: parked vCPUs stop waiting.
+    pub stopping: bool,
     /// vCPUs the realm has started with PSCI CPU_ON (vCPU 0 starts itself).
     pub started: Vec<bool>,
     /// Fault IPAs in the order they were handled, when recording (benchmarks replay them).
@@ -124,6 +139,11 @@ pub(super) fn granule(pa: PhysAddr) -> Result<GranuleAddr, HostError> {
 pub(super) type Res<T> = Result<T, HostError>;
 
 impl Vm {
+    /// Whether an emulated device (the realm platform's console or GIC) answers at `gpa`.
+    #[cfg_attr(test, expect(dead_code, reason = "used by the benchmarks, which run on the EL2 binary only"))]
+    pub fn is_device(&self, gpa: Gpa) -> bool {
+        self.bus.find(gpa).is_some()
+    }
     pub fn shared_bit(&self) -> u64 {
         self.space.shared_bit()
     }
@@ -178,6 +198,13 @@ impl Vm {
             return Err(format!("the RMM implements RMI {}..{}, not 1.0", v.lower, v.higher));
         }
         let reg0 = rmm.features(0).map_err(|e| format!("RMI_FEATURES: {e}"))?;
+        if cfg.vcpus > board::MAX_VCPUS {
+            return Err(format!(
+                "{} vCPUs: the realm platform has redistributors for at most {}",
+                cfg.vcpus,
+                board::MAX_VCPUS
+            ));
+        }
         let layout = Layout::new(cfg.prot_size, cfg.shared_size);
         if image.len() as u64 > layout.image_max || scenario.len() as u64 > layout.scenario_max {
             return Err(String::from("the realm image or the scenario is larger than 1 MiB"));
@@ -229,7 +256,13 @@ impl Vm {
             }
         }
         let mut bus = Bus::default();
-        bus.insert(layout.console_gpa, PAGE_SIZE, DeviceId::Console);
+        for (region, id) in [
+            (board::UART, DeviceId::Console),
+            (board::GICD, DeviceId::Gicd),
+            (board::gicr(cfg.vcpus.max(1)), DeviceId::Gicr),
+        ] {
+            bus.insert(Gpa(region.base), region.size, id);
+        }
         let mut vm = Vm {
             rd: GranuleAddr::new(0).unwrap_or_else(|| unreachable!()),
             shape,
@@ -248,6 +281,14 @@ impl Vm {
             stats: FaultStats::default(),
             bus,
             console: Console::new(cfg.vcpus.max(1)),
+            gic: VGic::new(cfg.vcpus.max(1), NR_SPIS),
+            irq: IrqState {
+                nr_lrs: rmi::features::gicv3_num_lrs(reg0) as usize + 1,
+                timers: alloc::vec![Default::default(); cfg.vcpus.max(1)],
+                ..IrqState::default()
+            },
+            parked: 0,
+            stopping: false,
             started: Vec::new(),
             trace: None,
         };
