@@ -13,6 +13,7 @@ mod backend;
 mod cpufeat;
 mod devices;
 mod diag;
+mod linux;
 mod memory;
 mod platform;
 mod realm;

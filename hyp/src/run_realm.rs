@@ -11,10 +11,12 @@ use crate::backend::SharedModel;
 use crate::backend::embedded::{EmbeddedRmm, embedded_rmm};
 use crate::diag::summary;
 use crate::host::Hyp;
+use crate::linux::LinuxBoot;
 use crate::memory::Frames;
 use crate::realm::counted::CallCounts;
 use crate::realm::counted::TraceFilter;
 use crate::realm::memslot::SlotKind;
+use crate::realm::vm::Payload;
 use crate::realm::{Counted, Host, HostError, PhysCpu, Stop, Vm, VmConfig, run_shared};
 use crate::{arch, println};
 use alloc::format;
@@ -50,24 +52,42 @@ static MODEL: Once<Mutex<EmbeddedRmm>> = Once::new();
 
 /// Run the bundle's scenario; `Ok(summary line)` or `Err(reason)`.
 pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
-    let text =
-        core::str::from_utf8(bundle.scenario).map_err(|_| String::from("the scenario is not UTF-8"))?;
-    let cfg = scenario::validate(text).map_err(|e| format!("scenario {e}"))?;
     let cpus = (0..arch::smp::MAX_CPUS).filter(|i| *i == 0 || arch::smp::is_online(*i)).count();
-    if cfg.vcpus > cpus {
-        return Err(format!(
-            "the scenario wants {} vCPUs but {cpus} CPU(s) are online (scripts/run --smp N)",
-            cfg.vcpus
-        ));
-    }
-    let vm_cfg = VmConfig {
-        prot_size: cfg.protected_size,
-        shared_size: cfg.shared_size,
-        protected_blocks: cfg.protected_blocks,
-        shared_blocks: cfg.shared_blocks,
-        vmid: 1,
-        vcpus: cfg.vcpus,
-        ipa_bits: cfg.ipa_bits,
+    let (text, vm_cfg) = if let Some(l) = bundle.linux {
+        if l.vcpus > cpus {
+            return Err(format!("the Linux realm wants {} vCPUs but {cpus} CPU(s) are online", l.vcpus));
+        }
+        // Linux's RAM is one RAM memslot (private, shared in place, 2 MiB blocks where whole).
+        let cfg = VmConfig {
+            prot_size: l.ram_size,
+            shared_size: 0,
+            protected_blocks: true,
+            shared_blocks: true,
+            vmid: 1,
+            vcpus: l.vcpus.max(1),
+            ipa_bits: None,
+        };
+        ("", cfg)
+    } else {
+        let text =
+            core::str::from_utf8(bundle.scenario).map_err(|_| String::from("the scenario is not UTF-8"))?;
+        let cfg = scenario::validate(text).map_err(|e| format!("scenario {e}"))?;
+        if cfg.vcpus > cpus {
+            return Err(format!(
+                "the scenario wants {} vCPUs but {cpus} CPU(s) are online (scripts/run --smp N)",
+                cfg.vcpus
+            ));
+        }
+        let vm_cfg = VmConfig {
+            prot_size: cfg.protected_size,
+            shared_size: cfg.shared_size,
+            protected_blocks: cfg.protected_blocks,
+            shared_blocks: cfg.shared_blocks,
+            vmid: 1,
+            vcpus: cfg.vcpus,
+            ipa_bits: cfg.ipa_bits,
+        };
+        (text, vm_cfg)
     };
     let trace = hyp.opts.trace.clone();
     let bench = hyp.opts.bench;
@@ -80,10 +100,10 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
                 v.lower, v.higher
             ));
         }
-        info!("realm backend: the firmware's RMM (RMI {}..{}), {} vCPU(s)", v.lower, v.higher, cfg.vcpus);
+        info!("realm backend: the firmware's RMM (RMI {}..{}), {} vCPU(s)", v.lower, v.higher, vm_cfg.vcpus);
         drive(hyp, smc, Backend::Firmware, &vm_cfg, bundle, text, trace, bench)
     } else {
-        info!("realm backend: the embedded RMM model, {} vCPU(s)", cfg.vcpus);
+        info!("realm backend: the embedded RMM model, {} vCPU(s)", vm_cfg.vcpus);
         let model = embedded_rmm(hyp)?;
         let (pa_bits, vmid16) = crate::backend::embedded::world_switch_params()?;
         let model = MODEL.call_once(|| Mutex::new(model));
@@ -176,7 +196,13 @@ fn drive<R: Rmm>(
     let heap0 = crate::host::heap_in_use();
     let mut rmm = Counted::new(rmm, trace.clone());
     let mut frames = core::mem::replace(&mut hyp.frames, Frames::new());
-    let vm = match Vm::create(&mut rmm, &mut frames, cfg, bundle.realm, bundle.scenario) {
+    let payload = match bundle.linux {
+        Some(l) => {
+            Payload::Linux(LinuxBoot { kernel: bundle.realm, initrd: bundle.scenario, cmdline: l.cmdline })
+        }
+        None => Payload::TestRealm { image: bundle.realm, scenario: bundle.scenario },
+    };
+    let vm = match Vm::create_with(&mut rmm, &mut frames, cfg, &payload) {
         Ok(mut vm) => {
             if bench {
                 vm.trace = Some(Vec::new());
@@ -217,12 +243,36 @@ fn drive<R: Rmm>(
     let run0 = arch::timer::uptime_us();
     // CPU 0 reports progress on long runs, at most once a second.
     let mut progress = Progress::new();
+    // A Linux realm: when its /init spoke first (its lines start "hyp-linux:"), checked at most
+    // every 10 ms of exits.
+    let mut init_at: Option<u64> = None;
+    let mut next_look = 0u64;
+    let linux = bundle.linux.is_some();
     let stop0 = run_shared(&job.host, &mut rmm, &HostCpu, 0, &mut |vm| {
+        if linux && init_at.is_none() {
+            let now = arch::timer::uptime_us();
+            if now >= next_look {
+                next_look = now + 10_000;
+                if vm.uart.console.lines.iter().any(|l| l.starts_with(crate::linux::MARK)) {
+                    init_at = Some(now);
+                }
+            }
+        }
         if progress.due() {
+            let irq = &vm.irq.stats;
             info!(
-                "realm: {} MiB faulted in, {} exits so far ({} s)",
+                "realm: {} MiB faulted in, {} exits so far ({} IRQ, {} WFI; vCPU 0's next timer {}) ({} s)",
                 vm.stats.mapped_bytes >> 20,
                 vm.stats.exits,
+                irq.irq_exits,
+                irq.wfi_exits,
+                match vm.wake_deadline(0) {
+                    Some(d) => alloc::format!(
+                        "in {} us",
+                        d.saturating_sub(arch::gic::now()) / (arch::gic::counter_hz() / 1_000_000).max(1)
+                    ),
+                    None => String::from("none"),
+                },
                 progress.seconds()
             );
         }
@@ -326,34 +376,52 @@ fn drive<R: Rmm>(
     let expects_stop = scenario::steps(text).any(|(_, s)| s == Ok(scenario::Step::TouchOutside));
     // The realm's final line, and its first failure (the reason, whichever vCPU printed it).
     let realm_said = vm
+        .uart
         .console
         .lines
         .iter()
         .rev()
         .find(|l| l.starts_with("realm: PASS") || l.starts_with("realm: FAIL"))
         .cloned();
-    let realm_failure = vm.console.first_failure.clone();
+    let realm_failure = vm.uart.console.first_failure.clone();
     let bad_secondary = stops.iter().find_map(|(i, s)| match s {
         Stop::Error(e) if *i > 0 => Some(format!("vCPU {i}: {e}")),
         _ => None,
     });
-    let verdict = match (&stops[0].1, expects_stop) {
-        (Stop::Error(e @ HostError::Outside { .. }), true) => {
-            Ok(format!("the host stopped the realm as the scenario expects ({e})"))
-        }
-        (Stop::Error(e), _) => Err(format!("the host stopped the realm: {e}")),
-        (_, true) => Err(String::from("the realm touched memory outside every memslot and was not stopped")),
-        (Stop::PowerOff, false) => match (&realm_said, bad_secondary) {
-            (_, Some(e)) => Err(e),
-            (Some(l), None) if l.starts_with("realm: PASS") && realm_failure.is_none() => Ok(l.clone()),
-            (Some(l), None) => {
-                // "realm: FAIL at line 9 (vCPU 0): why" → "failed at line 9 (vCPU 0): why".
-                let line = realm_failure.unwrap_or_else(|| l.clone());
-                Err(format!("failed{}", line.trim_start_matches("realm: FAIL")))
+    let verdict = if linux {
+        // Stage-2 faults that mapped memory (not device accesses, PSCI or host calls).
+        let faults: u64 =
+            vm.stats.by_class.iter().filter(|((c, _), _)| c.mapped_bytes() > 0).map(|(_, (n, _))| n).sum();
+        crate::linux::verdict(&crate::linux::Outcome {
+            stop: &stops[0].1,
+            secondary_error: bad_secondary.clone(),
+            lines: &vm.uart.console.lines,
+            vcpus: cfg.vcpus,
+            init_ms: init_at.map(|t| (t - run0) / 1000),
+            run_ms: run_us / 1000,
+            faults,
+        })
+    } else {
+        match (&stops[0].1, expects_stop) {
+            (Stop::Error(e @ HostError::Outside { .. }), true) => {
+                Ok(format!("the host stopped the realm as the scenario expects ({e})"))
             }
-            (None, None) => Err(String::from("the realm powered off without a verdict")),
-        },
-        (Stop::CpuOff, false) => Err(String::from("vCPU 0 turned itself off before the scenario ended")),
+            (Stop::Error(e), _) => Err(format!("the host stopped the realm: {e}")),
+            (_, true) => {
+                Err(String::from("the realm touched memory outside every memslot and was not stopped"))
+            }
+            (Stop::PowerOff, false) => match (&realm_said, bad_secondary) {
+                (_, Some(e)) => Err(e),
+                (Some(l), None) if l.starts_with("realm: PASS") && realm_failure.is_none() => Ok(l.clone()),
+                (Some(l), None) => {
+                    // "realm: FAIL at line 9 (vCPU 0): why" → "failed at line 9 (vCPU 0): why".
+                    let line = realm_failure.unwrap_or_else(|| l.clone());
+                    Err(format!("failed{}", line.trim_start_matches("realm: FAIL")))
+                }
+                (None, None) => Err(String::from("the realm powered off without a verdict")),
+            },
+            (Stop::CpuOff, false) => Err(String::from("vCPU 0 turned itself off before the scenario ended")),
+        }
     };
     // Give the frames back to the hypervisor for the final checks.
     hyp.frames = core::mem::replace(frames, Frames::new());
@@ -376,6 +444,9 @@ fn drive<R: Rmm>(
     }
     if !leaks.is_empty() {
         return Err(format!("{} granule(s) leaked", leaks.len()));
+    }
+    if linux {
+        return Ok(format!("{verdict}, 0 leaks"));
     }
     Ok(format!("{verdict}; {words} shared words checked in the host's pages; 0 leaks"))
 }

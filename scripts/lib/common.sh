@@ -50,6 +50,7 @@ trace_words() {
 # Their common flags, parsed by boot_flag into these variables:
 firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0
 trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0 ipa_bits=""
+linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size=""
 # boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
 # to the number of arguments used; BOOT_SHIFT=0 when $1 is not one of them.
 boot_flag() {
@@ -76,13 +77,57 @@ boot_flag() {
       need_value "$1" "$#" "${2-}"; trace_words "$1" "$2"
       trace=1 trace_excl+=${trace_excl:+,}-${2//,/,-} BOOT_SHIFT=2 ;;
     --smp) need_value "$1" "$#" "${2-}"; int_value "$1" "$2" 1 8; export HYP_SMP=$((10#$2)); BOOT_SHIFT=2 ;;
-    --mem) need_value "$1" "$#" "${2-}"; mem_value "$1" "$2"; export HYP_MEM=$2; BOOT_SHIFT=2 ;;
+    --mem) need_value "$1" "$#" "${2-}"; mem_size=$2; BOOT_SHIFT=2 ;;
+    --linux) linux=1 ;;
+    --kernel) need_value "$1" "$#" "${2-}"; linux=1 kernel=$2 BOOT_SHIFT=2 ;;
+    --initrd) need_value "$1" "$#" "${2-}"; linux=1 initrd=$2 BOOT_SHIFT=2 ;;
+    --cmdline) [ "$#" -ge 2 ] || die "--cmdline needs a value"; linux=1 cmdline=$2 BOOT_SHIFT=2 ;;
     --ipa-bits) need_value "$1" "$#" "${2-}"; int_value "$1" "$2" 32 52; ipa_bits=$((10#$2)); BOOT_SHIFT=2 ;;
     *) BOOT_SHIFT=0 ;;
   esac
 }
 
 hyp_elf() { echo "$ROOT/target/aarch64-unknown-none/${1:-debug}/hyp"; }
+
+# realm_mem_mib SIZE: a Linux realm's RAM in MiB (NNNM or NNG, 128M to 16G).
+realm_mem_mib() {
+  local mib
+  [[ $1 =~ ^[1-9][0-9]{0,6}[MG]$ ]] || die "--mem takes a size like 512M or 2G, not '$1'"
+  mib=${1%?}; [[ $1 == *G ]] && mib=$((mib * 1024))
+  [ "$mib" -ge 128 ] && [ "$mib" -le 16384 ] || die "--mem: a Linux realm takes 128M to 16G, not '$1'"
+  [ $((mib % 2)) = 0 ] || die "--mem: a Linux realm's RAM is a whole number of 2 MiB blocks, not '$1'"
+  echo "$mib"
+}
+
+# The kernel command line a Linux realm gets unless --cmdline says otherwise (the hypervisor adds
+# earlycon at the UART's shared alias, which depends on the IPA width it picks). panic=-1: a
+# panicking kernel resets at once (the run fails with its last lines) instead of hanging.
+LINUX_CMDLINE="console=ttyAMA0 rdinit=/init panic=-1 swiotlb=4096"
+
+# linux_bundle WORK FLAGS RAM_MIB: the kernel (--kernel, else Debian's from scripts/setup
+# --linux), the initramfs (--initrd, else built from linux/init and busybox), into WORK/bundle.bin.
+linux_bundle() {
+  local work=$1 flags=$2 ram=$3 assets img bb rel rd
+  source "$ROOT/scripts/lib/linux.sh"
+  if [ -z "$kernel" ] || [ -z "$initrd" ]; then
+    assets=$(linux_assets) || die "could not get Debian's arm64 kernel and busybox (scripts/setup --linux)"
+    img=$(sed -n 1p <<<"$assets") bb=$(sed -n 2p <<<"$assets") rel=$(sed -n 3p <<<"$assets")
+  fi
+  [ -n "$kernel" ] && img=$kernel
+  [ -f "$img" ] || die "--kernel: no kernel Image at '$img'"
+  if [ -n "$initrd" ]; then
+    [ -f "$initrd" ] || die "--initrd: no file '$initrd'"
+    rd=$initrd
+  else
+    rd=$work/initramfs.cpio
+    if [ "$interactive" = 1 ]; then build_initramfs "$rd" "$bb" --interactive; else build_initramfs "$rd" "$bb"; fi \
+      || die "could not build the initramfs"
+  fi
+  printf 'hyp: Linux realm: kernel %s%s, initramfs %s (%s KiB), %s MiB RAM, %s vCPU(s)\n' \
+    "$img" "${rel:+ ($rel)}" "$rd" "$(( $(stat -c %s "$rd") / 1024 ))" "$ram" "${HYP_SMP:-1}" >&2
+  make_linux_bundle "$img" "$rd" "$work/bundle.bin" "$flags" "${HYP_SMP:-1}" $((ram << 20)) \
+    "${cmdline:-$LINUX_CMDLINE}" "$(trace_filter)"
+}
 
 build_hyp() { # build_hyp PROFILE
   local args=(build -p hyp)
@@ -141,6 +186,33 @@ build_realm() {
   echo "$elf.bin"
 }
 
+# make_linux_bundle KERNEL INITRD OUT FLAGS VCPUS RAM_BYTES CMDLINE [TRACE_FILTER]: the same
+# layout with the Linux flag (bit 4): the kernel Image in the realm's place, the initramfs in the
+# scenario's, and from byte 2048 of the header the vCPUs, RAM size and command-line length (u64
+# LE), the command line from byte 2112 (hyp/src/arch/nsmem.rs).
+make_linux_bundle() {
+  python3 - "$@" <<'PY' || die "could not write the Linux bundle"
+import struct, sys
+kernel, initrd, out, flags, vcpus, ram, cmdline = sys.argv[1:8]
+filt = (sys.argv[8] if len(sys.argv) > 8 else '').encode('ascii')
+k, i = open(kernel, 'rb').read(), open(initrd, 'rb').read()
+cmd = cmdline.encode()
+if len(cmd) > 4096 - 2112:
+    sys.exit('the kernel command line is longer than %d bytes' % (4096 - 2112))
+if len(filt) > 1024:
+    sys.exit('the trace filter is longer than 1024 bytes')
+hdr = bytearray(4096)
+head = b'HYPBNDL1' + struct.pack('<QQQQ', int(flags) | 16, len(k), len(i), len(filt)) + filt
+hdr[:len(head)] = head
+hdr[2048:2048 + 24] = struct.pack('<QQQ', int(vcpus), int(ram), len(cmd))
+hdr[2112:2112 + len(cmd)] = cmd
+body = bytes(hdr) + k + b'\0' * ((-len(k)) % 4096) + i
+if len(body) > 256 << 20:
+    sys.exit('kernel and initramfs are %d MiB: more than the 256 MiB bundle' % (len(body) >> 20))
+open(out, 'wb').write(body)
+PY
+}
+
 # make_bundle REALM_BIN SCENARIO OUT FLAGS [TRACE_FILTER]: the file QEMU loads at 0x5000_0000
 # for the hypervisor. Header page: "HYPBNDL1", then u64 LE flags (bit 0 trace RMI calls, bit 1
 # bench measurements, bit 2 verbose, bit 3 print the realm's IPA map at the end of the run), realm
@@ -196,6 +268,21 @@ boot_prepare() {
     fi
   fi
   if [ -n "${HYP_SMP:-}" ]; then int_value HYP_SMP "$HYP_SMP" 1 8; fi
+  local linux_ram=""
+  if [ "$linux" = 1 ]; then
+    [ "$scenario_given" = 1 ] && [ -n "$scenario" ] && die "--linux runs Linux as the realm: it takes no --scenario"
+    # --mem is the realm's RAM here (default 512M); QEMU gets 1.5 GiB more for the hypervisor,
+    # the bundle and the realm's tables.
+    linux_ram=$(realm_mem_mib "${mem_size:-512M}") || exit 1
+    export HYP_MEM=$((linux_ram + 1536))M
+    # The embedded model does not hide CPU features from a realm the way TF-RMM does (ID register
+    # traps, HCR_EL2.TID3): Linux would find SVE and SME and use them, and their traps reach a
+    # model that has no SVE/SME state to switch. So the CPU has neither (TF-RMM hides them).
+    [ "$firmware" = embedded ] && export HYP_CPU=max,sve=off,sme=off
+    scenario=""
+  elif [ -n "${mem_size:-}" ]; then
+    mem_value --mem "$mem_size"; export HYP_MEM=$mem_size
+  fi
   if [ -n "${HYP_MEM:-}" ]; then mem_value HYP_MEM "$HYP_MEM"; fi
   qemu_common
 
@@ -209,8 +296,11 @@ boot_prepare() {
     REALM_ELF=${realm_bin%.bin}
   fi
   flags=$(( trace | bench << 1 | verbose << 2 | map << 3 ))
+  if [ "$linux" = 1 ]; then
+    linux_bundle "$work" "$flags" "$linux_ram"
+    bundle=(-device "loader,file=$work/bundle.bin,addr=0x50000000,force-raw=on")
   # No realm and no flags: no bundle at all, which means the same (self-check only).
-  if [ -n "$scenario" ] || [ "$flags" != 0 ]; then
+  elif [ -n "$scenario" ] || [ "$flags" != 0 ]; then
     make_bundle "$realm_bin" "$scenario" "$work/bundle.bin" "$flags" "$(trace_filter)"
     bundle=(-device "loader,file=$work/bundle.bin,addr=0x50000000,force-raw=on")
   fi

@@ -158,6 +158,12 @@ pub fn now() -> u64 {
     CNTPCT_EL0.get()
 }
 
+/// The counter's frequency (CNTFRQ_EL0), in Hz.
+pub fn counter_hz() -> u64 {
+    use aarch64_cpu::registers::CNTFRQ_EL0;
+    CNTFRQ_EL0.get()
+}
+
 /// Acknowledge and end every interrupt pending at this CPU; how many there were.
 pub fn drain() -> usize {
     if !READY.load(Ordering::Acquire) {

@@ -3,7 +3,7 @@
 //! (rmm-model `run`) decides what it means, as TF-RMM's exit handling does.
 //!
 //! Per entry: VTCR_EL2 from the realm's IPA width and start level (4 KiB granule), VTTBR_EL2 =
-//! root | VMID << 48, HCR_EL2 = VM | SWIO | FMO | IMO | AMO | TSC | RW | FWB (+ TWI/TWE when the host
+//! root | VMID << 48, HCR_EL2 = VM | SWIO | FMO | IMO | AMO | TSC | RW | FWB | API | APK (+ TWI/TWE when the host
 //! asked to trap WFx) — FWB because TF-RMM runs realms with it and the model's descriptors use
 //! its MemAttr encoding. This CPU's stage-2 TLB entries for the VMID are dropped on every entry
 //! (a VMID can be reused by the next realm); RTT changes that remove live translations are
@@ -64,10 +64,17 @@ const HCR_TWI: u64 = 1 << 13;
 const HCR_TWE: u64 = 1 << 14;
 const HCR_TSC: u64 = 1 << 19;
 const HCR_RW: u64 = 1 << 31;
+const HCR_APK: u64 = 1 << 40;
+const HCR_API: u64 = 1 << 41;
 const HCR_FWB: u64 = 1 << 46;
 /// HCR_EL2 while the hypervisor runs: EL1 is AArch64, nothing trapped, stage 2 off.
 pub const HCR_HOST: u64 = HCR_RW;
-const HCR_GUEST: u64 = HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TSC | HCR_RW | HCR_FWB;
+/// API and APK: pointer authentication instructions and key registers do not trap (TF-RMM's
+/// `HCR_REALM_FLAGS` has both; Linux signs return addresses with its own keys). The hypervisor
+/// itself does not use pointer authentication, so the realm's keys need no switching while one
+/// REC owns a CPU.
+const HCR_GUEST: u64 =
+    HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TSC | HCR_RW | HCR_FWB | HCR_API | HCR_APK;
 
 /// SCTLR_EL1 a new vCPU starts with: TF-RMM's `SCTLR_EL1_FLAGS` (MMU and caches off).
 const SCTLR_EL1_RESET: u64 = 0x00c5_0878;
@@ -379,10 +386,59 @@ impl Guest for ElGuest {
     }
 }
 
-/// Set HCR_EL2 for the hypervisor itself (boot; TF-A may leave other bits set).
+/// Set HCR_EL2 for the hypervisor itself (boot; TF-A may leave other bits set), and the EL2
+/// controls firmware would set when there is no firmware.
 pub fn init_host_hcr() {
     HCR_EL2.set(HCR_HOST);
     barrier::isb(barrier::SY);
+    init_hcrx_without_el3();
+}
+
+/// ID_AA64PFR0_EL1.EL3 [15:12], ID_AA64MMFR1_EL1.HCX [43:40], ID_AA64ISAR2_EL1.MOPS [19:16].
+const PFR0_EL3_SHIFT: u64 = 12;
+const MMFR1_HCX_SHIFT: u64 = 40;
+const ISAR2_MOPS_SHIFT: u64 = 16;
+const ID_FIELD_MASK: u64 = 0xf;
+/// HCRX_EL2.MSCEn: the memory copy and set instructions (FEAT_MOPS) are allowed at EL1 and EL0.
+const HCRX_MSCEN: u64 = 1 << 11;
+
+/// Without EL3 the hypervisor is the highest exception level and plays firmware's part for
+/// HCRX_EL2, as TF-A does for NS-EL2 and the RMM (`manage_extensions`: MSCEn when FEAT_MOPS is
+/// there). Without it Linux's memcpy — patched to CPYP/CPYM/CPYE once it sees FEAT_MOPS — is
+/// UNDEFINED at EL1, and a realm kernel dies in its first copy after the alternatives are
+/// applied. Under TF-A this is left alone (its value is already right, and with SCR_EL3.HXEn
+/// clear the register would trap).
+fn init_hcrx_without_el3() {
+    let (pfr0, mmfr1, isar2): (u64, u64, u64);
+    // SAFETY: reading ID registers has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "mrs {}, id_aa64pfr0_el1",
+            "mrs {}, id_aa64mmfr1_el1",
+            "mrs {}, id_aa64isar2_el1",
+            out(reg) pfr0, out(reg) mmfr1, out(reg) isar2,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    let field = |v: u64, shift: u64| (v >> shift) & ID_FIELD_MASK;
+    if field(pfr0, PFR0_EL3_SHIFT) != 0
+        || field(mmfr1, MMFR1_HCX_SHIFT) == 0
+        || field(isar2, ISAR2_MOPS_SHIFT) == 0
+    {
+        return;
+    }
+    // SAFETY: FEAT_HCX is implemented and there is no EL3 to trap the access; MSCEn only lets
+    // EL1/EL0 execute the MOPS instructions.
+    unsafe {
+        core::arch::asm!(
+            "mrs {t}, S3_4_C1_C2_2",
+            "orr {t}, {t}, {b}",
+            "msr S3_4_C1_C2_2, {t}",
+            "isb",
+            t = out(reg) _, b = in(reg) HCRX_MSCEN,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
 }
 
 /// Whether HCR_EL2.FWB can be used (ID_AA64MMFR2_EL1.FWB, bits [43:40]).

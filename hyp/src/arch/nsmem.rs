@@ -9,8 +9,9 @@ use crate::addr::{MemRange, PhysAddr};
 pub const BUNDLE_ADDR: PhysAddr = PhysAddr(0x5000_0000);
 const BUNDLE_MAGIC: [u8; 8] = *b"HYPBNDL1";
 const BUNDLE_HEADER: u64 = 0x1000;
-/// Largest bundle accepted.
-pub const BUNDLE_MAX: u64 = 16 << 20;
+/// Largest bundle accepted: up to the hypervisor's image at 0x6000_0000 (a Linux realm's kernel
+/// Image is about 50 MiB).
+pub const BUNDLE_MAX: u64 = 256 << 20;
 
 /// What scripts/run handed over: run options, and the realm image and scenario (both empty when
 /// the run has no realm: `scripts/run --no-realm`).
@@ -18,6 +19,10 @@ pub const BUNDLE_MAX: u64 = 16 << 20;
 /// Layout (scripts/lib/common.sh `make_bundle`): "HYPBNDL1", flags, realm length, scenario
 /// length, trace-filter length (u64 LE each), the filter text from byte 40 (at most
 /// [`TRACE_FILTER_MAX`] bytes); the realm image at 4 KiB, the scenario on the next page boundary.
+///
+/// With [`BUNDLE_LINUX`] the realm image is a Linux kernel Image, the scenario an initramfs, and
+/// the header carries the Linux realm's parameters from byte 2048: vCPUs, RAM size, command-line
+/// length (u64 LE each), the command line from byte 2112 (at most [`CMDLINE_MAX`] bytes).
 pub struct Bundle {
     pub range: MemRange,
     pub flags: u64,
@@ -25,6 +30,16 @@ pub struct Bundle {
     pub scenario: &'static [u8],
     /// `--trace=LIST` / `--trace-exclude LIST`, as comma-separated words ("" = every call).
     pub trace_filter: &'static str,
+    /// `scripts/run --linux`: what the Linux realm is to be.
+    pub linux: Option<LinuxParams>,
+}
+
+/// A Linux realm's parameters (`scripts/run --linux --smp N --mem SIZE --cmdline ...`).
+#[derive(Clone, Copy, Debug)]
+pub struct LinuxParams {
+    pub vcpus: usize,
+    pub ram_size: u64,
+    pub cmdline: &'static str,
 }
 
 /// Bundle flag: log every RMI call (those the trace filter selects).
@@ -35,9 +50,16 @@ pub const BUNDLE_BENCH: u64 = 2;
 pub const BUNDLE_VERBOSE: u64 = 4;
 /// Bundle flag: print the realm's IPA map (`map:` lines) at the end of the run.
 pub const BUNDLE_MAP: u64 = 8;
+/// Bundle flag: the realm is Linux (kernel Image + initramfs + parameters).
+pub const BUNDLE_LINUX: u64 = 16;
 /// Longest trace filter accepted.
 pub const TRACE_FILTER_MAX: u64 = 1024;
 const TRACE_FILTER_AT: u64 = 40;
+/// Where the Linux parameters start in the header page, and the command line after them.
+const LINUX_AT: u64 = 2048;
+const CMDLINE_AT: u64 = 2112;
+/// Longest command line accepted (the rest of the header page; Linux's own limit is 2048).
+pub const CMDLINE_MAX: u64 = BUNDLE_HEADER - CMDLINE_AT;
 
 fn in_ram(ram: &[MemRange], r: MemRange) -> bool {
     ram.iter().any(|m| m.start <= r.start && r.end <= m.end)
@@ -78,7 +100,22 @@ pub fn bundle(ram: &[MemRange]) -> Result<Option<Bundle>, &'static str> {
         )
     };
     let trace_filter = core::str::from_utf8(filter).map_err(|_| "the trace filter is not UTF-8")?;
-    Ok(Some(Bundle { range, flags, realm, scenario, trace_filter }))
+    let linux = if flags & BUNDLE_LINUX != 0 {
+        let (vcpus, ram_size, cmdline_len) =
+            (word(LINUX_AT / 8), word(LINUX_AT / 8 + 1), word(LINUX_AT / 8 + 2));
+        if cmdline_len > CMDLINE_MAX {
+            return Err("the Linux command line is longer than the bundle header holds");
+        }
+        // SAFETY: inside the header page (checked just above), RAM the hypervisor never writes.
+        let text = unsafe {
+            core::slice::from_raw_parts((BUNDLE_ADDR.0 + CMDLINE_AT) as *const u8, cmdline_len as usize)
+        };
+        let cmdline = core::str::from_utf8(text).map_err(|_| "the Linux command line is not UTF-8")?;
+        Some(LinuxParams { vcpus: vcpus as usize, ram_size, cmdline })
+    } else {
+        None
+    };
+    Ok(Some(Bundle { range, flags, realm, scenario, trace_filter, linux }))
 }
 
 /// Write `f(offset)` into every 64-bit word of `range` (host-owned NS RAM).

@@ -25,6 +25,10 @@ pub struct Console {
     pub lines: VecDeque<String>,
     /// The first line that starts "realm: FAIL": the reason a run failed.
     pub first_failure: Option<String>,
+    /// One byte stream whichever vCPU writes (a real OS's console: a line may be begun on one
+    /// CPU and ended on another), instead of a line per vCPU (the test realm's vCPUs print at
+    /// once).
+    pub single_stream: bool,
 }
 
 impl Console {
@@ -33,6 +37,7 @@ impl Console {
     }
 
     fn byte(&mut self, vcpu: usize, byte: u8) {
+        let vcpu = if self.single_stream { 0 } else { vcpu };
         let Some(buf) = self.partial.get_mut(vcpu) else { return };
         if byte != b'\n' {
             if buf.len() < LINE_MAX {

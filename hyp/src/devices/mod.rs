@@ -7,6 +7,7 @@
 //! host answers with RecEnter.gprs[0] and the EMUL_MMIO flag (rmi-abi.md §5).
 
 pub mod console;
+pub mod pl011;
 pub mod vgic;
 
 use crate::addr::Gpa;

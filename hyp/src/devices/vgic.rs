@@ -383,13 +383,6 @@ impl VGic {
     }
 
     /// A device raises (`level` true) or lowers SPI `intid`; an edge interrupt latches pending.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "no host device raises an SPI yet: the UART's RX and virtio will (issues 12, 13)"
-        )
-    )]
     pub fn set_spi(&mut self, intid: u32, level: bool) {
         if intid < PRIVATE_END {
             return;

@@ -36,6 +36,8 @@ pub struct Layout {
     pub shared_gpa: Gpa,
     pub shared_end: Gpa,
     pub console_gpa: Gpa,
+    /// A Linux realm's: one RAM range, no image or scenario of ours.
+    pub linux: bool,
 }
 
 /// Whether `[base, end)` and the 2 MiB after it stay below the realm platform's device window.
@@ -73,12 +75,34 @@ impl Layout {
             shared_gpa: Gpa(shared_gpa),
             shared_end: Gpa(shared_end),
             console_gpa: Gpa(board::UART.base),
+            linux: false,
+        }
+    }
+
+    /// A Linux realm's layout: `ram` bytes of RAM at `board::LINUX_RAM` (QEMU `virt`'s RAM base),
+    /// no shared-only memslot.
+    pub fn linux(ram: u64) -> Self {
+        let base = board::LINUX_RAM;
+        let end = Gpa(base + ram);
+        Self {
+            image_gpa: Gpa(base),
+            image_max: ram,
+            scenario_gpa: Gpa(base),
+            scenario_max: ram,
+            prot_base: Gpa(base),
+            prot_end: end,
+            shared_gpa: end,
+            shared_end: end,
+            console_gpa: Gpa(board::UART.base),
+            linux: true,
         }
     }
     /// The RAM memslots' ranges, `(start, size)`: the image, the scenario and the data region in
     /// one, or — for a data region at 1 GiB — the first 2 MiB and the data region apart.
     pub fn ram_ranges(&self) -> alloc::vec::Vec<(Gpa, u64)> {
-        if self.prot_base.0 == BLOCK_SIZE {
+        if self.linux {
+            alloc::vec![(self.prot_base, self.prot_end.0 - self.prot_base.0)]
+        } else if self.prot_base.0 == BLOCK_SIZE {
             alloc::vec![(Gpa(0), self.prot_end.0)]
         } else {
             alloc::vec![(Gpa(0), BLOCK_SIZE), (self.prot_base, self.prot_end.0 - self.prot_base.0)]

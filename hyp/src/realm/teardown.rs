@@ -80,7 +80,7 @@ impl Vm {
                 Err(e) => warn!("realm teardown: RMI_RTT_DESTROY {level} at {base}: {e}"),
             }
         }
-        if self.ledger.is_live(self.rd) {
+        if self.realm_created {
             match rmm.realm_destroy(self.rd) {
                 Ok(()) => {
                     let rd = self.rd;
@@ -92,6 +92,12 @@ impl Vm {
                 Err(e) => warn!("realm teardown: RMI_REALM_DESTROY: {e}"),
             }
         } else {
+            // REALM_CREATE never succeeded (or was never reached): the RD and the roots are
+            // merely delegated granules.
+            if self.ledger.is_live(self.rd) {
+                let rd = self.rd;
+                self.give_back(rmm, frames, rd);
+            }
             for g in core::mem::take(&mut self.roots) {
                 self.give_back(rmm, frames, g);
             }

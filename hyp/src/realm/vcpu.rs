@@ -135,10 +135,10 @@ impl Vm {
             MmioAccess { vcpu, offset, width: info.size, write: da.write.then_some(run.exit.gprs[0] & mask) };
         let read = match (dev, access.write) {
             (DeviceId::Console, Some(value)) => {
-                self.console.write(&access, value);
+                self.uart.write(&access, value);
                 None
             }
-            (DeviceId::Console, None) => Some(self.console.read(&access)),
+            (DeviceId::Console, None) => Some(self.uart.read(&access)),
             (DeviceId::Gicd, Some(value)) => {
                 self.gic.dist_write(vcpu, offset, info.size, value);
                 None
@@ -159,6 +159,11 @@ impl Vm {
         };
         if let Some(value) = read {
             run.enter.gprs[0] = value & mask;
+        }
+        if dev == DeviceId::Console {
+            // The UART's interrupt follows every access (RIS & IMSC), as a level SPI.
+            let line = self.uart.irq_line();
+            self.gic.set_spi(board::intid::UART, line);
         }
         run.enter.flags |= enter_flags::EMUL_MMIO;
         Ok(())
@@ -369,6 +374,8 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
                     if h.vm.wake(index, &run.enter.gicv3_lrs, cpu.now()) {
                         break;
                     }
+                    // A long sleep still reports progress.
+                    tick(&h.vm);
                     h.vm.wake_deadline(index)
                 };
                 cpu.park(deadline);

@@ -24,7 +24,7 @@ use super::outcome::{FaultClass, HostError};
 use super::params::{self, Shape};
 use super::ranges::RangeSet;
 use crate::addr::{Alias, Gpa, IpaSpace, PAGE_SIZE, PhysAddr};
-use crate::devices::console::Console;
+use crate::devices::pl011::Pl011;
 use crate::devices::vgic::VGic;
 use crate::devices::{Bus, DeviceId};
 use crate::memory::Frames;
@@ -54,6 +54,14 @@ pub const HOST_CALL_COLLAPSE: u64 = 1;
 /// RSI_HOST_CALL service 2: the realm reports a timer's latency (deadline → its handler) in ns
 /// in x0, for the summary's figures.
 pub const HOST_CALL_TIMER_LATENCY: u64 = 2;
+/// What a realm runs.
+pub enum Payload<'a> {
+    /// The test realm: its image at GPA 0, its scenario at 1 MiB.
+    TestRealm { image: &'a [u8], scenario: &'a [u8] },
+    /// Linux (kernel Image, initramfs, command line), loaded per the arm64 boot protocol.
+    Linux(crate::linux::LinuxBoot<'a>),
+}
+
 /// SPIs the realm's distributor has (INTIDs 32..64): the realm platform's devices need few.
 pub const NR_SPIS: u32 = 32;
 
@@ -110,7 +118,8 @@ pub struct Vm {
     pub stats: FaultStats,
     /// The realm's devices, and where they are.
     pub(super) bus: Bus,
-    pub console: Console,
+    /// The console: a PL011 (its output lines in `uart.console`), SPI `board::intid::UART`.
+    pub uart: Pl011,
     /// The virtual GICv3's host half: distributor, redistributors, pending state per vCPU.
     pub gic: VGic,
     /// Timers, kicks and interrupt figures per vCPU, beside the vGIC.
@@ -119,6 +128,8 @@ pub struct Vm {
     pub parked: u64,
     /// Set when a vCPU's loop ended: parked vCPUs stop waiting.
     pub stopping: bool,
+    /// REALM_CREATE succeeded: teardown destroys the realm (else it only undelegates the RD).
+    pub(super) realm_created: bool,
     /// vCPUs the realm has started with PSCI CPU_ON (vCPU 0 starts itself).
     pub started: Vec<bool>,
     /// Fault IPAs in the order they were handled, when recording (benchmarks replay them).
@@ -193,6 +204,16 @@ impl Vm {
         image: &[u8],
         scenario: &[u8],
     ) -> Result<Vm, String> {
+        Self::create_with(rmm, frames, cfg, &Payload::TestRealm { image, scenario })
+    }
+
+    /// Create and populate a realm that runs `payload` (the test realm, or Linux).
+    pub fn create_with<R: Rmm>(
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        cfg: &VmConfig,
+        payload: &Payload<'_>,
+    ) -> Result<Vm, String> {
         let v = rmm.version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
         if !v.accepted {
             return Err(format!("the RMM implements RMI {}..{}, not 1.0", v.lower, v.higher));
@@ -205,10 +226,20 @@ impl Vm {
                 board::MAX_VCPUS
             ));
         }
-        let layout = Layout::new(cfg.prot_size, cfg.shared_size);
-        if image.len() as u64 > layout.image_max || scenario.len() as u64 > layout.scenario_max {
-            return Err(String::from("the realm image or the scenario is larger than 1 MiB"));
-        }
+        let layout = match payload {
+            Payload::TestRealm { image, scenario } => {
+                let layout = Layout::new(cfg.prot_size, cfg.shared_size);
+                if image.len() as u64 > layout.image_max || scenario.len() as u64 > layout.scenario_max {
+                    return Err(String::from("the realm image or the scenario is larger than 1 MiB"));
+                }
+                layout
+            }
+            Payload::Linux(boot) => {
+                // Refuse a kernel that is no arm64 Image before anything is delegated.
+                crate::linux::boot::parse_image(boot.kernel)?;
+                Layout::linux(cfg.prot_size)
+            }
+        };
         let need = params::ipa_bits_for(layout.span());
         let want = match cfg.ipa_bits {
             Some(bits) if bits < need => {
@@ -233,13 +264,15 @@ impl Vm {
             .into_iter()
             .map(|(gpa, size)| (SlotKind::Ram, gpa, size, cfg.protected_blocks, "a RAM memslot"))
             .collect();
-        specs.push((
-            SlotKind::Shared,
-            layout.shared_gpa,
-            cfg.shared_size,
-            cfg.shared_blocks,
-            "the shared memslot",
-        ));
+        if cfg.shared_size > 0 {
+            specs.push((
+                SlotKind::Shared,
+                layout.shared_gpa,
+                cfg.shared_size,
+                cfg.shared_blocks,
+                "the shared memslot",
+            ));
+        }
         let mut slots = Memslots::default();
         let mut taken: Vec<(PhysAddr, u64)> = Vec::new();
         for (kind, gpa, size, blocks, what) in specs {
@@ -280,7 +313,7 @@ impl Vm {
             empty: RangeSet::default(),
             stats: FaultStats::default(),
             bus,
-            console: Console::new(cfg.vcpus.max(1)),
+            uart: Pl011::new(cfg.vcpus.max(1)),
             gic: VGic::new(cfg.vcpus.max(1), NR_SPIS),
             irq: IrqState {
                 nr_lrs: rmi::features::gicv3_num_lrs(reg0) as usize + 1,
@@ -289,11 +322,14 @@ impl Vm {
             },
             parked: 0,
             stopping: false,
+            realm_created: false,
             started: Vec::new(),
             trace: None,
         };
+        // Linux writes its console as one stream from whichever CPU holds the console.
+        vm.uart.console.single_stream = matches!(payload, Payload::Linux(_));
         // From here on, a failure leaves a partially built realm for `teardown` to undo.
-        match vm.build(rmm, frames, cfg, image, scenario) {
+        match vm.build(rmm, frames, cfg, payload) {
             Ok(()) => Ok(vm),
             Err(e) => {
                 let leaks = vm.teardown(rmm, frames);
@@ -307,8 +343,7 @@ impl Vm {
         rmm: &mut Counted<R>,
         frames: &mut Frames,
         cfg: &VmConfig,
-        image: &[u8],
-        scenario: &[u8],
+        payload: &Payload<'_>,
     ) -> Result<(), String> {
         let rd = granule(Self::alloc_frames(frames, PAGE_SIZE, "the RD")?)?;
         self.ledger
@@ -333,19 +368,29 @@ impl Vm {
         p.rtt_level_start = self.shape.start.get() as i64;
         p.rtt_num_start = self.shape.num_root;
         rmm.realm_create(rd, &p).map_err(|e| HostError::rmi(Fid::RealmCreate, rd.get(), e))?;
+        self.realm_created = true;
         self.ledger.relabel(rd, Use::Rd);
 
         self.topup(rmm, frames)?;
+        // All of RAM is RIPAS RAM before the first instruction (booting.rst: "all protected RAM
+        // has a RIPAS of RAM"), as kvmtool does with INIT_RIPAS over the whole memslot.
         for (gpa, size) in self.layout.ram_ranges() {
             self.init_ripas(rmm, frames, gpa, gpa.add(size))?;
         }
-        self.load(rmm, frames, self.layout.image_gpa, image)?;
-        self.load(rmm, frames, self.layout.scenario_gpa, scenario)?;
-
         let aux = rmm.rec_aux_count(rd).map_err(|e| HostError::rmi(Fid::RecAuxCount, rd.get(), e))? as usize;
         if aux > rmi::MAX_REC_AUX_GRANULES {
             return Err(format!("RMI_REC_AUX_COUNT says {aux}, more than RMM v1.0 allows"));
         }
+        let (image, scenario) = match payload {
+            Payload::TestRealm { image, scenario } => (*image, *scenario),
+            Payload::Linux(boot) => {
+                self.load_linux(rmm, frames, cfg, boot, aux)?;
+                rmm.realm_activate(rd).map_err(|e| HostError::rmi(Fid::RealmActivate, rd.get(), e))?;
+                return Ok(());
+            }
+        };
+        self.load(rmm, frames, self.layout.image_gpa, image)?;
+        self.load(rmm, frames, self.layout.scenario_gpa, scenario)?;
         let l = self.layout;
         let args = [
             l.scenario_gpa.0,
@@ -407,6 +452,66 @@ impl Vm {
                 Err(HostError::rmi(Fid::RecCreate, rec.get(), e))
             }
         }
+    }
+
+    /// Linux: the kernel, initramfs and DTB measured into RAM (linux::boot), REC 0 entering the
+    /// kernel with x0 = the DTB, the other RECs waiting for PSCI CPU_ON.
+    fn load_linux<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        cfg: &VmConfig,
+        boot: &crate::linux::LinuxBoot<'_>,
+        aux: usize,
+    ) -> Result<(), String> {
+        use crate::linux::{boot as protocol, dtb};
+        let ram = self.layout.prot_base;
+        let ram_size = self.layout.prot_end.0 - ram.0;
+        let hdr = protocol::parse_image(boot.kernel)?;
+        // earlycon runs before Linux knows it is a realm, so it gets the UART's shared alias
+        // (Documentation/arch/arm64/arm-cca.rst), which depends on the IPA width chosen here.
+        let mut bootargs = String::from(boot.cmdline);
+        if !bootargs.contains("earlycon") {
+            bootargs.push_str(&format!(" earlycon=pl011,mmio32,{:#x}", board::UART.base | self.shared_bit()));
+        }
+        let bootargs = bootargs.trim();
+        // The DTB's size does not depend on where the initrd is: size it first, then place.
+        let probe = dtb::realm_dtb(&dtb::RealmDt {
+            ram_base: ram.0,
+            ram_size,
+            vcpus: cfg.vcpus.max(1),
+            bootargs,
+            initrd: Some((0, 0)),
+        })?;
+        let at = protocol::place(ram, ram_size, &hdr, boot.initrd.len() as u64, probe.len() as u64)?;
+        let tree = dtb::realm_dtb(&dtb::RealmDt {
+            ram_base: ram.0,
+            ram_size,
+            vcpus: cfg.vcpus.max(1),
+            bootargs,
+            initrd: Some((at.initrd.0.0, at.initrd.1.0)),
+        })?;
+        info!("linux: command line \"{bootargs}\"");
+        info!(
+            "linux: kernel at {} ({} MiB, image_size {} MiB), initramfs at {} ({} KiB), DTB at {} ({} bytes)",
+            at.kernel,
+            boot.kernel.len() >> 20,
+            hdr.image_size >> 20,
+            at.initrd.0,
+            boot.initrd.len() >> 10,
+            at.dtb,
+            tree.len()
+        );
+        self.load(rmm, frames, at.kernel, boot.kernel)?;
+        self.load(rmm, frames, at.initrd.0, boot.initrd)?;
+        self.load(rmm, frames, at.dtb, &tree)?;
+        for i in 0..cfg.vcpus.max(1) {
+            let (pc, gprs) =
+                if i == 0 { (at.kernel, [at.dtb.0, 0, 0, 0, 0, 0, 0, 0]) } else { (Gpa(0), [0; 8]) };
+            self.create_rec(rmm, frames, i as u64, pc, gprs, aux)?;
+            self.started.push(i == 0);
+        }
+        Ok(())
     }
 
     /// DATA_CREATE (measured) `bytes` at `gpa`, page by page, from the protected memslot.
