@@ -129,6 +129,9 @@ impl PhysCpu for HostCpu {
     fn drain(&self) {
         arch::gic::drain();
     }
+    fn console_input(&self, out: &mut [u8]) -> usize {
+        crate::console::read_input(out)
+    }
 }
 
 /// Run vCPU `index` of the job on this CPU with a fresh RMI handle, and record how it ended.
@@ -230,6 +233,16 @@ fn drive<R: Rmm>(
         );
     }
     info!("realm: console at GPA {}", vm.layout.console_gpa);
+    let mut vm = vm;
+    if bundle.linux.is_some_and(|l| l.interactive) {
+        match crate::console::enable_input() {
+            Ok(()) => {
+                vm.input_hz = arch::gic::counter_hz();
+                info!("linux: interactive: what you type goes to the realm's console once its UART receives");
+            }
+            Err(e) => log::warn!("linux: interactive: {e}; the realm gets no input"),
+        }
+    }
     let job = JOB.call_once(|| Job {
         host: Mutex::new(Host { vm, frames }),
         backend,

@@ -82,6 +82,7 @@ boot_flag() {
     --kernel) need_value "$1" "$#" "${2-}"; linux=1 kernel=$2 BOOT_SHIFT=2 ;;
     --initrd) need_value "$1" "$#" "${2-}"; linux=1 initrd=$2 BOOT_SHIFT=2 ;;
     --cmdline) [ "$#" -ge 2 ] || die "--cmdline needs a value"; linux=1 cmdline=$2 BOOT_SHIFT=2 ;;
+    --interactive) linux=1 interactive=1 ;;
     --ipa-bits) need_value "$1" "$#" "${2-}"; int_value "$1" "$2" 32 52; ipa_bits=$((10#$2)); BOOT_SHIFT=2 ;;
     *) BOOT_SHIFT=0 ;;
   esac
@@ -295,7 +296,7 @@ boot_prepare() {
     realm_bin=$(build_realm) || die "${realm_bin##*FAIL: }"
     REALM_ELF=${realm_bin%.bin}
   fi
-  flags=$(( trace | bench << 1 | verbose << 2 | map << 3 ))
+  flags=$(( trace | bench << 1 | verbose << 2 | map << 3 | interactive << 5 ))
   if [ "$linux" = 1 ]; then
     linux_bundle "$work" "$flags" "$linux_ram"
     bundle=(-device "loader,file=$work/bundle.bin,addr=0x50000000,force-raw=on")

@@ -40,6 +40,8 @@ pub struct LinuxParams {
     pub vcpus: usize,
     pub ram_size: u64,
     pub cmdline: &'static str,
+    /// `--interactive`: a shell on the console, fed from the host's console.
+    pub interactive: bool,
 }
 
 /// Bundle flag: log every RMI call (those the trace filter selects).
@@ -52,6 +54,8 @@ pub const BUNDLE_VERBOSE: u64 = 4;
 pub const BUNDLE_MAP: u64 = 8;
 /// Bundle flag: the realm is Linux (kernel Image + initramfs + parameters).
 pub const BUNDLE_LINUX: u64 = 16;
+/// Bundle flag: an interactive Linux realm (console input goes to it).
+pub const BUNDLE_INTERACTIVE: u64 = 32;
 /// Longest trace filter accepted.
 pub const TRACE_FILTER_MAX: u64 = 1024;
 const TRACE_FILTER_AT: u64 = 40;
@@ -111,7 +115,12 @@ pub fn bundle(ram: &[MemRange]) -> Result<Option<Bundle>, &'static str> {
             core::slice::from_raw_parts((BUNDLE_ADDR.0 + CMDLINE_AT) as *const u8, cmdline_len as usize)
         };
         let cmdline = core::str::from_utf8(text).map_err(|_| "the Linux command line is not UTF-8")?;
-        Some(LinuxParams { vcpus: vcpus as usize, ram_size, cmdline })
+        Some(LinuxParams {
+            vcpus: vcpus as usize,
+            ram_size,
+            cmdline,
+            interactive: flags & BUNDLE_INTERACTIVE != 0,
+        })
     } else {
         None
     };

@@ -396,6 +396,14 @@ impl VGic {
         }
     }
 
+    /// The vCPU SPI `intid` is routed to (GICD_IROUTER Aff0, as `fill_lrs` reads it).
+    pub fn spi_target(&self, intid: u32) -> Option<usize> {
+        if intid < PRIVATE_END {
+            return None;
+        }
+        self.irq(0, intid).map(|irq| irq.route as usize & 0xff).filter(|v| *v < self.vcpus)
+    }
+
     /// A PPI of `vcpu` (the timers) to `level`, as level-sensitive.
     pub fn set_ppi(&mut self, vcpu: usize, intid: u32, level: bool) {
         if !(SGI_END..PRIVATE_END).contains(&intid) {

@@ -22,6 +22,8 @@ pub const MARK: &str = "hyp-linux:";
 /// The /init's result line: "hyp-linux: RESULT ok ..." or "hyp-linux: RESULT FAIL <why>".
 const RESULT: &str = "hyp-linux: RESULT ";
 const KERNEL: &str = "hyp-linux: kernel ";
+/// The interactive shell's end (linux/init).
+const SHELL_DONE: &str = "hyp-linux: the shell exited";
 /// "hyp-linux: realm yes: RME: Using RSI version 1.0" when the kernel found the RMM.
 const REALM: &str = "hyp-linux: realm ";
 /// Console lines quoted when a Linux realm fails.
@@ -69,6 +71,19 @@ pub fn verdict(o: &Outcome<'_>) -> Result<String, String> {
         return fail(format!("the kernel panicked ({})", panic.trim()));
     }
     let realm = find(REALM).is_some_and(|r| r.starts_with("yes"));
+    if find(SHELL_DONE).is_some() {
+        // --interactive: the session ended when the user left the shell.
+        let kernel = find(KERNEL).unwrap_or("(version not printed)");
+        let init = o.init_ms.map_or_else(|| String::from("?"), secs);
+        return if realm {
+            Ok(format!(
+                "linux realm: {kernel} to /init in {init}, {} vCPU(s), the shell exited and the realm powered off",
+                o.vcpus
+            ))
+        } else {
+            fail(String::from("the shell ran but Linux never found it was a realm"))
+        };
+    }
     match find(RESULT) {
         Some(r) if r.starts_with("ok") && !realm => fail(format!(
             "/init ran ({r}) but Linux never found it was a realm (no \"RME: Using RSI version\")"

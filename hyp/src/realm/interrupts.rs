@@ -159,6 +159,25 @@ impl Vm {
         self.irq.timers.get(vcpu).and_then(deadline)
     }
 
+    /// Console input for the realm (an interactive Linux realm; `input_hz` is set): once its
+    /// UART receives, what was typed goes into the UART and its SPI follows; returns the vCPUs
+    /// to kick (the one the SPI is routed to).
+    pub fn forward_input(&mut self, cpu: &dyn super::vcpu::PhysCpu) -> u64 {
+        if self.input_hz == 0 {
+            return 0;
+        }
+        let mut buf = [0u8; 64];
+        // Until Linux's driver receives, typed input waits in the host's UART (and QEMU).
+        let n = if self.uart.rx_ready() { cpu.console_input(&mut buf) } else { 0 };
+        if n == 0 {
+            return 0;
+        }
+        self.uart.push_input(&buf[..n]);
+        let line = self.uart.irq_line();
+        self.gic.set_spi(board::intid::UART, line);
+        self.gic.spi_target(board::intid::UART).map_or(0, |v| 1u64.checked_shl(v as u32).unwrap_or(0))
+    }
+
     /// A trapped GIC CPU interface write (RMM 1.0: the sysreg's ESR, the value in gprs[0], the
     /// PC already past it). ICC_SGI1R_EL1 sends an SGI; anything else is ignored.
     pub fn icc_write(&mut self, vcpu: usize, run: &RecRun) {

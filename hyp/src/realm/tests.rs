@@ -541,6 +541,9 @@ impl crate::realm::PhysCpu for NoCpu {
     fn park(&self, _deadline: Option<u64>) {}
     fn kick(&self, _vcpu: usize) {}
     fn drain(&self) {}
+    fn console_input(&self, _out: &mut [u8]) -> usize {
+        0
+    }
 }
 
 /// A Linux realm (issue 12): RAM at 1 GiB, INIT_RIPAS over all of it, kernel, initramfs and DTB

@@ -298,7 +298,13 @@ pub trait PhysCpu {
     fn kick(&self, vcpu: usize);
     /// Acknowledge the physical interrupts pending at this CPU (after an IRQ exit).
     fn drain(&self);
+    /// Bytes typed at the host's console since the last call, up to `out.len()`.
+    fn console_input(&self, out: &mut [u8]) -> usize;
 }
+
+/// How long a parked vCPU 0 sleeps at most when the realm takes console input, so typing
+/// reaches it.
+pub const INPUT_POLL_US: u64 = 20_000;
 
 /// Run vCPU `index` until it stops, on the calling physical CPU.
 ///
@@ -356,6 +362,9 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
             }
             let park = vm.parked & me != 0;
             vm.parked &= !me;
+            if index == 0 {
+                kick |= vm.forward_input(cpu) & !me;
+            }
             (stop, kick, park)
         };
         for v in (0..64).filter(|v| kick & (1 << v) != 0) {
@@ -374,9 +383,18 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
                     if h.vm.wake(index, &run.enter.gicv3_lrs, cpu.now()) {
                         break;
                     }
-                    // A long sleep still reports progress.
+                    // A long sleep still reports progress, and vCPU 0 brings typed input in.
                     tick(&h.vm);
-                    h.vm.wake_deadline(index)
+                    let mut deadline = h.vm.wake_deadline(index);
+                    if index == 0 && h.vm.input_hz > 0 {
+                        let kick = h.vm.forward_input(cpu);
+                        for v in (1..64).filter(|v| kick & (1 << v) != 0) {
+                            cpu.kick(v);
+                        }
+                        let poll = cpu.now() + INPUT_POLL_US * h.vm.input_hz / 1_000_000;
+                        deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
+                    }
+                    deadline
                 };
                 cpu.park(deadline);
             }

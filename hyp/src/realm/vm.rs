@@ -130,6 +130,9 @@ pub struct Vm {
     pub stopping: bool,
     /// REALM_CREATE succeeded: teardown destroys the realm (else it only undelegates the RD).
     pub(super) realm_created: bool,
+    /// Console input goes to the realm (`scripts/run --linux --interactive`): the counter's
+    /// frequency (to bound a parked vCPU 0's sleep), 0 when off.
+    pub input_hz: u64,
     /// vCPUs the realm has started with PSCI CPU_ON (vCPU 0 starts itself).
     pub started: Vec<bool>,
     /// Fault IPAs in the order they were handled, when recording (benchmarks replay them).
@@ -323,6 +326,7 @@ impl Vm {
             parked: 0,
             stopping: false,
             realm_created: false,
+            input_hz: 0,
             started: Vec::new(),
             trace: None,
         };
