@@ -2,8 +2,7 @@
 # scripts/qemu.sh ELF [extra QEMU args...] — boot the hypervisor ELF on QEMU without firmware.
 # This is cargo's runner (`cargo run`) and the embedded boot of scripts/run. It only runs QEMU:
 # installs belong to scripts/setup. Semihosting is on so the hypervisor can exit with a status.
-# HYP_CPU overrides the CPU model (default max; a Linux realm on the embedded model runs with
-# max,sve=off,sme=off — see scripts/lib/common.sh).
+# HYP_CPU overrides the CPU model (default max).
 set -euo pipefail
 if [ "${1:-}" = "--help" ] || [ $# -lt 1 ]; then
   echo "usage: scripts/qemu.sh HYP_ELF [QEMU ARGS...]"; exit 0

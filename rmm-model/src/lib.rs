@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod gic;
+pub mod idregs;
 pub mod measure;
 pub mod mem;
 mod realm;

@@ -88,6 +88,11 @@ pub trait Guest {
     fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, instruction: bool);
     /// Deliver an undefined-instruction exception to the guest's EL1 vector.
     fn inject_undef(&mut self, vcpu: &mut VcpuContext);
+    /// The hardware's value of an AArch64 ID register (`crate::idregs::PASSED`), which the RMM
+    /// sanitises before the realm sees it; 0 where the world switch has no hardware to ask.
+    fn read_id_register(&mut self, _reg: crate::idregs::IdReg) -> u64 {
+        0
+    }
 }
 
 // TF-RMM's syndrome masks (lib/arch/include/esr.h), built from the one ESR decoder's fields.
@@ -419,6 +424,21 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 self.set_last(rec, LastRun { esr, far, hpfar });
                 vcpu.pc += 4;
                 Self::sync_exit(run, esr, 0, 0)
+            }
+            ExceptionClass::SysReg if crate::idregs::decode(esr).is_some_and(|(_, _, read)| read) => {
+                // TF-RMM `handle_id_sysreg_trap` (HCR_EL2.TID3): the hardware's value, sanitised.
+                if let Some((reg, rt, _)) = crate::idregs::decode(esr)
+                    && rt != 31
+                {
+                    let hw = if crate::idregs::PASSED.contains(&reg) {
+                        self.guest.read_id_register(reg)
+                    } else {
+                        0
+                    };
+                    vcpu.gprs[rt] = crate::idregs::sanitise(reg, hw, false);
+                }
+                vcpu.pc += 4;
+                Step::Resume
             }
             ExceptionClass::SysReg => {
                 // ID registers and anything else not forwarded: read as zero, writes ignored.

@@ -303,3 +303,22 @@ fn a_trapped_icc_sgi1r_write_goes_to_the_host_and_other_sysregs_do_not() {
     assert_eq!(run.exit.exit_reason, exit_reason::IRQ, "the ID read never reached the host");
     assert_eq!(e.m.guest.runs[2].0.pc, 8, "both instructions were stepped over");
 }
+
+#[test]
+fn id_register_reads_are_answered_inside_the_rmm_sanitised_as_tf_rmm_does() {
+    // mrs x7, id_aa64pfr0_el1 then mrs x8, id_aa64isar2_el1 (HCR_EL2.TID3 traps both), then IRQ:
+    // no exit reaches the host for them; the realm gets PFR0 without SVE/AMU and ISAR2 as zero.
+    let (mut e, _rd, rec) = running_realm();
+    let read = |rt: u64, crm: u64, op2: u64| {
+        (0x18 << 26) | (1 << 25) | (3 << 20) | (op2 << 17) | (rt << 5) | (crm << 1) | 1
+    };
+    let hw = |esr| HwExit::Sync { esr, far: 0, hpfar: 0 };
+    let (r, run) = enter(&mut e, rec, &[hw(read(7, 4, 0)), hw(read(8, 6, 2)), HwExit::Irq]);
+    assert_eq!(r, Ok(()));
+    assert_eq!(run.exit.exit_reason, exit_reason::IRQ, "the ID reads never reached the host");
+    let (vcpu, _) = e.m.guest.runs[2];
+    assert_eq!(vcpu.gprs[7], rmm_model::idregs::sanitise(rmm_model::idregs::PFR0, u64::MAX, false));
+    assert_eq!(vcpu.gprs[7] & (0xf << 32), 0, "no SVE");
+    assert_eq!(vcpu.gprs[8], 0, "ISAR2 is outside what TF-RMM rel0 passes on");
+    assert_eq!(vcpu.pc, 8, "both reads stepped over");
+}

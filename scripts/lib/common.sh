@@ -276,10 +276,6 @@ boot_prepare() {
     # the bundle and the realm's tables.
     linux_ram=$(realm_mem_mib "${mem_size:-512M}") || exit 1
     export HYP_MEM=$((linux_ram + 1536))M
-    # The embedded model does not hide CPU features from a realm the way TF-RMM does (ID register
-    # traps, HCR_EL2.TID3): Linux would find SVE and SME and use them, and their traps reach a
-    # model that has no SVE/SME state to switch. So the CPU has neither (TF-RMM hides them).
-    [ "$firmware" = embedded ] && export HYP_CPU=max,sve=off,sme=off
     scenario=""
   elif [ -n "${mem_size:-}" ]; then
     mem_value --mem "$mem_size"; export HYP_MEM=$mem_size

@@ -3,7 +3,7 @@
 //! (rmm-model `run`) decides what it means, as TF-RMM's exit handling does.
 //!
 //! Per entry: VTCR_EL2 from the realm's IPA width and start level (4 KiB granule), VTTBR_EL2 =
-//! root | VMID << 48, HCR_EL2 = VM | SWIO | FMO | IMO | AMO | TSC | RW | FWB | API | APK (+ TWI/TWE when the host
+//! root | VMID << 48, HCR_EL2 = VM | SWIO | FMO | IMO | AMO | TID3 | TSC | RW | FWB | API | APK (+ TWI/TWE when the host
 //! asked to trap WFx) — FWB because TF-RMM runs realms with it and the model's descriptors use
 //! its MemAttr encoding. This CPU's stage-2 TLB entries for the VMID are dropped on every entry
 //! (a VMID can be reused by the next realm); RTT changes that remove live translations are
@@ -62,6 +62,8 @@ const HCR_IMO: u64 = 1 << 4;
 const HCR_AMO: u64 = 1 << 5;
 const HCR_TWI: u64 = 1 << 13;
 const HCR_TWE: u64 = 1 << 14;
+/// TID3: reads of the ID registers trap, so the RMM can hide what a realm must not use.
+const HCR_TID3: u64 = 1 << 18;
 const HCR_TSC: u64 = 1 << 19;
 const HCR_RW: u64 = 1 << 31;
 const HCR_APK: u64 = 1 << 40;
@@ -73,8 +75,17 @@ pub const HCR_HOST: u64 = HCR_RW;
 /// `HCR_REALM_FLAGS` has both; Linux signs return addresses with its own keys). The hypervisor
 /// itself does not use pointer authentication, so the realm's keys need no switching while one
 /// REC owns a CPU.
-const HCR_GUEST: u64 =
-    HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TSC | HCR_RW | HCR_FWB | HCR_API | HCR_APK;
+const HCR_GUEST: u64 = HCR_VM
+    | HCR_SWIO
+    | HCR_FMO
+    | HCR_IMO
+    | HCR_AMO
+    | HCR_TID3
+    | HCR_TSC
+    | HCR_RW
+    | HCR_FWB
+    | HCR_API
+    | HCR_APK;
 
 /// SCTLR_EL1 a new vCPU starts with: TF-RMM's `SCTLR_EL1_FLAGS` (MMU and caches off).
 const SCTLR_EL1_RESET: u64 = 0x00c5_0878;
@@ -383,6 +394,35 @@ impl Guest for ElGuest {
 
     fn inject_undef(&mut self, vcpu: &mut VcpuContext) {
         Self::inject(vcpu, ESR_IL, None);
+    }
+
+    fn read_id_register(&mut self, reg: rmm_model::idregs::IdReg) -> u64 {
+        use rmm_model::idregs as id;
+        macro_rules! mrs {
+            ($name:literal) => {{
+                let v: u64;
+                // SAFETY: reading an ID register has no side effects.
+                unsafe { core::arch::asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack, preserves_flags)) };
+                v
+            }};
+        }
+        match reg {
+            id::PFR0 => mrs!("id_aa64pfr0_el1"),
+            id::PFR1 => mrs!("id_aa64pfr1_el1"),
+            // ZFR0 and SMFR0 by encoding: older assemblers reject the names without +sve/+sme.
+            id::ZFR0 => mrs!("S3_0_C0_C4_4"),
+            id::SMFR0 => mrs!("S3_0_C0_C4_5"),
+            id::DFR0 => mrs!("id_aa64dfr0_el1"),
+            id::DFR1 => mrs!("id_aa64dfr1_el1"),
+            id::AFR0 => mrs!("id_aa64afr0_el1"),
+            id::AFR1 => mrs!("id_aa64afr1_el1"),
+            id::ISAR0 => mrs!("id_aa64isar0_el1"),
+            id::ISAR1 => mrs!("id_aa64isar1_el1"),
+            id::MMFR0 => mrs!("id_aa64mmfr0_el1"),
+            id::MMFR1 => mrs!("id_aa64mmfr1_el1"),
+            id::MMFR2 => mrs!("id_aa64mmfr2_el1"),
+            _ => 0,
+        }
     }
 }
 

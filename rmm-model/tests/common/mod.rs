@@ -37,6 +37,10 @@ impl Guest for Scripted {
     fn inject_undef(&mut self, _vcpu: &mut VcpuContext) {
         self.undefs += 1;
     }
+    /// A CPU that implements everything: every ID field all ones.
+    fn read_id_register(&mut self, _reg: rmm_model::idregs::IdReg) -> u64 {
+        u64::MAX
+    }
 }
 
 pub type M = Model<Arena, Scripted>;
