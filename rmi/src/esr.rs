@@ -10,6 +10,17 @@
 use tock_registers::{LocalRegisterCopy, register_bitfields};
 
 register_bitfields! {u64,
+    /// The ISS of a trapped MSR/MRS (EC 0x18, Arm ARM D24.2.40).
+    pub SysRegIss [
+        OP0 OFFSET(20) NUMBITS(2) [],
+        OP2 OFFSET(17) NUMBITS(3) [],
+        OP1 OFFSET(14) NUMBITS(3) [],
+        CRN OFFSET(10) NUMBITS(4) [],
+        RT OFFSET(5) NUMBITS(5) [],
+        CRM OFFSET(1) NUMBITS(4) [],
+        /// 1 = read (MRS).
+        DIRECTION OFFSET(0) NUMBITS(1) [],
+    ],
     pub Esr [
         EC OFFSET(26) NUMBITS(6) [],
         IL OFFSET(25) NUMBITS(1) [],
@@ -167,6 +178,27 @@ pub struct DataAbort {
     pub access: Option<AccessInfo>,
 }
 
+/// A trapped system-register access: the register's encoding, the general register, and the
+/// direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRegAccess {
+    pub op0: u8,
+    pub op1: u8,
+    pub crn: u8,
+    pub crm: u8,
+    pub op2: u8,
+    /// Register transferred (31 = xzr).
+    pub rt: u8,
+    pub read: bool,
+}
+
+impl SysRegAccess {
+    /// Whether this names the register (op0, op1, CRn, CRm, op2).
+    pub const fn is(&self, op0: u8, op1: u8, crn: u8, crm: u8, op2: u8) -> bool {
+        self.op0 == op0 && self.op1 == op1 && self.crn == crn && self.crm == crm && self.op2 == op2
+    }
+}
+
 /// A decoded syndrome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Syndrome {
@@ -207,6 +239,23 @@ impl Syndrome {
         }
     }
 
+    /// The system-register view, for EC 0x18 only.
+    pub fn sysreg(&self) -> Option<SysRegAccess> {
+        if self.class != ExceptionClass::SysReg {
+            return None;
+        }
+        let iss = LocalRegisterCopy::<u64, SysRegIss::Register>::new(self.raw);
+        Some(SysRegAccess {
+            op0: iss.read(SysRegIss::OP0) as u8,
+            op1: iss.read(SysRegIss::OP1) as u8,
+            crn: iss.read(SysRegIss::CRN) as u8,
+            crm: iss.read(SysRegIss::CRM) as u8,
+            op2: iss.read(SysRegIss::OP2) as u8,
+            rt: iss.read(SysRegIss::RT) as u8,
+            read: iss.is_set(SysRegIss::DIRECTION),
+        })
+    }
+
     /// The data-abort view, for EC 0x24/0x25 only.
     pub fn data_abort(&self) -> Option<DataAbort> {
         if !matches!(self.class, ExceptionClass::DataAbortLower | ExceptionClass::DataAbortSame) {
@@ -231,6 +280,16 @@ impl Syndrome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trapped_sysreg_access_decodes() {
+        // msr icc_sgi1r_el1, x5: Op0 3, Op1 0, CRn 12, CRm 11, Op2 5, Rt 5, write.
+        let esr = (0x18 << 26) | (1 << 25) | (3 << 20) | (5 << 17) | (12 << 10) | (5 << 5) | (11 << 1);
+        let a = Syndrome::decode(esr).sysreg().unwrap();
+        assert!(a.is(3, 0, 12, 11, 5) && a.rt == 5 && !a.read);
+        assert!(Syndrome::decode(esr | 1).sysreg().unwrap().read);
+        assert_eq!(Syndrome::decode(0x24 << 26).sysreg(), None, "a data abort is no sysreg access");
+    }
 
     #[test]
     fn gpf_load_at_el2_as_measured_with_trp() {

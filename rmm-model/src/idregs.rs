@@ -55,13 +55,12 @@ const DFR1_CLEAR: u64 = field(36) /* ICNTR */ | field(48) /* EBEP */;
 /// Whether a trapped system-register access (EC 0x18) is to the ID space TID3 traps (Op0 3,
 /// Op1 0, CRn 0), and which register: `(register, Rt, is a read)`.
 pub fn decode(esr: u64) -> Option<(IdReg, usize, bool)> {
-    let op0 = (esr >> 20) & 0x3;
-    let op2 = ((esr >> 17) & 0x7) as u8;
-    let op1 = (esr >> 14) & 0x7;
-    let crn = (esr >> 10) & 0xf;
-    let rt = ((esr >> 5) & 0x1f) as usize;
-    let crm = ((esr >> 1) & 0xf) as u8;
-    (op0 == 3 && op1 == 0 && crn == 0).then_some((IdReg { crm, op2 }, rt, esr & 1 == 1))
+    let a = rmi::esr::Syndrome::decode(esr).sysreg()?;
+    (a.op0 == 3 && a.op1 == 0 && a.crn == 0).then_some((
+        IdReg { crm: a.crm, op2: a.op2 },
+        usize::from(a.rt),
+        a.read,
+    ))
 }
 
 /// The value a realm reads from `reg`, given the hardware's `hw` and whether the realm has SVE.

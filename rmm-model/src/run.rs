@@ -112,11 +112,7 @@ const HPFAR_FIPA_MASK: u64 = 0xff_ffff_ffff << 4;
 /// Whether a trapped system-register access (EC 0x18) names the GIC CPU interface block that
 /// TF-RMM forwards: Op0 = 3, Op1 = 0, CRn = 12, CRm = 8..=15 (`ESR_EL2_SYSREG_ICC_EL1_MASK`).
 pub fn is_icc_sysreg(esr: u64) -> bool {
-    let op0 = (esr >> 20) & 0x3;
-    let op1 = (esr >> 14) & 0x7;
-    let crn = (esr >> 10) & 0xf;
-    let crm = (esr >> 1) & 0xf;
-    op0 == 3 && op1 == 0 && crn == 12 && crm >= 8
+    Syndrome::decode(esr).sysreg().is_some_and(|a| a.op0 == 3 && a.op1 == 0 && a.crn == 12 && a.crm >= 8)
 }
 
 /// The faulting IPA's page from HPFAR_EL2.
@@ -419,7 +415,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 // (writes of ICC_SGI0R/SGI1R/ASGI1R_EL1, and ICC_DIR_EL1 under TDIR) go to the
                 // host with the whole syndrome and the value written in gprs[0], the PC past the
                 // instruction.
-                let rt = ((esr >> 5) & 0x1f) as usize;
+                let rt = syndrome.sysreg().map_or(31, |a| usize::from(a.rt));
                 run.exit.gprs[0] = if rt == 31 { 0 } else { vcpu.gprs[rt] };
                 self.set_last(rec, LastRun { esr, far, hpfar });
                 vcpu.pc += 4;
@@ -442,9 +438,11 @@ impl<M: Memory, G: Guest> Model<M, G> {
             }
             ExceptionClass::SysReg => {
                 // ID registers and anything else not forwarded: read as zero, writes ignored.
-                let rt = ((esr >> 5) & 0x1f) as usize;
-                if esr & 1 == 1 && rt != 31 {
-                    vcpu.gprs[rt] = 0;
+                if let Some(a) = syndrome.sysreg()
+                    && a.read
+                    && a.rt != 31
+                {
+                    vcpu.gprs[usize::from(a.rt)] = 0;
                 }
                 vcpu.pc += 4;
                 Step::Resume

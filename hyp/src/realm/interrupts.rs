@@ -68,11 +68,8 @@ impl IrqStats {
     }
 }
 
-/// ICC_SGI1R_EL1 as a trapped-sysreg ISS names it: Op0 3, Op1 0, CRn 12, CRm 11, Op2 5.
-const ISS_SYSREG_MASK: u64 = (0x3 << 20) | (0x7 << 17) | (0x7 << 14) | (0xf << 10) | (0xf << 1);
-const ISS_ICC_SGI1R: u64 = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
-/// ISS.Direction: 1 = read.
-const ISS_READ: u64 = 1;
+/// ICC_SGI1R_EL1's encoding (op0, op1, CRn, CRm, op2).
+const ICC_SGI1R: (u8, u8, u8, u8, u8) = (3, 0, 12, 11, 5);
 
 /// The earliest counter value at which one of `t`'s timers fires (enabled, unmasked), if any.
 pub fn deadline(t: &Timers) -> Option<u64> {
@@ -182,7 +179,11 @@ impl Vm {
     /// PC already past it). ICC_SGI1R_EL1 sends an SGI; anything else is ignored.
     pub fn icc_write(&mut self, vcpu: usize, run: &RecRun) {
         let esr = run.exit.esr;
-        if esr & ISS_SYSREG_MASK == ISS_ICC_SGI1R && esr & ISS_READ == 0 {
+        let (op0, op1, crn, crm, op2) = ICC_SGI1R;
+        let sgi1r_write = rmi::esr::Syndrome::decode(esr)
+            .sysreg()
+            .is_some_and(|a| a.is(op0, op1, crn, crm, op2) && !a.read);
+        if sgi1r_write {
             self.irq.stats.sgis += 1;
             let hit = self.gic.send_sgi(vcpu, run.exit.gprs[0]);
             self.irq.kick |= hit & !(1u64.checked_shl(vcpu as u32).unwrap_or(0));
