@@ -1,21 +1,30 @@
-# Debian's arm64 kernel and busybox for the Linux realm, and its initramfs (sourced, not run).
+# Debian's arm64 kernel, the modules the realm needs and busybox for the Linux realm, and its
+# initramfs (sourced, not run).
 #
 #   linux_assets                 make sure the cache is there (runs `scripts/setup --linux` quietly
-#                                if not), then print three lines: the Image path, the busybox
-#                                path, the kernel release (e.g. 7.3.4+deb13-arm64)
-#   build_initramfs OUT BUSYBOX [--interactive]
-#                                write a newc cpio with BUSYBOX and linux/init to OUT
-#   linux_cached [--verify]      true when $LINUX_DIR holds Image, busybox and VERSION that look
-#                                right (--verify: also their recorded sha256)
+#                                if not), then print four lines: the Image path, the busybox
+#                                path, the kernel release (e.g. 7.3.4+deb13-arm64), the modules
+#                                directory (for build_initramfs --modules)
+#   build_initramfs OUT BUSYBOX [--interactive] [--modules DIR]
+#                                write a newc cpio with BUSYBOX and linux/init to OUT (--modules:
+#                                and DIR/order with the modules it lists, in /lib/modules/hyp)
+#   linux_cached [--verify]      true when $LINUX_DIR holds Image, busybox, VERSION and the modules
+#                                that look right (--verify: also their recorded sha256)
 #   linux_fetch ARCHIVE_URI      (scripts/setup --linux) fill $LINUX_DIR on first use
 #
 # The cache, $CACHE/linux (~/.cache/hyp/linux):
 #   Image     the raw arm64 Image (decompressed here if the package ships it compressed)
 #   busybox   busybox-static, an aarch64 static ELF
+#   modules/  LINUX_MODULES (the virtio-mmio transport, virtio console and block) and every module
+#             they depend on, decompressed to plain NAME.ko; the ones built into Debian's kernel
+#             (virtio_console in 7.x) are not there. modules/order: one file name a line, in load
+#             order (dependencies first); /init insmods them in that order.
 #   VERSION   line 1: the kernel release; then "kernel-package NAME VERSION SUITE",
-#             "metapackage linux-image-arm64 VERSION", "busybox-package NAME VERSION SUITE"
-#   SHA256SUMS  of Image and busybox, for `linux_cached --verify`
-# Delete the directory to fetch the newest kernel again.
+#             "metapackage linux-image-arm64 VERSION", "modules-package NAME VERSION SUITE",
+#             "modules-wanted LINUX_MODULES", "busybox-package NAME VERSION SUITE"
+#   SHA256SUMS  of Image, busybox, modules/order and the modules, for `linux_cached --verify`
+# Delete the directory to fetch the newest kernel again. A cache without modules/order, or made for
+# another LINUX_MODULES, is not "cached": the next run fetches again, once.
 #
 # Packages come through a private apt: its own configuration, sources, state and cache under
 # $CACHE/apt-arm64, arm64 only, with the machine's Debian archive URI (the caller derives it from
@@ -33,6 +42,9 @@ LINUX_KERNEL_SUITES=${HYP_LINUX_SUITES:-"trixie-backports forky"}
 LINUX_BUSYBOX_SUITES="trixie forky"
 LINUX_MIN_VERSION=6.13
 LINUX_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+# The modules the realm's virtio devices need (Debian builds them as modules; those it builds in
+# are skipped): the virtio-mmio transport, the virtio console (hvc0) and block (vda) drivers.
+LINUX_MODULES="virtio_mmio virtio_console virtio_blk"
 
 _linux_log() { printf 'setup: %s\n' "$*" >&2; }
 _linux_die() { printf 'FAIL: %s\n' "$*"; exit 1; }
@@ -48,6 +60,11 @@ linux_cached() {
   [ "$(_linux_hex "$d/Image" 56 4)" = 41524d64 ] || return 1      # "ARM\x64" at 0x38
   [ "$(_linux_hex "$d/busybox" 0 4)" = 7f454c46 ] || return 1     # "\x7fELF"
   [ -n "$(head -n1 "$d/VERSION")" ] || return 1
+  [ -f "$d/modules/order" ] && grep -qxF "modules-wanted $LINUX_MODULES" "$d/VERSION" || return 1
+  local m
+  while IFS= read -r m; do
+    [ "$(_linux_hex "$d/modules/$m" 0 4)" = 7f454c46 ] || return 1
+  done <"$d/modules/order"
   if [ "${1-}" = --verify ]; then
     (cd "$d" && sha256sum --status -c SHA256SUMS 2>/dev/null) || return 1
   fi
@@ -56,7 +73,7 @@ linux_cached() {
 linux_assets() {
   if ! linux_cached --verify; then
     local out
-    printf "linux: fetching Debian's arm64 kernel and busybox into %s (scripts/setup --linux)\n" "$LINUX_DIR" >&2
+    printf "linux: fetching Debian's arm64 kernel, its virtio modules and busybox into %s (scripts/setup --linux)\n" "$LINUX_DIR" >&2
     if ! out=$("$ROOT/scripts/setup" --linux 2>&1); then
       printf '%s\n' "$out" | tail -n 15 >&2
       printf 'FAIL: scripts/setup --linux could not fetch the kernel and busybox (above)\n'
@@ -64,11 +81,12 @@ linux_assets() {
     fi
     linux_cached --verify || { printf 'FAIL: scripts/setup --linux left no usable kernel in %s\n' "$LINUX_DIR"; return 1; }
   fi
-  printf '%s\n' "$LINUX_DIR/Image" "$LINUX_DIR/busybox" "$(head -n1 "$LINUX_DIR/VERSION")"
+  printf '%s\n' "$LINUX_DIR/Image" "$LINUX_DIR/busybox" "$(head -n1 "$LINUX_DIR/VERSION")" \
+    "$LINUX_DIR/modules"
 }
 
 build_initramfs() {
-  [ $# -ge 2 ] || { printf 'FAIL: usage: build_initramfs OUT BUSYBOX [--interactive]\n'; return 1; }
+  [ $# -ge 2 ] || { printf 'FAIL: usage: build_initramfs OUT BUSYBOX [--interactive] [--modules DIR]\n'; return 1; }
   python3 "$ROOT/scripts/lib/initramfs.py" "$1" "$2" --init "$ROOT/linux/init" "${@:3}"
 }
 
@@ -166,6 +184,15 @@ _linux_download() {
   [ -n "$LINUX_DEB" ] || _linux_die "apt-get download $2=$3 left no .deb"
 }
 
+# _linux_suite_of PKG VERSION: the suite that has VERSION of PKG (empty if none).
+_linux_suite_of() {
+  { _linux_apt_cache madison "$1" 2>/dev/null || true; } \
+    | awk -F' *[|] *' -v v="$2" '$2 == v && !n++ { split($3, a, " "); sub(/\/.*/, "", a[2]); print a[2] }'
+}
+
+# _linux_tar_has TAR ERE: TAR has a member whose name matches ERE.
+_linux_tar_has() { tar -tf "$1" | grep -E "$2" >/dev/null; }
+
 _linux_size() { du -h "$1" | cut -f1; }
 
 # --- fetching -------------------------------------------------------------------------------------
@@ -208,9 +235,10 @@ _linux_fetch_locked() {
 
   # Follow the metapackage to the package that holds the kernel: linux-image-arm64 →
   # linux-image-<release> → linux-binary-<release> (7.x), or linux-image-<release> itself (6.x).
-  local pkg=linux-image-arm64 ver=$meta_ver hop deps next
+  local pkg=linux-image-arm64 ver=$meta_ver hop deps next chain=""
   for hop in 1 2 3; do
     deps=$(_linux_pinned_deps "$pkg" "$ver")
+    chain+=$deps$'\n'                          # where linux-modules-<release> turns up (7.x)
     next=$(grep -m1 '^linux-binary-[0-9]' <<<"$deps" || grep -m1 '^linux-image-[0-9]' <<<"$deps" || true)
     [ -n "$next" ] || break
     pkg=${next% *} ver=${next#* }
@@ -232,7 +260,46 @@ _linux_fetch_locked() {
   _linux_log "$(basename "$deb"): $(_linux_size "$deb"), ${path#./} $(_linux_size "$tmp/vmlinuz")"
   local how; how=$(_linux_py image "$tmp/vmlinuz" "$tmp/Image") || _linux_die "${path#./} from $pkg $ver: $how"
   _linux_log "${path#./} is $how"
-  rm -f "$deb" "$tmp/vmlinuz" "$tmp/data.tar"
+  rm -f "$deb" "$tmp/vmlinuz"
+  mv -f "$tmp/data.tar" "$tmp/kernel.tar"
+
+  # The modules: 7.x ships them in linux-modules-<release>, pinned by linux-image-<release>; 6.x in
+  # the package that holds the kernel. Which are built in is modules.builtin's to say: with the
+  # modules (6.x), or in linux-base-<release> (7.x), a pinned dependency of the modules package.
+  local mod mod_pkg=$pkg mod_ver=$ver mod_suite tars=() builtin_re='^\./(usr/)?lib/modules/[^/]+/modules\.builtin$'
+  mod=$(grep -m1 '^linux-modules-[0-9]' <<<"$chain" || true)
+  if [ -n "$mod" ]; then
+    mod_pkg=${mod% *} mod_ver=${mod#* }
+    rm -f "$tmp/kernel.tar"
+    _linux_download "$tmp" "$mod_pkg" "$mod_ver"; deb=$LINUX_DEB
+    dpkg-deb --fsys-tarfile "$deb" >"$tmp/modules.tar" || _linux_die "$deb is not a readable .deb"
+    _linux_log "modules: $(basename "$deb"): $(_linux_size "$deb")"
+    rm -f "$deb"
+    tars+=("$tmp/modules.tar")
+  else
+    tars+=("$tmp/kernel.tar")
+  fi
+  if ! _linux_tar_has "${tars[0]}" "$builtin_re"; then
+    local dep n=0
+    for dep in $(_linux_pinned_deps "$mod_pkg" "$mod_ver" | awk -v r="-$release" '
+        length($1) > length(r) && substr($1, length($1) - length(r) + 1) == r { print $1 "=" $2 }'); do
+      _linux_download "$tmp" "${dep%%=*}" "${dep#*=}"; deb=$LINUX_DEB
+      n=$((n + 1))
+      dpkg-deb --fsys-tarfile "$deb" >"$tmp/dep$n.tar" || _linux_die "$deb is not a readable .deb"
+      rm -f "$deb"
+      if _linux_tar_has "$tmp/dep$n.tar" "$builtin_re"; then
+        _linux_log "modules: modules.builtin from ${dep%%=*} ${dep#*=}"
+        tars+=("$tmp/dep$n.tar"); break
+      fi
+      rm -f "$tmp/dep$n.tar"
+    done
+  fi
+  mkdir -p "$tmp/modules" || _linux_die "cannot create $tmp/modules"
+  how=$(_linux_py modules "$tmp/modules" "$release" $LINUX_MODULES -- "${tars[@]}") \
+    || _linux_die "modules from $mod_pkg $mod_ver: $how"
+  local l; while IFS= read -r l; do _linux_log "modules: $l"; done <<<"$how"
+  mod_suite=$(_linux_suite_of "$mod_pkg" "$mod_ver")
+  rm -f "${tars[@]}"
 
   # busybox-static: the first suite that has it.
   local bb_ver="" bb_suite=""
@@ -252,19 +319,24 @@ _linux_fetch_locked() {
   _linux_log "busybox-static $bb_ver from $bb_suite: $(_linux_size "$deb"), ${path#./} $(_linux_size "$tmp/busybox"), $how"
   rm -f "$deb" "$tmp/data.tar"
 
-  (cd "$tmp" && sha256sum Image busybox >SHA256SUMS) || _linux_die "sha256sum failed"
+  (cd "$tmp" && sha256sum Image busybox modules/order $(sed 's|^|modules/|' modules/order) >SHA256SUMS) \
+    || _linux_die "sha256sum failed"
   printf '%s\n' "$release" "kernel-package $pkg $ver $kernel_suite" \
-    "metapackage linux-image-arm64 $meta_ver" "busybox-package busybox-static $bb_ver $bb_suite" >"$tmp/VERSION"
-  mv -f "$tmp/Image" "$tmp/busybox" "$tmp/SHA256SUMS" "$d/" && mv -f "$tmp/VERSION" "$d/" \
-    || _linux_die "cannot move the files into $d"
-  _linux_log "Linux $release and busybox $bb_ver cached in $d ($((SECONDS - t0)) s)"
+    "metapackage linux-image-arm64 $meta_ver" "modules-package $mod_pkg $mod_ver ${mod_suite:-$kernel_suite}" \
+    "modules-wanted $LINUX_MODULES" "busybox-package busybox-static $bb_ver $bb_suite" >"$tmp/VERSION"
+  rm -rf "$d/modules"
+  mv -f "$tmp/Image" "$tmp/busybox" "$tmp/SHA256SUMS" "$d/" && mv "$tmp/modules" "$d/modules" \
+    && mv -f "$tmp/VERSION" "$d/" || _linux_die "cannot move the files into $d"
+  _linux_log "Linux $release, its modules ($(xargs <"$d/modules/order")) and busybox $bb_ver cached in $d ($((SECONDS - t0)) s)"
 }
 
-# _linux_py image IN OUT | elf FILE: check (and decompress) the kernel; check busybox.
+# _linux_py image IN OUT | elf FILE | modules OUTDIR RELEASE NAME... -- TAR...: check (and
+# decompress) the kernel; check busybox; pick the modules NAME... and what they depend on out of
+# the packages' data TARs (see modules() below).
 # Prints what it found; exit status 1 with the reason on stdout.
 _linux_py() {
   python3 - "$@" <<'PY'
-import gzip, lzma, struct, subprocess, sys, zlib
+import gzip, lzma, os, re, shutil, struct, subprocess, sys, tarfile, zlib
 
 def image(src, dst):
     data = open(src, 'rb').read()
@@ -313,6 +385,121 @@ def elf(path):
             sys.exit(print('a dynamically linked ELF (it has an interpreter)') or 1)
     print('an aarch64 static ELF')
 
-{'image': image, 'elf': elf}[sys.argv[1]](*sys.argv[2:])
+def _unpack(data, name):
+    """The plain .ko of a module file as packaged (.ko, .ko.xz, .ko.zst or .ko.gz)."""
+    if name.endswith('.xz'):
+        return lzma.decompress(data)
+    if name.endswith('.gz'):
+        return gzip.decompress(data)
+    if name.endswith('.zst'):
+        if shutil.which('zstd'):
+            r = subprocess.run(['zstd', '-dcq'], input=data, capture_output=True)
+            if r.returncode == 0:
+                return r.stdout
+            sys.exit(print(f'zstd -d failed on {name}: {r.stderr.decode(errors="replace").strip()}') or 1)
+        try:
+            import zstandard                                   # python3-zstandard
+            return zstandard.ZstdDecompressor().stream_reader(data).read()
+        except ImportError:
+            pass
+        try:
+            from compression import zstd                       # Python 3.14
+            return zstd.decompress(data)
+        except ImportError:
+            pass
+        sys.exit(print(f'{name} is zstd-compressed and neither the zstd command nor a Python zstd module is here: install zstd') or 1)
+    return data
+
+def _modinfo(ko, name):
+    """The .modinfo section of an aarch64 ELF64 module as {key: value} (first of each key)."""
+    if ko[:4] != b'\x7fELF' or ko[4] != 2 or ko[5] != 1 or struct.unpack_from('<H', ko, 18)[0] != 183:
+        sys.exit(print(f'{name} is not a 64-bit little-endian aarch64 ELF once decompressed') or 1)
+    shoff, = struct.unpack_from('<Q', ko, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from('<HHH', ko, 0x3a)
+    # Elf64_Shdr: name, type, flags, addr, offset, size
+    secs = [struct.unpack_from('<IIQQQQ', ko, shoff + i * shentsize) for i in range(shnum)]
+    strtab = secs[shstrndx][4]
+    for sh_name, _, _, _, off, size in secs:
+        if ko[strtab + sh_name:ko.index(b'\0', strtab + sh_name)] == b'.modinfo':
+            info = {}
+            for kv in ko[off:off + size].split(b'\0'):
+                k, eq, v = kv.partition(b'=')
+                if eq:
+                    info.setdefault(k.decode(), v.decode(errors='replace'))
+            return info
+    sys.exit(print(f'{name} has no .modinfo section') or 1)
+
+def _modname(path):
+    """kernel/drivers/char/hw_random/virtio-rng.ko.xz -> virtio_rng (as depends= names it)."""
+    base = re.sub(r'\.(xz|zst|gz)$', '', os.path.basename(path))
+    return base[:-len('.ko')].replace('-', '_')
+
+def modules(out, release, *rest):
+    """Write the modules named before '--', and every module they depend on (the .modinfo's
+    depends=), as plain OUT/NAME.ko, and OUT/order (load order: dependencies first), from the data
+    tars after '--'. A name that is no module in the tars must be in their modules.builtin (built
+    into the kernel); without a modules.builtin, only dependencies may be missing (then they are
+    taken as built in)."""
+    split = rest.index('--')
+    wanted, tars = [w.replace('-', '_') for w in rest[:split]], rest[split + 1:]
+    ko_re = re.compile(r'^\./(?:usr/)?lib/modules/([^/]+)/(kernel/.+\.ko(?:\.xz|\.zst|\.gz)?)$')
+    builtin_re = re.compile(r'^\./(?:usr/)?lib/modules/([^/]+)/modules\.builtin$')
+    shipped, builtin, pkgs = {}, None, []
+    for path in tars:
+        t = tarfile.open(path, 'r:')
+        pkgs.append(t)
+        for m in t.getmembers():
+            k = ko_re.match(m.name)
+            if k and k.group(1) == release and m.isfile():
+                shipped.setdefault(_modname(k.group(2)), (t, m, k.group(2)))
+            b = builtin_re.match(m.name)
+            if b and b.group(1) == release and m.isfile():
+                builtin = (builtin or set()) | {_modname(l) for l in t.extractfile(m).read().decode().split()}
+    if not shipped:
+        sys.exit(print(f'no kernel/**/*.ko* under lib/modules/{release} in the packages') or 1)
+    order, lines, done = [], [], {}
+
+    def visit(name, needed_by):
+        if done.get(name) == 'visiting':
+            sys.exit(print(f'{name} depends on itself through {needed_by}') or 1)
+        if name in done:
+            return
+        done[name] = 'visiting'
+        if name not in shipped:
+            if builtin is not None and name not in builtin:
+                sys.exit(print(f'{name}{needed_by and f" (needed by {needed_by})"} is neither a module in the package nor built into the kernel (modules.builtin)') or 1)
+            if builtin is None and not needed_by:
+                sys.exit(print(f'{name} is no module in the package, and no modules.builtin says it is built into the kernel') or 1)
+            lines.append(f'{name}: built into the kernel{"" if builtin is not None else " (assumed: no modules.builtin)"}'
+                         + (f', needed by {needed_by}' if needed_by else ''))
+            done[name] = 'builtin'
+            return
+        t, m, rel = shipped[name]
+        ko = _unpack(t.extractfile(m).read(), rel)
+        info = _modinfo(ko, rel)
+        magic = info.get('vermagic', '').split()
+        if magic[:1] != [release]:
+            sys.exit(print(f'{rel} is built for {magic[0] if magic else "no kernel (no vermagic)"}, not {release}') or 1)
+        deps = [d.replace('-', '_') for d in info.get('depends', '').split(',') if d]
+        for d in deps:
+            visit(d, name)
+        file = re.sub(r'\.(xz|zst|gz)$', '', os.path.basename(rel))
+        if not re.fullmatch(r'[A-Za-z0-9_-]+\.ko', file):
+            sys.exit(print(f'{rel}: an unexpected module file name') or 1)
+        with open(os.path.join(out, file), 'wb') as f:
+            f.write(ko)
+        order.append(file)
+        lines.append(f'{file} {len(ko) / 1024:.1f} KiB ({rel}{", depends on " + " ".join(deps) if deps else ""}'
+                     f'{", needed by " + needed_by if needed_by else ""})')
+        done[name] = 'module'
+
+    for w in wanted:
+        visit(w, '')
+    with open(os.path.join(out, 'order'), 'w') as f:
+        f.write(''.join(n + '\n' for n in order))
+    lines.append(f'load order: {" ".join(order) or "(none: all built in)"}')
+    print('\n'.join(lines))
+
+{'image': image, 'elf': elf, 'modules': modules}[sys.argv[1]](*sys.argv[2:])
 PY
 }
