@@ -52,6 +52,25 @@ pub const fn gicr(vcpus: usize) -> Region {
 /// The console: a PL011's register page.
 pub const UART: Region = Region { base: 0x0900_0000, size: 0x1000 };
 
+/// The virtio-mmio transports (QEMU `virt`: from 160 MiB, 0x200 bytes each, SPI 16 onwards).
+pub const VIRTIO_BASE: u64 = 0x0a00_0000;
+pub const VIRTIO_STRIDE: u64 = 0x200;
+/// Transport slots on the board; the realm's devices take the first ones ([`virtio_slot`]).
+pub const VIRTIO_SLOTS: usize = 8;
+
+/// The registers of virtio-mmio slot `slot` (< [`VIRTIO_SLOTS`]).
+pub const fn virtio(slot: usize) -> Region {
+    Region { base: VIRTIO_BASE + slot as u64 * VIRTIO_STRIDE, size: VIRTIO_STRIDE }
+}
+
+/// Which virtio device sits in which slot.
+pub mod virtio_slot {
+    /// virtio-console: the realm's hvc0.
+    pub const CONSOLE: usize = 0;
+    /// virtio-blk: the memory disk (vda).
+    pub const BLOCK: usize = 1;
+}
+
 /// Where a Linux realm's RAM starts (QEMU `virt`'s RAM base).
 pub const LINUX_RAM: u64 = 0x4000_0000;
 
@@ -66,6 +85,11 @@ pub mod intid {
     pub const UART: u32 = 33;
     /// The SGI the test realm uses for its IPIs.
     pub const IPI: u32 = 1;
+    /// virtio-mmio slot 0's interrupt (SPI 16, as QEMU `virt`); slot n has `virtio(n)`.
+    pub const VIRTIO_BASE: u32 = 48;
+    pub const fn virtio(slot: usize) -> u32 {
+        VIRTIO_BASE + slot as u32
+    }
 }
 
 #[cfg(test)]
@@ -74,7 +98,7 @@ mod tests {
 
     #[test]
     fn the_devices_lie_in_the_window_and_apart() {
-        let devices = [GICD, gicr(MAX_VCPUS), UART];
+        let devices = [GICD, gicr(MAX_VCPUS), UART, virtio(0), virtio(VIRTIO_SLOTS - 1)];
         for (i, a) in devices.iter().enumerate() {
             assert!(DEVICE_WINDOW.contains(a.base) && a.end() <= DEVICE_WINDOW.end(), "{a:?}");
             for b in &devices[i + 1..] {
@@ -83,5 +107,9 @@ mod tests {
         }
         assert_eq!(MAX_VCPUS, 123, "as QEMU virt");
         assert!(!DEVICE_WINDOW.overlaps(LINUX_RAM, 1 << 30));
+        assert!(
+            virtio(1).base == virtio(0).end() && intid::virtio(VIRTIO_SLOTS - 1) < 64,
+            "below the realm's 32 SPIs"
+        );
     }
 }

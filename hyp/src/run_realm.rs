@@ -3,12 +3,14 @@
 //! run every vCPU on its own physical CPU (vCPU n on CPU n, started when the realm's PSCI CPU_ON
 //! for it completes), check what the realm wrote to shared memory, tear down, summarise.
 
+use crate::addr::Gpa;
 use crate::arch::guest::ElGuest;
 use crate::arch::nsmem::{self, Bundle};
 use crate::arch::smc::Smc;
 use crate::arch::smp::Lock as Mutex;
 use crate::backend::SharedModel;
 use crate::backend::embedded::{EmbeddedRmm, embedded_rmm};
+use crate::devices::virtio::{Disk, VecDisk};
 use crate::diag::summary;
 use crate::host::Hyp;
 use crate::linux::LinuxBoot;
@@ -19,6 +21,7 @@ use crate::realm::memslot::SlotKind;
 use crate::realm::vm::Payload;
 use crate::realm::{Counted, Host, HostError, PhysCpu, Stop, Vm, VmConfig, run_shared};
 use crate::{arch, println};
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -199,10 +202,21 @@ fn drive<R: Rmm>(
     let heap0 = crate::host::heap_in_use();
     let mut rmm = Counted::new(rmm, trace.clone());
     let mut frames = core::mem::replace(&mut hyp.frames, Frames::new());
+    // `--virtio`: the disk's hash goes on the realm's command line, for /init to check it read
+    // what the host loaded.
+    let disk = bundle.linux.and_then(|l| l.disk);
+    let disk_sha256 = disk.map(|d| {
+        let sha = disk_hash(&nsmem::NsDisk(d));
+        info!("virtio-blk: disk image {} MiB at {d}, sha256 {}", d.size() >> 20, crate::linux::hex(&sha));
+        sha
+    });
     let payload = match bundle.linux {
-        Some(l) => {
-            Payload::Linux(LinuxBoot { kernel: bundle.realm, initrd: bundle.scenario, cmdline: l.cmdline })
-        }
+        Some(l) => Payload::Linux(LinuxBoot {
+            kernel: bundle.realm,
+            initrd: bundle.scenario,
+            cmdline: l.cmdline,
+            disk_sha256,
+        }),
         None => Payload::TestRealm { image: bundle.realm, scenario: bundle.scenario },
     };
     let vm = match Vm::create_with(&mut rmm, &mut frames, cfg, &payload) {
@@ -234,6 +248,27 @@ fn drive<R: Rmm>(
     }
     info!("realm: console at GPA {}", vm.layout.console_gpa);
     let mut vm = vm;
+    // Virtio devices: the Linux realm's with `--virtio` (the disk image from the bundle), the
+    // test realm's when its scenario has virtio-blk steps (a zeroed scratch disk).
+    let virtio_disk: Option<Box<dyn Disk>> = match disk {
+        Some(d) => Some(Box::new(nsmem::NsDisk(d))),
+        None if scenario::validate(text).is_ok_and(|c| c.virtio) => {
+            Some(Box::new(VecDisk(alloc::vec![0; scenario::VIRTIO_DISK as usize])))
+        }
+        None => None,
+    };
+    if let Some(disk) = virtio_disk {
+        let mib = disk.size() >> 20;
+        // The devices reach only the memslots' backing (and of that, only what the realm shared).
+        let backing =
+            vm.slots.iter().map(|s| crate::addr::MemRange { start: s.backing, end: s.backing.add(s.size) });
+        vm.attach_virtio(Box::new(nsmem::NsRam(backing.collect())), Some(disk));
+        info!(
+            "virtio: console (hvc0) at GPA {}, block (vda, {mib} MiB) at GPA {}",
+            Gpa(board::virtio(board::virtio_slot::CONSOLE).base),
+            Gpa(board::virtio(board::virtio_slot::BLOCK).base)
+        );
+    }
     if bundle.linux.is_some_and(|l| l.interactive) {
         match crate::console::enable_input() {
             Ok(()) => {
@@ -401,6 +436,9 @@ fn drive<R: Rmm>(
         Stop::Error(e) if *i > 0 => Some(format!("vCPU {i}: {e}")),
         _ => None,
     });
+    for line in virtio_lines(vm) {
+        println!("{line}");
+    }
     let verdict = if linux {
         // Stage-2 faults that mapped memory (not device accesses, PSCI or host calls).
         let faults: u64 =
@@ -413,6 +451,7 @@ fn drive<R: Rmm>(
             init_ms: init_at.map(|t| (t - run0) / 1000),
             run_ms: run_us / 1000,
             faults,
+            virtio: vm.virtio.as_ref().map(virtio_report),
         })
     } else {
         match (&stops[0].1, expects_stop) {
@@ -462,6 +501,69 @@ fn drive<R: Rmm>(
         return Ok(format!("{verdict}, 0 leaks"));
     }
     Ok(format!("{verdict}; {words} shared words checked in the host's pages; 0 leaks"))
+}
+
+/// SHA-256 of a disk, read in 64 KiB pieces.
+fn disk_hash(disk: &dyn Disk) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = alloc::vec![0u8; 64 << 10];
+    let mut at = 0;
+    while at < disk.size() {
+        let n = (disk.size() - at).min(buf.len() as u64) as usize;
+        disk.read(at, &mut buf[..n]);
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    h.finalize().into()
+}
+
+/// What the virtio devices did: one line each.
+fn virtio_lines(vm: &Vm) -> Vec<String> {
+    let Some(v) = &vm.virtio else { return Vec::new() };
+    v.devices
+        .iter()
+        .map(|d| {
+            let s = &d.stats;
+            let size = |b: u64| {
+                if b < 1 << 20 {
+                    format!("{} KiB", b.div_ceil(1024))
+                } else {
+                    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+                }
+            };
+            let what = match d.disk() {
+                Some(disk) => format!(
+                    "read {}, wrote {}, {} error statuses, disk {} MiB sha256 {}",
+                    size(s.read_bytes),
+                    size(s.written_bytes),
+                    s.errors,
+                    disk.size() >> 20,
+                    crate::linux::hex(&disk_hash(disk))
+                ),
+                None => format!("{} bytes printed", s.read_bytes),
+            };
+            let stopped = d.broken().map(|e| format!("; STOPPED: {e}")).unwrap_or_default();
+            format!(
+                "{}: features {:#x}, {} notifies, {} chains, {} interrupts; {what}{stopped}",
+                d.name(),
+                s.features,
+                s.notifies,
+                s.chains,
+                s.interrupts
+            )
+        })
+        .collect()
+}
+
+fn virtio_report(v: &crate::realm::vm::Virtio) -> crate::linux::VirtioReport {
+    let console = v.devices.iter().find(|d| d.disk().is_none());
+    let disk = v.devices.iter().find_map(|d| d.disk());
+    crate::linux::VirtioReport {
+        console_bytes: console.map_or(0, |d| d.stats.read_bytes),
+        disk_sha256: disk.map(|d| crate::linux::hex(&disk_hash(d))).unwrap_or_default(),
+        stopped: v.devices.iter().filter_map(|d| d.broken().map(|e| format!("{}: {e}", d.name()))).collect(),
+    }
 }
 
 /// A long phase's progress report: due at most once a second.

@@ -14,6 +14,7 @@
 mod fp;
 mod irq;
 mod rsi;
+mod virtio;
 
 use core::fmt::Write;
 use scenario::{Region, Span, Step};
@@ -423,6 +424,8 @@ fn run_step(l: &Layout, me: usize, step: Step<'_>) -> Result<(), Failure> {
             }
         }
         Step::Wfi => irq::wfi(me),
+        Step::VirtioRw { sector, seed } => virtio::rw(l, sector, seed)?,
+        Step::VirtioBad(kind) => virtio::bad(l, kind)?,
         Step::TouchOutside => {
             // 2 MiB past the shared region (the console page sits right after it): no memslot, no
             // device — the host must stop the realm here.

@@ -36,6 +36,18 @@
 //!                                    on, or off (the count is printed; none at all fails)
 //! ipi N                              send the realm's IPI (an SGI) to vCPU N, wait until it took it
 //! wfi                                park until an interrupt has been taken since the last `wfi`
+//! virtio-blk rw SECTOR SEED          drive the host's virtio-blk (a 1 MiB memory disk) as a
+//!                                    driver would: write a 4 KiB pattern(SEED) at SECTOR, read it
+//!                                    back, compare (the device is (re)initialised first if it is
+//!                                    not live); queue and buffers in the last 64 KiB of the shared
+//!                                    region; vCPU 0 only
+//! virtio-blk bad KIND                post a hostile request: KIND is private (a buffer in the
+//!                                    protected alias), unshared (the unprotected alias of private
+//!                                    RAM), outside (a GPA no memslot holds), loop (a descriptor
+//!                                    chain that loops), index (a head past the queue), no-status
+//!                                    (no device-writable byte); the device must stop
+//!                                    (DEVICE_NEEDS_RESET) — or huge (a 4 GiB read): it must answer
+//!                                    IOERR and keep working
 //! config vcpus N                     N vCPUs (1..8); vCPU 0 starts the others with PSCI CPU_ON
 //! config ipa-bits N                  the realm's IPA width, 32..52 (default: the smallest that
 //!                                    holds the layout); the RMM's FEATURES bound it
@@ -95,6 +107,49 @@ pub enum Config {
     IpaBits(u32),
 }
 
+/// A hostile virtio-blk request (`virtio-blk bad KIND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRequest {
+    /// A data buffer at a protected-alias (private) IPA.
+    Private,
+    /// A data buffer at the unprotected alias of RAM the realm has not shared.
+    Unshared,
+    /// A data buffer at a GPA no memslot holds.
+    Outside,
+    /// A descriptor whose `next` is itself.
+    Loop,
+    /// An available-ring entry naming a descriptor past the queue's size.
+    Index,
+    /// A request with no device-writable status byte.
+    NoStatus,
+    /// A read of 4 GiB: the device answers IOERR and keeps working.
+    Huge,
+}
+
+impl BadRequest {
+    pub const ALL: &'static str = "private unshared outside loop index no-status huge";
+    fn parse(w: &str) -> Option<Self> {
+        Some(match w {
+            "private" => Self::Private,
+            "unshared" => Self::Unshared,
+            "outside" => Self::Outside,
+            "loop" => Self::Loop,
+            "index" => Self::Index,
+            "no-status" => Self::NoStatus,
+            "huge" => Self::Huge,
+            _ => return None,
+        })
+    }
+}
+
+/// The test realm's virtio-blk disk (the host gives it one when a scenario has virtio-blk steps).
+pub const VIRTIO_DISK: u64 = 1 << 20;
+/// The test realm's virtio driver keeps its queue and buffers in this many bytes at the end of
+/// the shared region.
+pub const VIRTIO_AREA: u64 = 64 << 10;
+/// What one `virtio-blk rw` moves.
+pub const VIRTIO_RW_BYTES: u64 = 4096;
+
 /// One step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step<'a> {
@@ -126,6 +181,13 @@ pub enum Step<'a> {
     Ipi(usize),
     /// Park (WFI) until this vCPU has taken an interrupt since its previous `wfi` (or its start).
     Wfi,
+    /// `virtio-blk rw SECTOR SEED`: a write and read-back through the host's virtio-blk.
+    VirtioRw {
+        sector: u64,
+        seed: u64,
+    },
+    /// `virtio-blk bad KIND`: a hostile request.
+    VirtioBad(BadRequest),
     /// The following steps are run by the vCPUs in this set (bit n = vCPU n).
     Cpus(u64),
     /// Every vCPU waits here until all have arrived.
@@ -154,7 +216,7 @@ pub struct ParseError {
 pub const WORD_MAX: usize = 24;
 
 /// Every step keyword, for "unknown step" errors.
-pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside timer ticker ipi wfi cpu barrier end";
+pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside timer ticker ipi wfi virtio-blk cpu barrier end";
 /// Every `config` key.
 pub const CONFIG_KEYS: &str = "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits";
 
@@ -467,6 +529,26 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 want(0)?;
                 Step::Wfi
             }
+            "virtio-blk" => match (n, args[0]) {
+                (3, "rw") => {
+                    let (sector, seed) = (num(1, "bad sector")?, num(2, "bad seed")?);
+                    if sector
+                        .checked_mul(512)
+                        .and_then(|b| b.checked_add(VIRTIO_RW_BYTES))
+                        .is_none_or(|e| e > VIRTIO_DISK)
+                    {
+                        return Err(ParseError::new(
+                            line_no,
+                            "virtio-blk rw: 4 KiB at SECTOR must fit the 1 MiB disk (SECTOR < 2041)",
+                        ));
+                    }
+                    Step::VirtioRw { sector, seed }
+                }
+                (2, "bad") => Step::VirtioBad(BadRequest::parse(args[1]).ok_or_else(|| {
+                    ParseError::unknown(line_no, "unknown hostile request", args[1], BadRequest::ALL)
+                })?),
+                _ => return Err(ParseError::new(line_no, "virtio-blk takes rw SECTOR SEED or bad KIND")),
+            },
             "end" => {
                 want(0)?;
                 Step::End
@@ -493,6 +575,8 @@ pub struct HostConfig {
     /// `config ipa-bits N`: the realm's IPA width, if the scenario chooses one (else the host
     /// picks the smallest that holds the layout).
     pub ipa_bits: Option<u32>,
+    /// The scenario drives virtio-blk: the host gives the realm its virtio devices.
+    pub virtio: bool,
 }
 
 impl Default for HostConfig {
@@ -504,6 +588,7 @@ impl Default for HostConfig {
             shared_size: 8 << 20,
             vcpus: 1,
             ipa_bits: None,
+            virtio: false,
         }
     }
 }
@@ -574,6 +659,13 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             Step::Collapse(off) if off >= c.shared_size => {
                 return Err(ParseError::new(line, "collapse outside the shared region"));
             }
+            Step::VirtioRw { .. } | Step::VirtioBad(_) if running != 1 => {
+                return Err(ParseError::new(line, "virtio-blk steps run on vCPU 0 alone (cpu 0)"));
+            }
+            Step::VirtioRw { .. } | Step::VirtioBad(_) if c.shared_size < VIRTIO_AREA => {
+                return Err(ParseError::new(line, "virtio-blk needs a shared region of at least 64K"));
+            }
+            Step::VirtioRw { .. } | Step::VirtioBad(_) => c.virtio = true,
             Step::Cpus(s) => running = s & every,
             Step::Ipi(n) if n >= c.vcpus => {
                 return Err(ParseError::new(line, "ipi names a vCPU beyond config vcpus"));
@@ -662,6 +754,10 @@ mod tests {
         assert_eq!(s[2], Step::Barrier);
         assert_eq!(s[3], Step::Cpus(0b111));
         assert_eq!(validate(smp).unwrap().vcpus, 4);
+        let v = "virtio-blk rw 8 3\nvirtio-blk bad no-status\nend\n";
+        let s: Vec<_> = steps(v).map(|(_, s)| s.unwrap()).collect();
+        assert_eq!(s[..2], [Step::VirtioRw { sector: 8, seed: 3 }, Step::VirtioBad(BadRequest::NoStatus)]);
+        assert!(validate(v).unwrap().virtio && !validate(smp).unwrap().virtio);
     }
 
     #[test]
@@ -678,6 +774,22 @@ mod tests {
             ("print x\n", 1, "the scenario must finish with end"),
             ("end\nprint late", 2, "steps after end"),
             ("collapse shared 4K\nend", 1, "collapse takes a 2 MiB aligned offset"),
+            (
+                "virtio-blk rw 2041 1\nend",
+                1,
+                "virtio-blk rw: 4 KiB at SECTOR must fit the 1 MiB disk (SECTOR < 2041)",
+            ),
+            ("virtio-blk bad\nend", 1, "virtio-blk takes rw SECTOR SEED or bad KIND"),
+            (
+                "config vcpus 2\ncpu 1\nvirtio-blk rw 0 1\nend",
+                3,
+                "virtio-blk steps run on vCPU 0 alone (cpu 0)",
+            ),
+            (
+                "config shared-size 32K\nvirtio-blk bad loop\nend",
+                2,
+                "virtio-blk needs a shared region of at least 64K",
+            ),
             ("config vcpus 2\ncpu 2\nend", 2, "cpu names a vCPU beyond config vcpus"),
             ("cpu 1-0\nend", 1, "cpu takes all, N, N-M or a comma list of them (N < 8)"),
             ("config vcpus 9\nend", 1, "vcpus is 1 to 8"),
@@ -694,6 +806,11 @@ mod tests {
         assert_eq!(
             std::format!("{e}"),
             std::format!("line 1: unknown config key 'colour' (valid: {CONFIG_KEYS})")
+        );
+        let e = validate("virtio-blk bad nasty\nend").unwrap_err();
+        assert_eq!(
+            std::format!("{e}"),
+            "line 1: unknown hostile request 'nasty' (valid: private unshared outside loop index no-status huge)"
         );
         let long = validate("ñññññññññññññññññññññ\nend").unwrap_err();
         assert_eq!(long.word().map(str::len), Some(24), "truncated on a character boundary");

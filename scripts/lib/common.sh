@@ -50,7 +50,7 @@ trace_words() {
 # Their common flags, parsed by boot_flag into these variables:
 firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0
 trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0 ipa_bits=""
-linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size=""
+linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size="" virtio=0 disk_size=16M
 # boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
 # to the number of arguments used; BOOT_SHIFT=0 when $1 is not one of them.
 boot_flag() {
@@ -83,6 +83,11 @@ boot_flag() {
     --initrd) need_value "$1" "$#" "${2-}"; linux=1 initrd=$2 BOOT_SHIFT=2 ;;
     --cmdline) [ "$#" -ge 2 ] || die "--cmdline needs a value"; linux=1 cmdline=$2 BOOT_SHIFT=2 ;;
     --interactive) linux=1 interactive=1 ;;
+    --virtio) linux=1 virtio=1 ;;
+    --disk-size)
+      need_value "$1" "$#" "${2-}"
+      [[ $2 =~ ^[1-9][0-9]{0,3}M$ ]] && [ "${2%M}" -le 128 ] || die "--disk-size takes 1M to 128M, not '$2'"
+      linux=1 virtio=1 disk_size=$2 BOOT_SHIFT=2 ;;
     --ipa-bits) need_value "$1" "$#" "${2-}"; int_value "$1" "$2" 32 52; ipa_bits=$((10#$2)); BOOT_SHIFT=2 ;;
     *) BOOT_SHIFT=0 ;;
   esac
@@ -108,11 +113,12 @@ LINUX_CMDLINE="console=ttyAMA0 rdinit=/init panic=-1 swiotlb=4096"
 # linux_bundle WORK FLAGS RAM_MIB: the kernel (--kernel, else Debian's from scripts/setup
 # --linux), the initramfs (--initrd, else built from linux/init and busybox), into WORK/bundle.bin.
 linux_bundle() {
-  local work=$1 flags=$2 ram=$3 assets img bb rel rd
+  local work=$1 flags=$2 ram=$3 assets img bb rel rd mods extra=()
   source "$ROOT/scripts/lib/linux.sh"
   if [ -z "$kernel" ] || [ -z "$initrd" ]; then
     assets=$(linux_assets) || die "could not get Debian's arm64 kernel and busybox (scripts/setup --linux)"
     img=$(sed -n 1p <<<"$assets") bb=$(sed -n 2p <<<"$assets") rel=$(sed -n 3p <<<"$assets")
+    mods=$(sed -n 4p <<<"$assets")
   fi
   [ -n "$kernel" ] && img=$kernel
   [ -f "$img" ] || die "--kernel: no kernel Image at '$img'"
@@ -121,13 +127,16 @@ linux_bundle() {
     rd=$initrd
   else
     rd=$work/initramfs.cpio
-    if [ "$interactive" = 1 ]; then build_initramfs "$rd" "$bb" --interactive; else build_initramfs "$rd" "$bb"; fi \
-      || die "could not build the initramfs"
+    [ "$interactive" = 1 ] && extra+=(--interactive)
+    # Debian's virtio modules (virtio_mmio, virtio_blk), for --virtio; /init loads them always.
+    [ -n "$mods" ] && extra+=(--modules "$mods")
+    build_initramfs "$rd" "$bb" "${extra[@]}" || die "could not build the initramfs"
   fi
   printf 'hyp: Linux realm: kernel %s%s, initramfs %s (%s KiB), %s MiB RAM, %s vCPU(s)\n' \
     "$img" "${rel:+ ($rel)}" "$rd" "$(( $(stat -c %s "$rd") / 1024 ))" "$ram" "${HYP_SMP:-1}" >&2
+  [ "$virtio" = 1 ] && printf 'hyp: virtio: a %s disk image of pseudo-random bytes for virtio-blk (vda)\n' "$disk_size" >&2
   make_linux_bundle "$img" "$rd" "$work/bundle.bin" "$flags" "${HYP_SMP:-1}" $((ram << 20)) \
-    "${cmdline:-$LINUX_CMDLINE}" "$(trace_filter)"
+    "${cmdline:-$LINUX_CMDLINE}" "$(trace_filter)" "$([ "$virtio" = 1 ] && echo $((${disk_size%M} << 20)) || echo 0)"
 }
 
 build_hyp() { # build_hyp PROFILE
@@ -187,15 +196,18 @@ build_realm() {
   echo "$elf.bin"
 }
 
-# make_linux_bundle KERNEL INITRD OUT FLAGS VCPUS RAM_BYTES CMDLINE [TRACE_FILTER]: the same
-# layout with the Linux flag (bit 4): the kernel Image in the realm's place, the initramfs in the
-# scenario's, and from byte 2048 of the header the vCPUs, RAM size and command-line length (u64
-# LE), the command line from byte 2112 (hyp/src/arch/nsmem.rs).
+# make_linux_bundle KERNEL INITRD OUT FLAGS VCPUS RAM_BYTES CMDLINE [TRACE_FILTER [DISK_BYTES]]: the
+# same layout with the Linux flag (bit 4): the kernel Image in the realm's place, the initramfs in
+# the scenario's, and from byte 2048 of the header the vCPUs, RAM size, command-line length and
+# disk length (u64 LE), the command line from byte 2112 (hyp/src/arch/nsmem.rs). DISK_BYTES > 0
+# sets the virtio flag (bit 6) and appends a disk image of that size, page aligned: pseudo-random
+# bytes from a fixed seed (the same disk every run), which the realm reads and rewrites.
 make_linux_bundle() {
   python3 - "$@" <<'PY' || die "could not write the Linux bundle"
 import struct, sys
 kernel, initrd, out, flags, vcpus, ram, cmdline = sys.argv[1:8]
 filt = (sys.argv[8] if len(sys.argv) > 8 else '').encode('ascii')
+disk_len = int(sys.argv[9]) if len(sys.argv) > 9 else 0
 k, i = open(kernel, 'rb').read(), open(initrd, 'rb').read()
 cmd = cmdline.encode()
 if len(cmd) > 4096 - 2112:
@@ -203,13 +215,17 @@ if len(cmd) > 4096 - 2112:
 if len(filt) > 1024:
     sys.exit('the trace filter is longer than 1024 bytes')
 hdr = bytearray(4096)
-head = b'HYPBNDL1' + struct.pack('<QQQQ', int(flags) | 16, len(k), len(i), len(filt)) + filt
+flags = int(flags) | 16 | (64 if disk_len else 0)
+head = b'HYPBNDL1' + struct.pack('<QQQQ', flags, len(k), len(i), len(filt)) + filt
 hdr[:len(head)] = head
-hdr[2048:2048 + 24] = struct.pack('<QQQ', int(vcpus), int(ram), len(cmd))
+hdr[2048:2048 + 32] = struct.pack('<QQQQ', int(vcpus), int(ram), len(cmd), disk_len)
 hdr[2112:2112 + len(cmd)] = cmd
 body = bytes(hdr) + k + b'\0' * ((-len(k)) % 4096) + i
+if disk_len:
+    import random
+    body += b'\0' * ((-len(body)) % 4096) + random.Random(0x5eed).randbytes(disk_len)
 if len(body) > 256 << 20:
-    sys.exit('kernel and initramfs are %d MiB: more than the 256 MiB bundle' % (len(body) >> 20))
+    sys.exit('kernel, initramfs and disk are %d MiB: more than the 256 MiB bundle' % (len(body) >> 20))
 open(out, 'wb').write(body)
 PY
 }

@@ -22,7 +22,8 @@ pub const BUNDLE_MAX: u64 = 256 << 20;
 ///
 /// With [`BUNDLE_LINUX`] the realm image is a Linux kernel Image, the scenario an initramfs, and
 /// the header carries the Linux realm's parameters from byte 2048: vCPUs, RAM size, command-line
-/// length (u64 LE each), the command line from byte 2112 (at most [`CMDLINE_MAX`] bytes).
+/// length, disk length (u64 LE each), the command line from byte 2112 (at most [`CMDLINE_MAX`]
+/// bytes). With [`BUNDLE_VIRTIO`] the disk image follows the initramfs on a page boundary.
 pub struct Bundle {
     pub range: MemRange,
     pub flags: u64,
@@ -42,6 +43,9 @@ pub struct LinuxParams {
     pub cmdline: &'static str,
     /// `--interactive`: a shell on the console, fed from the host's console.
     pub interactive: bool,
+    /// `--virtio`: virtio devices, and the virtio-blk disk image (inside the bundle, which the
+    /// frame allocator never hands out; it may be empty).
+    pub disk: Option<MemRange>,
 }
 
 /// Bundle flag: log every RMI call (those the trace filter selects).
@@ -56,6 +60,8 @@ pub const BUNDLE_MAP: u64 = 8;
 pub const BUNDLE_LINUX: u64 = 16;
 /// Bundle flag: an interactive Linux realm (console input goes to it).
 pub const BUNDLE_INTERACTIVE: u64 = 32;
+/// Bundle flag: the Linux realm gets virtio devices, and the bundle carries a disk image.
+pub const BUNDLE_VIRTIO: u64 = 64;
 /// Longest trace filter accepted.
 pub const TRACE_FILTER_MAX: u64 = 1024;
 const TRACE_FILTER_AT: u64 = 40;
@@ -89,6 +95,22 @@ pub fn bundle(ram: &[MemRange]) -> Result<Option<Bundle>, &'static str> {
     if filter_len > TRACE_FILTER_MAX {
         return Err("the trace filter is longer than 1024 bytes");
     }
+    // `--virtio`: the memory disk follows the initramfs, page aligned; its length is in the
+    // Linux parameters (the hypervisor writes it: the realm's virtio-blk).
+    let linux = flags & BUNDLE_LINUX != 0;
+    let disk_len = if linux && flags & BUNDLE_VIRTIO != 0 { word(LINUX_AT / 8 + 3) } else { 0 };
+    let disk_off = end.div_ceil(4096) * 4096;
+    if disk_len % 512 != 0 {
+        return Err("the disk image is not a whole number of 512-byte sectors");
+    }
+    let end = if disk_len > 0 {
+        disk_off
+            .checked_add(disk_len)
+            .filter(|e| *e <= BUNDLE_MAX)
+            .ok_or("the disk image runs past the bundle's limit")?
+    } else {
+        end
+    };
     let range = MemRange { start: BUNDLE_ADDR, end: BUNDLE_ADDR.add(end) };
     if !in_ram(ram, range) {
         return Err("the bundle runs past the end of RAM");
@@ -104,7 +126,7 @@ pub fn bundle(ram: &[MemRange]) -> Result<Option<Bundle>, &'static str> {
         )
     };
     let trace_filter = core::str::from_utf8(filter).map_err(|_| "the trace filter is not UTF-8")?;
-    let linux = if flags & BUNDLE_LINUX != 0 {
+    let linux = if linux {
         let (vcpus, ram_size, cmdline_len) =
             (word(LINUX_AT / 8), word(LINUX_AT / 8 + 1), word(LINUX_AT / 8 + 2));
         if cmdline_len > CMDLINE_MAX {
@@ -120,6 +142,10 @@ pub fn bundle(ram: &[MemRange]) -> Result<Option<Bundle>, &'static str> {
             ram_size,
             cmdline,
             interactive: flags & BUNDLE_INTERACTIVE != 0,
+            disk: (flags & BUNDLE_VIRTIO != 0).then(|| MemRange {
+                start: BUNDLE_ADDR.add(disk_off),
+                end: BUNDLE_ADDR.add(disk_off + disk_len),
+            }),
         })
     } else {
         None
@@ -148,4 +174,65 @@ pub fn read_u64(pa: PhysAddr, ram: &[MemRange]) -> Option<u64> {
     }
     // SAFETY: aligned RAM (checked); the caller reads only NS memory (shared memslot backing).
     Some(unsafe { core::ptr::read_volatile(pa.0 as *const u64) })
+}
+
+/// The host's raw access to NS RAM it owns, for the realm's virtio devices: the memslots'
+/// backing, which the realm core hands out only for pages the realm has shared (never a delegated
+/// granule: `realm::dma`).
+pub struct NsRam(pub alloc::vec::Vec<MemRange>);
+
+impl crate::realm::dma::PhysMem for NsRam {
+    fn read(&self, pa: PhysAddr, out: &mut [u8]) -> bool {
+        let Some(end) = pa.0.checked_add(out.len() as u64) else { return false };
+        if !in_ram(&self.0, MemRange { start: pa, end: PhysAddr(end) }) {
+            return false;
+        }
+        // SAFETY: the range is RAM (checked), identity mapped Normal, and not delegated (the
+        // caller's check); nothing else writes it during the copy (the realm's vCPUs may, which
+        // is a race on shared memory the realm owns, not a hazard to the host).
+        unsafe { core::ptr::copy_nonoverlapping(pa.0 as *const u8, out.as_mut_ptr(), out.len()) };
+        true
+    }
+    fn write(&mut self, pa: PhysAddr, data: &[u8]) -> bool {
+        let Some(end) = pa.0.checked_add(data.len() as u64) else { return false };
+        if !in_ram(&self.0, MemRange { start: pa, end: PhysAddr(end) }) {
+            return false;
+        }
+        // SAFETY: as in `read`; the destination is shared memslot backing, never the
+        // hypervisor's own memory.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), pa.0 as *mut u8, data.len()) };
+        true
+    }
+}
+
+/// The virtio-blk disk: the image scripts/run put in the bundle, written in place.
+pub struct NsDisk(pub MemRange);
+
+impl crate::devices::virtio::Disk for NsDisk {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        if offset.checked_add(out.len() as u64).is_none_or(|end| end > self.size()) {
+            out.fill(0); // the device checks every range first; never reach outside the disk
+            return;
+        }
+        // SAFETY: inside the disk's range (checked), bundle RAM that only this device uses.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (self.0.start.0 + offset) as *const u8,
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset.checked_add(data.len() as u64).is_none_or(|end| end > self.size()) {
+            return;
+        }
+        // SAFETY: as in `read`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), (self.0.start.0 + offset) as *mut u8, data.len())
+        };
+    }
 }

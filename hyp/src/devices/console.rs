@@ -36,6 +36,13 @@ impl Console {
         Self { partial: (0..vcpus).map(|_| String::new()).collect(), ..Self::default() }
     }
 
+    /// Bytes from a device with one stream (the virtio console), as vCPU 0's.
+    pub fn put(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.byte(0, b);
+        }
+    }
+
     fn byte(&mut self, vcpu: usize, byte: u8) {
         let vcpu = if self.single_stream { 0 } else { vcpu };
         let Some(buf) = self.partial.get_mut(vcpu) else { return };

@@ -9,11 +9,8 @@
 pub mod console;
 pub mod pl011;
 pub mod vgic;
-// The virtio-mmio transport and the device side of a split virtqueue, built and tested on the
-// host; they join the EL2 binary with the first virtio device on the bus (issue 13).
-#[cfg(test)]
+pub mod virtio;
 pub mod virtio_mmio;
-#[cfg(test)]
 pub mod virtqueue;
 
 use crate::addr::Gpa;
@@ -55,6 +52,8 @@ pub enum DeviceId {
     Gicd,
     /// The redistributors, one `board::GICR_STRIDE` frame pair per vCPU.
     Gicr,
+    /// The virtio-mmio transport in slot n (`board::virtio`).
+    Virtio(u8),
 }
 
 /// Address ranges of the realm's devices.

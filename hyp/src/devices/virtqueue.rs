@@ -37,6 +37,33 @@ pub enum QueueError {
     Unreachable { addr: u64, len: u64 },
     /// The driver made more buffers available than the queue holds.
     TooManyAvailable { avail: u16, last: u16 },
+    /// An address in private memory: the protected alias, or a page the realm has not shared.
+    Private { addr: u64 },
+    /// A request the device cannot answer at all (no header, no room for its status).
+    Malformed(&'static str),
+}
+
+impl core::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::BadSize(n) => write!(f, "queue size {n} is zero, above the maximum or not a power of 2"),
+            Self::BadIndex(i) => write!(f, "descriptor index {i} is past the queue's end"),
+            Self::Loop => write!(f, "a descriptor chain longer than the queue (a loop)"),
+            Self::ReadAfterWrite => write!(f, "a device-readable descriptor after a device-writable one"),
+            Self::Indirect => write!(f, "an indirect descriptor (VIRTIO_F_INDIRECT_DESC was not offered)"),
+            Self::Overflow { addr, len } => write!(f, "buffer {addr:#x} + {len:#x} wraps around"),
+            Self::Unreachable { addr, len } => {
+                write!(f, "buffer [{addr:#x}, +{len:#x}) is in no shared memslot")
+            }
+            Self::Private { addr } => {
+                write!(f, "buffer address {addr:#x} is private memory (not shared by the realm)")
+            }
+            Self::TooManyAvailable { avail, last } => {
+                write!(f, "available index {avail} is more than a queue ahead of {last}")
+            }
+            Self::Malformed(what) => write!(f, "{what}"),
+        }
+    }
 }
 
 /// Descriptor flags (§2.7.5).

@@ -29,6 +29,9 @@ pub struct RealmDt<'a> {
     pub bootargs: &'a str,
     /// The initrd's GPA range: start, end (exclusive).
     pub initrd: Option<(u64, u64)>,
+    /// virtio-mmio transports in the board's first slots (0: none; the host's bus must have a
+    /// device in each: Linux probes every node).
+    pub virtio_slots: usize,
 }
 
 /// Phandles of the two nodes others point at (any distinct non-zero values).
@@ -89,6 +92,13 @@ fn strings(list: &[&str]) -> Vec<String> {
 pub fn realm_dtb(dt: &RealmDt<'_>) -> Result<Vec<u8>, String> {
     if !(1..=board::MAX_VCPUS).contains(&dt.vcpus) {
         return Err(format!("a realm has 1 to {} vCPUs, not {}", board::MAX_VCPUS, dt.vcpus));
+    }
+    if dt.virtio_slots > board::VIRTIO_SLOTS {
+        return Err(format!(
+            "the board has {} virtio-mmio slots, not {}",
+            board::VIRTIO_SLOTS,
+            dt.virtio_slots
+        ));
     }
     if let Some((start, end)) = dt.initrd
         && start > end
@@ -182,6 +192,18 @@ fn write(dt: &RealmDt<'_>) -> vm_fdt::FdtWriterResult<Vec<u8>> {
     fdt.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))?;
     fdt.end_node(uart)?;
 
+    // virtio-mmio (binding virtio/mmio.yaml, as QEMU `virt` writes it). `dma-coherent`: the
+    // realm's shared memory is Normal write-back on both sides.
+    for slot in 0..dt.virtio_slots {
+        let r = board::virtio(slot);
+        let node = fdt.begin_node(&format!("virtio_mmio@{:x}", r.base))?;
+        fdt.property_string("compatible", "virtio,mmio")?;
+        fdt.property_array_u64("reg", &[r.base, r.size])?;
+        fdt.property_array_u32("interrupts", &spi(intid::virtio(slot)))?;
+        fdt.property_null("dma-coherent")?;
+        fdt.end_node(node)?;
+    }
+
     fdt.end_node(root)?;
     fdt.finish()
 }
@@ -215,6 +237,7 @@ mod tests {
             vcpus,
             bootargs: BOOTARGS,
             initrd,
+            virtio_slots: 2,
         })
         .unwrap()
     }
@@ -305,10 +328,15 @@ mod tests {
             "interrupts = <0x00 0x01 0x04>;",
             "clocks = <0x02 0x02>;",
             r#"clock-names = "uartclk\0apb_pclk";"#,
+            "virtio_mmio@a000200 {",
+            r#"compatible = "virtio,mmio";"#,
+            "reg = <0x00 0xa000200 0x00 0x200>;",
+            "interrupts = <0x00 0x11 0x04>;",
+            "dma-coherent;",
         ] {
             assert!(dts.contains(line), "no `{line}` in\n{dts}");
         }
-        assert!(!dts.contains("cpu@4"), "{dts}");
+        assert!(!dts.contains("cpu@4") && !dts.contains("virtio_mmio@a000400"), "{dts}");
 
         let (dts, err) = decompile(&example(1, None));
         assert!(err.is_empty(), "dtc warned:\n{err}");
@@ -355,11 +383,23 @@ mod tests {
     #[test]
     fn bad_configurations_are_refused_with_the_reason() {
         let dt = |vcpus, bootargs, initrd| {
-            realm_dtb(&RealmDt { ram_base: board::LINUX_RAM, ram_size: 512 * MIB, vcpus, bootargs, initrd })
+            realm_dtb(&RealmDt {
+                ram_base: board::LINUX_RAM,
+                ram_size: 512 * MIB,
+                vcpus,
+                bootargs,
+                initrd,
+                virtio_slots: 0,
+            })
         };
         assert!(dt(board::MAX_VCPUS + 1, BOOTARGS, None).unwrap_err().contains("vCPUs"));
         assert!(dt(0, BOOTARGS, None).unwrap_err().contains("vCPUs"));
         assert!(dt(1, BOOTARGS, Some((2 * MIB, MIB))).unwrap_err().contains("ends before it starts"));
         assert!(dt(1, "a\0b", None).unwrap_err().contains("command line"));
+        let many = RealmDt {
+            virtio_slots: board::VIRTIO_SLOTS + 1,
+            ..RealmDt { ram_base: 0, ram_size: MIB, vcpus: 1, bootargs: "", initrd: None, virtio_slots: 0 }
+        };
+        assert!(realm_dtb(&many).unwrap_err().contains("virtio-mmio slots"));
     }
 }

@@ -9,6 +9,15 @@ pub struct LinuxBoot<'a> {
     pub kernel: &'a [u8],
     pub initrd: &'a [u8],
     pub cmdline: &'a str,
+    /// `--virtio`: the realm gets a virtio console and a virtio-blk disk whose content hashes to
+    /// this SHA-256 (the device tree lists them; the command line gets `hyp.virtio` and
+    /// `hyp.disk=HEX`, which /init checks).
+    pub disk_sha256: Option<[u8; 32]>,
+}
+
+/// Lower-case hex, as sha256sum prints it.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 use crate::realm::Stop;
@@ -40,7 +49,22 @@ pub struct Outcome<'a> {
     pub init_ms: Option<u64>,
     pub run_ms: u64,
     pub faults: u64,
+    /// `--virtio`: what the host saw of the devices.
+    pub virtio: Option<VirtioReport>,
 }
+
+/// The virtio devices at the end of a run, for the verdict.
+pub struct VirtioReport {
+    /// Bytes the realm printed through virtio-console (hvc0).
+    pub console_bytes: u64,
+    /// SHA-256 of the disk as the realm left it (lower-case hex).
+    pub disk_sha256: String,
+    /// Devices that stopped, with the reason.
+    pub stopped: Vec<String>,
+}
+
+/// "hyp-linux: disk written sha256=HEX": what /init wrote to vda, by its own hash.
+const DISK_WRITTEN: &str = "hyp-linux: disk written sha256=";
 
 fn secs(ms: u64) -> String {
     format!("{}.{} s", ms / 1000, ms % 1000 / 100)
@@ -91,8 +115,31 @@ pub fn verdict(o: &Outcome<'_>) -> Result<String, String> {
         Some(r) if r.starts_with("ok") => {
             let kernel = find(KERNEL).unwrap_or("(version not printed)");
             let init = o.init_ms.map_or_else(|| String::from("?"), secs);
+            let mut disk = String::new();
+            if let Some(v) = &o.virtio {
+                if !v.stopped.is_empty() {
+                    return fail(format!("a virtio device stopped: {}", v.stopped.join("; ")));
+                }
+                if v.console_bytes == 0 {
+                    return fail(String::from(
+                        "nothing came through virtio-console: /init never wrote to hvc0",
+                    ));
+                }
+                match find(DISK_WRITTEN) {
+                    Some(w) if w == v.disk_sha256 => {
+                        disk = format!(", vda checked by the host (sha256 {}…)", &w[..w.len().min(16)]);
+                    }
+                    Some(w) => {
+                        return fail(format!(
+                            "the realm wrote vda with sha256 {w}, but the host's disk hashes to {}",
+                            v.disk_sha256
+                        ));
+                    }
+                    None => return fail(String::from("/init did not report what it wrote to vda")),
+                }
+            }
             Ok(format!(
-                "linux realm: {kernel} to /init in {init}, {} vCPU(s), {} faults, powered off after {} — {r}",
+                "linux realm: {kernel} to /init in {init}, {} vCPU(s), {} faults, powered off after {} — {r}{disk}",
                 o.vcpus,
                 o.faults,
                 secs(o.run_ms)
@@ -124,7 +171,35 @@ mod tests {
             init_ms: Some(4200),
             run_ms: 9100,
             faults: 1234,
+            virtio: None,
         }
+    }
+
+    #[test]
+    fn with_virtio_the_host_checks_the_disk_and_the_console() {
+        let sha = "ab".repeat(32);
+        let ok = lines(&[
+            "hyp-linux: kernel 7.3.4+deb13-arm64",
+            "hyp-linux: realm yes: RME: Using RSI version 1.0",
+            &format!("hyp-linux: disk written sha256={sha}"),
+            "hyp-linux: RESULT ok cpus=2 touched_mib=64 disk=ok",
+        ]);
+        let report = |console_bytes, disk: &str, stopped: &[&str]| VirtioReport {
+            console_bytes,
+            disk_sha256: String::from(disk),
+            stopped: stopped.iter().map(|s| String::from(*s)).collect(),
+        };
+        let mut o = outcome(&Stop::PowerOff, &ok);
+        o.virtio = Some(report(900, &sha, &[]));
+        assert!(
+            verdict(&o).unwrap().ends_with("disk=ok, vda checked by the host (sha256 abababababababab…)")
+        );
+        o.virtio = Some(report(900, &"cd".repeat(32), &[]));
+        assert!(verdict(&o).unwrap_err().contains("but the host's disk hashes to cdcd"));
+        o.virtio = Some(report(0, &sha, &[]));
+        assert!(verdict(&o).unwrap_err().contains("never wrote to hvc0"));
+        o.virtio = Some(report(900, &sha, &["virtio-blk: buffer address 0x1000 is private memory"]));
+        assert!(verdict(&o).unwrap_err().contains("a virtio device stopped: virtio-blk: buffer"));
     }
 
     #[test]

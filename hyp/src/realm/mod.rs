@@ -7,6 +7,7 @@
 //! * `mirror`   — the host's copy of the RTTs, and the memcache of RTT granules;
 //! * `fault`    — stage-2 faults on the protected and the unprotected alias;
 //! * `convert`  — RIPAS changes the realm asks for;
+//! * `dma`      — the realm's shared memory as its virtio devices reach it;
 //! * `vcpu`     — the exit loop: aborts, devices, PSCI, host calls;
 //! * `teardown` — taking the realm apart without losing a granule;
 //! * `ipamap`   — a picture of the realm's stage 2, for scripts/run --map;
@@ -18,6 +19,7 @@
 
 mod convert;
 pub mod counted;
+pub mod dma;
 mod fault;
 pub mod interrupts;
 mod ipamap;

@@ -256,6 +256,36 @@ fn console_mmio_is_emulated() {
 }
 
 #[test]
+fn virtio_slots_answer_once_attached() {
+    struct NoRam;
+    impl crate::realm::dma::PhysMem for NoRam {
+        fn read(&self, _: crate::addr::PhysAddr, _: &mut [u8]) -> bool {
+            false
+        }
+        fn write(&mut self, _: crate::addr::PhysAddr, _: &[u8]) -> bool {
+            false
+        }
+    }
+    let mut w = world();
+    let mut v = vm(&mut w, cfg(true, true));
+    let blk = board::virtio(board::virtio_slot::BLOCK).base | v.shared_bit();
+    // Before: no device at the slot, so the access is one outside every memslot.
+    assert!(matches!(run(&mut w, &mut v, &[Act::Touch(blk, false)]), Stop::Error(HostError::Outside { .. })));
+    let disk = crate::devices::virtio::VecDisk(alloc::vec![0; 4096]);
+    v.attach_virtio(alloc::boxed::Box::new(NoRam), Some(alloc::boxed::Box::new(disk)));
+    // After: reads and writes of both transports are emulated (the script's stores are 64-bit,
+    // which virtio-mmio's 32-bit registers ignore).
+    let con = board::virtio(board::virtio_slot::CONSOLE).base | v.shared_bit();
+    let acts = [Act::Touch(blk, false), Act::Touch(con, true), Act::Touch(blk + 0x70, true)];
+    assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
+    assert_eq!(v.stats.by_class[&(FaultClass::Mmio, 3)].0, 3);
+    let devices = &v.virtio.as_ref().unwrap().devices;
+    assert_eq!(devices.iter().map(|d| d.name()).collect::<Vec<_>>(), ["virtio-console", "virtio-blk"]);
+    assert_eq!(devices[1].transport.status(), 0, "a 64-bit store to Status is no register write");
+    teardown_clean(w, v);
+}
+
+#[test]
 fn ripas_empty_reclaims_pages() {
     let mut w = world();
     let mut v = vm(&mut w, cfg(true, true));
@@ -566,7 +596,12 @@ fn a_linux_realm_is_loaded_per_the_boot_protocol() {
         vcpus: 2,
         ipa_bits: None,
     };
-    let boot = crate::linux::LinuxBoot { kernel: &kernel, initrd: &initrd, cmdline: "console=ttyAMA0" };
+    let boot = crate::linux::LinuxBoot {
+        kernel: &kernel,
+        initrd: &initrd,
+        cmdline: "console=ttyAMA0",
+        disk_sha256: None,
+    };
     let v = Vm::create_with(&mut w.rmm, &mut w.frames, &cfg, &vm::Payload::Linux(boot)).unwrap();
     let ram = board::LINUX_RAM;
     assert_eq!(v.slots.iter().count(), 1, "one RAM memslot, no shared-only one");
@@ -585,14 +620,15 @@ fn a_linux_realm_is_loaded_per_the_boot_protocol() {
     assert_eq!(v.recs.len(), 2);
     assert_eq!(v.started, [true, false], "vCPU 1 waits for PSCI CPU_ON");
     // A kernel that is not an arm64 Image is refused with the reason, and nothing leaks.
-    let bad = crate::linux::LinuxBoot { kernel: &[0u8; 8192], initrd: &initrd, cmdline: "" };
+    let bad =
+        crate::linux::LinuxBoot { kernel: &[0u8; 8192], initrd: &initrd, cmdline: "", disk_sha256: None };
     let e = Vm::create_with(&mut w.rmm, &mut w.frames, &cfg, &vm::Payload::Linux(bad)).err().unwrap();
     assert!(e.contains("not an arm64 Image"), "{e}");
     // REALM_CREATE refused (VMID 1 is taken by the live realm): the RD and the root RTTs were
     // only delegated, and come back (they used to be left delegated: teardown asked
     // REALM_DESTROY for a realm that never existed).
     let in_use = w.frames.frames_in_use();
-    let boot = crate::linux::LinuxBoot { kernel: &kernel, initrd: &initrd, cmdline: "" };
+    let boot = crate::linux::LinuxBoot { kernel: &kernel, initrd: &initrd, cmdline: "", disk_sha256: None };
     let e = Vm::create_with(&mut w.rmm, &mut w.frames, &cfg, &vm::Payload::Linux(boot)).err().unwrap();
     assert!(e.contains("RMI_REALM_CREATE") && e.contains("0 granule(s) leaked"), "{e}");
     assert_eq!(w.frames.frames_in_use(), in_use, "every frame of the refused realm is free again");

@@ -4,6 +4,7 @@
 //! the realm powers off, the vCPU turns itself off, or the host must stop the realm.
 
 use super::counted::{CallCounts, Counted};
+use super::dma::SharedDma;
 use super::memslot::SlotKind;
 use super::outcome::{FaultClass, HostError, Stop};
 use super::vm::{BLOCK_SIZE, HOST_CALL_COLLAPSE, HOST_CALL_TIMER_LATENCY, Res, Vm};
@@ -11,7 +12,7 @@ use crate::addr::{Alias, Gpa};
 use crate::devices::{BusDevice, DeviceId, MmioAccess};
 use crate::memory::Frames;
 use alloc::boxed::Box;
-use log::debug;
+use log::{debug, warn};
 use rmi::esr::{ExceptionClass, FaultStatus, Syndrome};
 use rmi::{
     Fid, GranuleAddr, Ipa, PsciStatus, RecRun, RmiError, RmiStatus, Rmm, enter_flags, exit_reason,
@@ -155,6 +156,35 @@ impl Vm {
                     }
                     None => Some(self.gic.redist_read(target, frame, info.size)),
                 }
+            }
+            (DeviceId::Virtio(n), write) => {
+                let slot = usize::from(n);
+                let v = self
+                    .virtio
+                    .as_mut()
+                    .ok_or(HostError::Internal("a virtio slot on the bus with no device"))?;
+                let dev =
+                    v.devices.get_mut(slot).ok_or(HostError::Internal("a virtio slot past the devices"))?;
+                let read = match write {
+                    Some(value) => {
+                        let healthy = dev.broken().is_none();
+                        let mut mem = SharedDma {
+                            slots: &self.slots,
+                            empty: &self.empty,
+                            data: &self.data,
+                            shared_bit: self.space.shared_bit(),
+                            ram: v.ram.as_mut(),
+                        };
+                        dev.write(offset, info.size, value, &mut mem, &mut self.uart.console);
+                        if let Some(why) = dev.broken().filter(|_| healthy) {
+                            warn!("realm: {} stopped (DEVICE_NEEDS_RESET): {why}", dev.name());
+                        }
+                        None
+                    }
+                    None => Some(dev.read(offset, info.size)),
+                };
+                self.gic.set_spi(board::intid::virtio(slot), dev.transport.irq_line());
+                read
             }
         };
         if let Some(value) = read {

@@ -17,6 +17,7 @@
 //! into it.
 
 use super::counted::Counted;
+use super::dma::PhysMem;
 use super::interrupts::IrqState;
 use super::ledger::{Ledger, Use};
 use super::memslot::{Layout, Memslot, Memslots, SlotKind, VmConfig};
@@ -26,6 +27,7 @@ use super::ranges::RangeSet;
 use crate::addr::{Alias, Gpa, IpaSpace, PAGE_SIZE, PhysAddr};
 use crate::devices::pl011::Pl011;
 use crate::devices::vgic::VGic;
+use crate::devices::virtio::{Disk, VirtioDevice};
 use crate::devices::{Bus, DeviceId};
 use crate::memory::Frames;
 use alloc::boxed::Box;
@@ -137,6 +139,14 @@ pub struct Vm {
     pub started: Vec<bool>,
     /// Fault IPAs in the order they were handled, when recording (benchmarks replay them).
     pub trace: Option<Vec<u64>>,
+    /// The realm's virtio devices, once attached ([`Vm::attach_virtio`]).
+    pub virtio: Option<Virtio>,
+}
+
+/// The realm's virtio devices (index = board slot) and the host memory their buffers are in.
+pub struct Virtio {
+    pub(super) ram: Box<dyn PhysMem>,
+    pub devices: Vec<VirtioDevice>,
 }
 
 pub(super) fn is_rtt(e: &RmiError) -> Option<RttLevel> {
@@ -329,6 +339,7 @@ impl Vm {
             input_hz: 0,
             started: Vec::new(),
             trace: None,
+            virtio: None,
         };
         // Linux writes its console as one stream from whichever CPU holds the console.
         vm.uart.console.single_stream = matches!(payload, Payload::Linux(_));
@@ -478,6 +489,10 @@ impl Vm {
         if !bootargs.contains("earlycon") {
             bootargs.push_str(&format!(" earlycon=pl011,mmio32,{:#x}", board::UART.base | self.shared_bit()));
         }
+        if let Some(sha) = boot.disk_sha256 {
+            bootargs.push_str(&format!(" hyp.virtio hyp.disk={}", crate::linux::hex(&sha)));
+        }
+        let virtio_slots = if boot.disk_sha256.is_some() { 2 } else { 0 };
         let bootargs = bootargs.trim();
         // The DTB's size does not depend on where the initrd is: size it first, then place.
         let probe = dtb::realm_dtb(&dtb::RealmDt {
@@ -486,6 +501,7 @@ impl Vm {
             vcpus: cfg.vcpus.max(1),
             bootargs,
             initrd: Some((0, 0)),
+            virtio_slots,
         })?;
         let at = protocol::place(ram, ram_size, &hdr, boot.initrd.len() as u64, probe.len() as u64)?;
         let tree = dtb::realm_dtb(&dtb::RealmDt {
@@ -494,6 +510,7 @@ impl Vm {
             vcpus: cfg.vcpus.max(1),
             bootargs,
             initrd: Some((at.initrd.0.0, at.initrd.1.0)),
+            virtio_slots,
         })?;
         info!("linux: command line \"{bootargs}\"");
         info!(
@@ -607,12 +624,21 @@ impl Vm {
     /// Whether the realm has shared the RAM page at `gpa` in place (RIPAS EMPTY, not private):
     /// its unprotected alias then reaches the memslot's own page.
     pub fn is_shared_in_place(&self, gpa: Gpa) -> bool {
-        let page = gpa.align_down(PAGE_SIZE);
-        self.slots.find_kind(page, SlotKind::Ram).is_some()
-            && self.empty.covers(page.0, page.0 + PAGE_SIZE)
-            && !self.data.contains_key(&page)
-            && self.data.get(&page.align_down(BLOCK_SIZE)) != Some(&RttLevel::BLOCK)
-            && self.data.get(&page.align_down(HUGE_SIZE)) != Some(&RttLevel::L1)
+        super::dma::shared_in_place(&self.slots, &self.empty, &self.data, gpa)
+    }
+
+    /// Give the realm its virtio devices at the board's slots ([`board::virtio_slot`]): a
+    /// console, and a block device over `disk` when there is one. `ram` is how the host reaches
+    /// the memslots' backing. A Linux realm must have been created with `LinuxBoot::virtio` so
+    /// that its device tree lists them.
+    pub fn attach_virtio(&mut self, ram: Box<dyn PhysMem>, disk: Option<Box<dyn Disk>>) {
+        let mut devices = alloc::vec![VirtioDevice::console()];
+        devices.extend(disk.map(VirtioDevice::block));
+        for slot in 0..devices.len() {
+            let r = board::virtio(slot);
+            self.bus.insert(Gpa(r.base), r.size, DeviceId::Virtio(slot as u8));
+        }
+        self.virtio = Some(Virtio { ram, devices });
     }
 
     /// Disjoint protected ranges the host remembers as RIPAS EMPTY (bounded by the memslot).
