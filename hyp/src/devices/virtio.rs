@@ -232,6 +232,47 @@ impl VirtioDevice {
         }
     }
 
+    /// A console whose driver has a receive buffer ready: input can go in.
+    pub fn rx_ready(&self, mem: &dyn GuestMemory) -> bool {
+        matches!(self.backend, Backend::Console)
+            && self.transport.status() & (status::DRIVER_OK | status::DEVICE_NEEDS_RESET) == status::DRIVER_OK
+            && self
+                .transport
+                .live
+                .get(usize::from(CONSOLE_RX))
+                .and_then(Option::as_ref)
+                .is_some_and(|q| q.has_available(mem))
+    }
+
+    /// Console input: `bytes` into the next receive buffer (what does not fit is dropped, as a
+    /// UART drops what overruns its FIFO), then the interrupt.
+    pub fn receive(&mut self, bytes: &[u8], mem: &mut dyn GuestMemory) {
+        let Some(Some(queue)) = self.transport.live.get_mut(usize::from(CONSOLE_RX)) else { return };
+        let done = queue.pop(mem).and_then(|chain| {
+            let Some(chain) = chain else { return Ok(false) };
+            let mut left = bytes;
+            for (addr, len) in runs(&chain.buffers, true) {
+                let n = left.len().min(len as usize);
+                mem.write(addr, &left[..n])?;
+                left = &left[n..];
+            }
+            let n = bytes.len() - left.len();
+            queue.push_used(mem, chain.head, n as u32)?;
+            self.stats.written_bytes += n as u64;
+            self.stats.chains += 1;
+            Ok(true)
+        });
+        let was = self.transport.irq_line();
+        match done {
+            Ok(true) => self.transport.signal_used(),
+            Ok(false) => {}
+            Err(e) => self.transport.stop(e),
+        }
+        if !was && self.transport.irq_line() {
+            self.stats.interrupts += 1;
+        }
+    }
+
     /// Take and complete every available chain of queue `q`.
     fn serve(&mut self, q: u16, mem: &mut dyn GuestMemory, console: &mut Console) -> Result<(), QueueError> {
         if matches!(self.backend, Backend::Console) && q == CONSOLE_RX {
@@ -409,13 +450,14 @@ mod tests {
     /// A driver: brings the device up with queue `q` of SIZE entries, and posts chains.
     struct Driver {
         mem: Flat,
-        avail: u16,
+        /// Each queue's available index.
+        avail: [u16; 2],
         console: Console,
     }
 
     impl Driver {
         fn up(dev: &mut VirtioDevice, queues: &[u16]) -> Self {
-            let mut d = Driver { mem: Flat(vec![0; 1 << 20]), avail: 0, console: Console::new(1) };
+            let mut d = Driver { mem: Flat(vec![0; 1 << 20]), avail: [0; 2], console: Console::new(1) };
             let features = F_VERSION_1 | F_ACCESS_PLATFORM;
             d.w(dev, reg::STATUS, u64::from(status::ACKNOWLEDGE | status::DRIVER));
             for (sel, half) in [(0, features as u32), (1, (features >> 32) as u32)] {
@@ -461,9 +503,12 @@ mod tests {
                 d[14..16].copy_from_slice(&(i as u16 + 1).to_le_bytes());
                 self.put(DESC + off + 16 * i as u64, &d);
             }
-            self.put(AVAIL + off + 4 + 2 * u64::from(self.avail % SIZE), &0u16.to_le_bytes());
-            self.avail = self.avail.wrapping_add(1);
-            self.put(AVAIL + off + 2, &self.avail.to_le_bytes());
+            let avail = &mut self.avail[usize::from(q)];
+            let slot = AVAIL + off + 4 + 2 * u64::from(*avail % SIZE);
+            *avail = avail.wrapping_add(1);
+            let idx = *avail;
+            self.put(slot, &0u16.to_le_bytes());
+            self.put(AVAIL + off + 2, &idx.to_le_bytes());
             self.w(dev, reg::QUEUE_NOTIFY, u64::from(q));
         }
         /// The used index, and the length of the last used element.
@@ -586,9 +631,18 @@ mod tests {
         d.post(&mut dev, CONSOLE_TX, &[(DATA, 25, false), (DATA + 0x100, 9, false)]);
         assert_eq!(d.console.lines, ["hello from hvc0", "and a second line"]);
         assert_eq!(d.used(CONSOLE_TX).0, 1);
-        // Receive buffers wait (no input): nothing used, no error.
-        d.post(&mut dev, CONSOLE_RX, &[(DATA + 0x1000, 64, true)]);
+        // Receive buffers wait for input: nothing used, no error; input fills one and interrupts.
+        assert!(!dev.rx_ready(&d.mem));
+        d.post(&mut dev, CONSOLE_RX, &[(DATA + 0x1000, 4, true)]);
         assert_eq!((d.used(CONSOLE_RX).0, dev.broken()), (0, None));
+        assert!(dev.rx_ready(&d.mem));
+        d.w(&mut dev, reg::INTERRUPT_ACK, 3);
+        dev.receive(b"ls -l\n", &mut d.mem);
+        assert_eq!(d.used(CONSOLE_RX), (1, 4), "what fits in the 4-byte buffer");
+        let mut got = [0u8; 4];
+        d.mem.read(DATA + 0x1000, &mut got).unwrap();
+        assert_eq!((&got, dev.transport.irq_line()), (b"ls -", true));
+        assert!(!dev.rx_ready(&d.mem), "the buffer is used up");
     }
 
     proptest::proptest! {

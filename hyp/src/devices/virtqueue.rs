@@ -123,6 +123,12 @@ impl Queue {
         Ok(le16(&b))
     }
 
+    /// Whether the driver has made a chain available that the device has not taken (a ring the
+    /// device cannot read counts as empty; `pop` reports why).
+    pub fn has_available(&self, mem: &dyn GuestMemory) -> bool {
+        Self::read_u16(mem, self.avail + 2).is_ok_and(|idx| idx != self.last_avail)
+    }
+
     /// The next chain the driver made available, if any.
     pub fn pop(&mut self, mem: &dyn GuestMemory) -> Result<Option<Chain>, QueueError> {
         let avail_idx = Self::read_u16(mem, self.avail + 2)?;

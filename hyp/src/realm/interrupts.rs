@@ -164,6 +164,29 @@ impl Vm {
             return 0;
         }
         let mut buf = [0u8; 64];
+        // The virtio console first (with --virtio /init's shell is on hvc0), once its driver has
+        // a receive buffer ready.
+        if let Some(v) = self.virtio.as_mut()
+            && let Some(dev) = v.devices.get_mut(board::virtio_slot::CONSOLE)
+        {
+            let mut mem = super::dma::SharedDma {
+                slots: &self.slots,
+                empty: &self.empty,
+                data: &self.data,
+                shared_bit: self.space.shared_bit(),
+                ram: v.ram.as_mut(),
+            };
+            if dev.rx_ready(&mem) {
+                let n = cpu.console_input(&mut buf);
+                if n == 0 {
+                    return 0;
+                }
+                dev.receive(&buf[..n], &mut mem);
+                let intid = board::intid::virtio(board::virtio_slot::CONSOLE);
+                self.gic.set_spi(intid, dev.transport.irq_line());
+                return self.gic.spi_target(intid).map_or(0, |v| 1u64.checked_shl(v as u32).unwrap_or(0));
+            }
+        }
         // Until Linux's driver receives, typed input waits in the host's UART (and QEMU).
         let n = if self.uart.rx_ready() { cpu.console_input(&mut buf) } else { 0 };
         if n == 0 {
