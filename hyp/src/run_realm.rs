@@ -521,7 +521,8 @@ fn disk_hash(disk: &dyn Disk) -> [u8; 32] {
 /// What the virtio devices did: one line each.
 fn virtio_lines(vm: &Vm) -> Vec<String> {
     let Some(v) = &vm.virtio else { return Vec::new() };
-    v.devices
+    let mut lines: Vec<String> = v
+        .devices
         .iter()
         .map(|d| {
             let s = &d.stats;
@@ -553,7 +554,27 @@ fn virtio_lines(vm: &Vm) -> Vec<String> {
                 s.interrupts
             )
         })
-        .collect()
+        .collect();
+    // What the disk's traffic cost: exits between its first and last request, per MiB moved.
+    if let (Some((first, last)), Some(d)) = (v.io, v.devices.iter().find(|d| d.disk().is_some())) {
+        let c = last.since(&first);
+        let mib = (d.stats.read_bytes + d.stats.written_bytes) as f64 / (1u64 << 20) as f64;
+        let per = |n: u64| if mib > 0.0 { n as f64 / mib } else { 0.0 };
+        lines.push(format!(
+            "virtio-blk I/O: {mib:.1} MiB moved between the first and last request; per MiB: {:.1} exits, {:.1} MMIO, {:.1} IRQ, {:.2} RIPAS changes, {:.2} shared faults (in all: {} exits, {} MMIO, {} IRQ, {} RIPAS changes, {} shared faults)",
+            per(c.exits),
+            per(c.mmio),
+            per(c.irq),
+            per(c.ripas),
+            per(c.shared_faults),
+            c.exits,
+            c.mmio,
+            c.irq,
+            c.ripas,
+            c.shared_faults
+        ));
+    }
+    lines
 }
 
 fn virtio_report(v: &crate::realm::vm::Virtio) -> crate::linux::VirtioReport {

@@ -159,6 +159,7 @@ impl Vm {
             }
             (DeviceId::Virtio(n), write) => {
                 let slot = usize::from(n);
+                let now = self.io_counters();
                 let v = self
                     .virtio
                     .as_mut()
@@ -175,7 +176,11 @@ impl Vm {
                             shared_bit: self.space.shared_bit(),
                             ram: v.ram.as_mut(),
                         };
+                        let chains = dev.stats.chains;
                         dev.write(offset, info.size, value, &mut mem, &mut self.uart.console);
+                        if dev.disk().is_some() && dev.stats.chains != chains {
+                            v.io = Some((v.io.map_or(now, |(first, _)| first), now));
+                        }
                         if let Some(why) = dev.broken().filter(|_| healthy) {
                             warn!("realm: {} stopped (DEVICE_NEEDS_RESET): {why}", dev.name());
                         }

@@ -147,6 +147,36 @@ pub struct Vm {
 pub struct Virtio {
     pub(super) ram: Box<dyn PhysMem>,
     pub devices: Vec<VirtioDevice>,
+    /// The exit counts when the block device completed its first request and its latest: what
+    /// the disk's I/O cost, for the figures.
+    pub io: Option<(IoCounters, IoCounters)>,
+}
+
+/// Exit counts at one moment, by what a realm's I/O costs the host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    pub exits: u64,
+    /// Device accesses (each an MMIO exit).
+    pub mmio: u64,
+    /// IRQ exits (an interrupt for the host, or one to inject).
+    pub irq: u64,
+    /// RIPAS changes the realm asked for (shares and unshares).
+    pub ripas: u64,
+    /// Stage-2 faults on the unprotected alias that mapped shared memory.
+    pub shared_faults: u64,
+}
+
+impl IoCounters {
+    /// `self - earlier`, per field.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            exits: self.exits - earlier.exits,
+            mmio: self.mmio - earlier.mmio,
+            irq: self.irq - earlier.irq,
+            ripas: self.ripas - earlier.ripas,
+            shared_faults: self.shared_faults - earlier.shared_faults,
+        }
+    }
 }
 
 pub(super) fn is_rtt(e: &RmiError) -> Option<RttLevel> {
@@ -627,6 +657,22 @@ impl Vm {
         super::dma::shared_in_place(&self.slots, &self.empty, &self.data, gpa)
     }
 
+    /// The exit counts so far ([`IoCounters`]).
+    pub fn io_counters(&self) -> IoCounters {
+        let count = |f: &dyn Fn(FaultClass) -> bool| -> u64 {
+            self.stats.by_class.iter().filter(|((c, _), _)| f(*c)).map(|(_, (n, _))| n).sum()
+        };
+        IoCounters {
+            exits: self.stats.exits,
+            mmio: count(&|c| c == FaultClass::Mmio),
+            irq: count(&|c| c == FaultClass::Interrupt),
+            ripas: count(&|c| c == FaultClass::Ripas),
+            shared_faults: count(&|c| {
+                matches!(c, FaultClass::Shared4K | FaultClass::Shared2M | FaultClass::Shared1G)
+            }),
+        }
+    }
+
     /// Give the realm its virtio devices at the board's slots ([`board::virtio_slot`]): a
     /// console, and a block device over `disk` when there is one. `ram` is how the host reaches
     /// the memslots' backing. A Linux realm must have been created with `LinuxBoot::virtio` so
@@ -638,7 +684,7 @@ impl Vm {
             let r = board::virtio(slot);
             self.bus.insert(Gpa(r.base), r.size, DeviceId::Virtio(slot as u8));
         }
-        self.virtio = Some(Virtio { ram, devices });
+        self.virtio = Some(Virtio { ram, devices, io: None });
     }
 
     /// Disjoint protected ranges the host remembers as RIPAS EMPTY (bounded by the memslot).
