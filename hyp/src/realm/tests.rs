@@ -277,8 +277,12 @@ fn virtio_slots_answer_once_attached() {
     // which virtio-mmio's 32-bit registers ignore).
     let con = board::virtio(board::virtio_slot::CONSOLE).base | v.shared_bit();
     let acts = [Act::Touch(blk, false), Act::Touch(con, true), Act::Touch(blk + 0x70, true)];
+    let before = v.io_counters();
     assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
     assert_eq!(v.stats.by_class[&(FaultClass::Mmio, 3)].0, 3);
+    let c = v.io_counters().since(&before);
+    assert_eq!((c.mmio, c.ripas, c.shared_faults), (3, 0, 0), "{c:?}");
+    assert!(c.exits >= 3, "{c:?}");
     let devices = &v.virtio.as_ref().unwrap().devices;
     assert_eq!(devices.iter().map(|d| d.name()).collect::<Vec<_>>(), ["virtio-console", "virtio-blk"]);
     assert_eq!(devices[1].transport.status(), 0, "a 64-bit store to Status is no register write");
