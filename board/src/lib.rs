@@ -11,6 +11,8 @@
 //! realm's from [`LINUX_RAM`] as on QEMU `virt`.
 #![no_std]
 
+pub mod virtio_regs;
+
 /// A guest-physical range `[base, base + size)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Region {

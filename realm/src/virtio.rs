@@ -15,48 +15,14 @@
 use crate::{Failure, Layout};
 use scenario::{BadRequest, Region};
 
-/// Registers (§4.2.2).
-mod reg {
-    pub const MAGIC: u64 = 0x000;
-    pub const VERSION: u64 = 0x004;
-    pub const DEVICE_ID: u64 = 0x008;
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    pub const STATUS: u64 = 0x070;
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-}
-const MAGIC: u32 = 0x7472_6976;
-const DEVICE_BLOCK: u32 = 2;
-/// Device status bits (§2.1).
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const DRIVER_OK: u32 = 4;
-const FEATURES_OK: u32 = 8;
-const NEEDS_RESET: u32 = 64;
-/// Feature bits 32 and 33 (VERSION_1, ACCESS_PLATFORM), as the high word.
-const FEATURES_HIGH: u32 = 0b11;
-/// Descriptor flags (§2.7.5).
-const NEXT: u16 = 1;
-const WRITE: u16 = 2;
-/// Block request types and statuses (§5.2.6).
-const T_IN: u32 = 0;
-const T_OUT: u32 = 1;
-const S_OK: u8 = 0;
-const S_IOERR: u8 = 1;
+use board::virtio_regs::blk::{S_IOERR, S_OK, T_IN, T_OUT};
+use board::virtio_regs::status::{
+    ACKNOWLEDGE, DEVICE_NEEDS_RESET as NEEDS_RESET, DRIVER, DRIVER_OK, FEATURES_OK,
+};
+use board::virtio_regs::{DESC_F_NEXT as NEXT, DESC_F_WRITE as WRITE, ID_BLOCK, MAGIC_VALUE, VERSION_2, reg};
+/// VERSION_1 and ACCESS_PLATFORM, as the high word of the features.
+const FEATURES_HIGH: u32 =
+    ((board::virtio_regs::F_VERSION_1 | board::virtio_regs::F_ACCESS_PLATFORM) >> 32) as u32;
 
 /// The queue size the driver asks for.
 const QSIZE: u16 = 8;
@@ -122,10 +88,10 @@ fn live(l: &Layout) -> bool {
 
 /// §3.1.1: reset, acknowledge, negotiate VERSION_1 | ACCESS_PLATFORM, set up queue 0, DRIVER_OK.
 fn init(l: &Layout) -> Result<(), Failure> {
-    if r32(l, reg::MAGIC) != MAGIC || r32(l, reg::VERSION) != 2 {
+    if r32(l, reg::MAGIC) != MAGIC_VALUE || r32(l, reg::VERSION) != VERSION_2 {
         return Err("virtio-blk: no virtio-mmio version 2 device in the block slot".into());
     }
-    if r32(l, reg::DEVICE_ID) != DEVICE_BLOCK {
+    if r32(l, reg::DEVICE_ID) != ID_BLOCK {
         return Err("virtio-blk: the block slot holds another device type".into());
     }
     w32(l, reg::STATUS, 0);

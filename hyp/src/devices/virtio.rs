@@ -18,9 +18,11 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
-/// Device IDs (§5).
-pub const ID_BLOCK: u32 = 2;
-pub const ID_CONSOLE: u32 = 3;
+use board::virtio_regs::blk::{
+    S_IOERR as BLK_S_IOERR, S_OK as BLK_S_OK, S_UNSUPP as BLK_S_UNSUPP, T_FLUSH as BLK_T_FLUSH,
+    T_GET_ID as BLK_T_GET_ID, T_IN as BLK_T_IN, T_OUT as BLK_T_OUT,
+};
+use board::virtio_regs::{ID_BLOCK, ID_CONSOLE};
 
 /// Queue sizes offered (QueueNumMax): what Linux asks for on QEMU's devices.
 const QUEUE_MAX: u16 = 256;
@@ -31,15 +33,6 @@ pub const SECTOR: u64 = 512;
 const BLK_F_SEG_MAX: u64 = 1 << 2;
 /// The segments a request may have besides its header and status (QEMU: queue size - 2).
 const BLK_SEG_MAX: u32 = QUEUE_MAX as u32 - 2;
-/// Request types (§5.2.6).
-const BLK_T_IN: u32 = 0;
-const BLK_T_OUT: u32 = 1;
-const BLK_T_FLUSH: u32 = 4;
-const BLK_T_GET_ID: u32 = 8;
-/// Request statuses.
-const BLK_S_OK: u8 = 0;
-const BLK_S_IOERR: u8 = 1;
-const BLK_S_UNSUPP: u8 = 2;
 /// The request header: type, reserved, sector (§5.2.6).
 const BLK_HEADER: u64 = 16;
 /// GET_ID answers at most this many bytes.

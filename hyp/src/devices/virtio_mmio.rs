@@ -13,55 +13,12 @@
 use super::virtqueue::{Queue, QueueError};
 use alloc::vec::Vec;
 
-/// Register offsets (§4.2.2).
-pub mod reg {
-    pub const MAGIC: u64 = 0x000;
-    pub const VERSION: u64 = 0x004;
-    pub const DEVICE_ID: u64 = 0x008;
-    pub const VENDOR_ID: u64 = 0x00c;
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    pub const STATUS: u64 = 0x070;
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
-    pub const CONFIG: u64 = 0x100;
-}
+pub use board::virtio_regs::{F_ACCESS_PLATFORM, F_VERSION_1, MAGIC_VALUE, VERSION_2, reg, status};
 
-/// "virt" in little-endian ASCII, and the transport version this device speaks.
-pub const MAGIC_VALUE: u32 = 0x7472_6976;
-pub const VERSION_2: u32 = 2;
 /// The vendor ID reported ("HYP " in ASCII; any value will do for the driver).
 pub const VENDOR: u32 = 0x2050_5948;
-
-/// Feature bits every device here offers and requires (§6).
-pub const F_VERSION_1: u64 = 1 << 32;
-pub const F_ACCESS_PLATFORM: u64 = 1 << 33;
+/// What every device here requires of its driver.
 const REQUIRED: u64 = F_VERSION_1 | F_ACCESS_PLATFORM;
-
-/// Device status bits (§2.1). (The driver's own bits are named for the tests, which drive.)
-#[cfg_attr(not(test), allow(dead_code))]
-pub mod status {
-    pub const ACKNOWLEDGE: u32 = 1;
-    pub const DRIVER: u32 = 2;
-    pub const DRIVER_OK: u32 = 4;
-    pub const FEATURES_OK: u32 = 8;
-    pub const DEVICE_NEEDS_RESET: u32 = 64;
-    pub const FAILED: u32 = 128;
-}
 
 /// InterruptStatus bits (§4.2.2): a used buffer, a configuration change.
 pub const INT_USED_BUFFER: u32 = 1;

@@ -66,10 +66,7 @@ impl core::fmt::Display for QueueError {
     }
 }
 
-/// Descriptor flags (§2.7.5).
-pub const DESC_F_NEXT: u16 = 1;
-pub const DESC_F_WRITE: u16 = 2;
-pub const DESC_F_INDIRECT: u16 = 4;
+pub use board::virtio_regs::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 /// Sizes of the ring structures (§2.7.5, §2.7.6, §2.7.8).
 const DESC_SIZE: u64 = 16;
 const RING_HEADER: u64 = 4;
