@@ -518,6 +518,15 @@ fn disk_hash(disk: &dyn Disk) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// A byte count in KiB below 1 MiB, else in MiB.
+fn bytes(b: u64) -> String {
+    if b < 1 << 20 {
+        format!("{} KiB", b.div_ceil(1024))
+    } else {
+        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    }
+}
+
 /// What the virtio devices did: one line each.
 fn virtio_lines(vm: &Vm) -> Vec<String> {
     let Some(v) = &vm.virtio else { return Vec::new() };
@@ -526,18 +535,12 @@ fn virtio_lines(vm: &Vm) -> Vec<String> {
         .iter()
         .map(|d| {
             let s = &d.stats;
-            let size = |b: u64| {
-                if b < 1 << 20 {
-                    format!("{} KiB", b.div_ceil(1024))
-                } else {
-                    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
-                }
-            };
+
             let what = match d.disk() {
                 Some(disk) => format!(
                     "read {}, wrote {}, {} error statuses, disk {} MiB sha256 {}",
-                    size(s.read_bytes),
-                    size(s.written_bytes),
+                    bytes(s.read_bytes),
+                    bytes(s.written_bytes),
                     s.errors,
                     disk.size() >> 20,
                     crate::linux::hex(&disk_hash(disk))
@@ -560,8 +563,9 @@ fn virtio_lines(vm: &Vm) -> Vec<String> {
         let c = last.since(&first);
         let mib = (d.stats.read_bytes + d.stats.written_bytes) as f64 / (1u64 << 20) as f64;
         let per = |n: u64| if mib > 0.0 { n as f64 / mib } else { 0.0 };
+        let moved = bytes(d.stats.read_bytes + d.stats.written_bytes);
         lines.push(format!(
-            "virtio-blk I/O: {mib:.1} MiB moved between the first and last request; per MiB: {:.1} exits, {:.1} MMIO, {:.1} IRQ, {:.2} RIPAS changes, {:.2} shared faults (in all: {} exits, {} MMIO, {} IRQ, {} RIPAS changes, {} shared faults)",
+            "virtio-blk I/O: {moved} moved between the first and last request; per MiB: {:.1} exits, {:.1} MMIO, {:.1} IRQ, {:.2} RIPAS changes, {:.2} shared faults (in all: {} exits, {} MMIO, {} IRQ, {} RIPAS changes, {} shared faults)",
             per(c.exits),
             per(c.mmio),
             per(c.irq),
