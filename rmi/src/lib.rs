@@ -2,7 +2,8 @@
 //!
 //! What lives here is pure ABI: function identifiers (spec B4.3, TF-RMM `lib/smc/include/smc-rmi.h`),
 //! the packed return code (spec B4.4.1: status in x0[7:0], index in x0[15:8]; TF-RMM
-//! `pack_struct_return_code`), and the [`Rmm`] trait with one method per command. The SMC
+//! `pack_struct_return_code`), and the [`Rmm`] trait with one method per command, all generated
+//! from the one list of commands in [`rmi_commands!`] (`commands.rs`). The SMC
 //! implementation ([`SmcRmm`]) is a thin shim over a [`Conduit`], so it is tested on the host with a
 //! fake conduit and used at EL2 with the real `smc` instruction.
 //!
@@ -12,6 +13,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod commands;
 pub mod esr;
 mod layout;
 pub mod rsi;
@@ -19,6 +21,7 @@ mod status;
 mod types;
 mod version;
 
+pub use commands::{COMMANDS, Fid, FromRegs, InMemory, Rmm, ToReg};
 pub use layout::{
     MAX_REC_AUX_GRANULES, Page, REC_FLAG_RUNNABLE, REC_GIC_NUM_LRS, RealmParams, RecEnter, RecExit,
     RecParams, RecRun, enter_flags, exit_reason, hash_algo, realm_flags, rec_index_of_mpidr_el1,
@@ -26,66 +29,6 @@ pub use layout::{
 pub use status::{FirmwareError, RmiError, RmiStatus, decode_return};
 pub use types::{Ipa, Measure, PsciStatus, Ripas, RttEntry, RttEntryState, RttLevel, WithTop};
 pub use version::RmiVersion;
-
-/// RMI function identifiers of RMM v1.0: `0xC400_0150 + offset` (SMC64 fast call, standard service).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fid {
-    Version = 0xC400_0150,
-    GranuleDelegate = 0xC400_0151,
-    GranuleUndelegate = 0xC400_0152,
-    DataCreate = 0xC400_0153,
-    DataCreateUnknown = 0xC400_0154,
-    DataDestroy = 0xC400_0155,
-    RealmActivate = 0xC400_0157,
-    RealmCreate = 0xC400_0158,
-    RealmDestroy = 0xC400_0159,
-    RecCreate = 0xC400_015A,
-    RecDestroy = 0xC400_015B,
-    RecEnter = 0xC400_015C,
-    RttCreate = 0xC400_015D,
-    RttDestroy = 0xC400_015E,
-    RttMapUnprotected = 0xC400_015F,
-    RttReadEntry = 0xC400_0161,
-    RttUnmapUnprotected = 0xC400_0162,
-    PsciComplete = 0xC400_0164,
-    Features = 0xC400_0165,
-    RttFold = 0xC400_0166,
-    RecAuxCount = 0xC400_0167,
-    RttInitRipas = 0xC400_0168,
-    RttSetRipas = 0xC400_0169,
-}
-
-impl Fid {
-    /// The command's name as the spec writes it, for logs and traces.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Fid::Version => "RMI_VERSION",
-            Fid::GranuleDelegate => "RMI_GRANULE_DELEGATE",
-            Fid::GranuleUndelegate => "RMI_GRANULE_UNDELEGATE",
-            Fid::DataCreate => "RMI_DATA_CREATE",
-            Fid::DataCreateUnknown => "RMI_DATA_CREATE_UNKNOWN",
-            Fid::DataDestroy => "RMI_DATA_DESTROY",
-            Fid::RealmActivate => "RMI_REALM_ACTIVATE",
-            Fid::RealmCreate => "RMI_REALM_CREATE",
-            Fid::RealmDestroy => "RMI_REALM_DESTROY",
-            Fid::RecCreate => "RMI_REC_CREATE",
-            Fid::RecDestroy => "RMI_REC_DESTROY",
-            Fid::RecEnter => "RMI_REC_ENTER",
-            Fid::RttCreate => "RMI_RTT_CREATE",
-            Fid::RttDestroy => "RMI_RTT_DESTROY",
-            Fid::RttMapUnprotected => "RMI_RTT_MAP_UNPROTECTED",
-            Fid::RttReadEntry => "RMI_RTT_READ_ENTRY",
-            Fid::RttUnmapUnprotected => "RMI_RTT_UNMAP_UNPROTECTED",
-            Fid::PsciComplete => "RMI_PSCI_COMPLETE",
-            Fid::Features => "RMI_FEATURES",
-            Fid::RttFold => "RMI_RTT_FOLD",
-            Fid::RecAuxCount => "RMI_REC_AUX_COUNT",
-            Fid::RttInitRipas => "RMI_RTT_INIT_RIPAS",
-            Fid::RttSetRipas => "RMI_RTT_SET_RIPAS",
-        }
-    }
-}
 
 /// Size of a granule, the unit the RMM tracks (4 KiB in RMM v1.0).
 pub const GRANULE_SIZE: u64 = 4096;
@@ -121,91 +64,6 @@ pub struct VersionReport {
     pub higher: RmiVersion,
 }
 
-/// One method per RMI command of RMM v1.0; typed arguments, typed results.
-/// Implemented by [`SmcRmm`] (real firmware) and by the embedded RMM model (`rmm-model`).
-///
-/// Pages handed to the RMM by address (RealmParams, RecParams, RecRun, a DATA_CREATE source) are
-/// passed as references; the SMC implementation passes their addresses, which are physical
-/// addresses in the hypervisor's identity map.
-pub trait Rmm {
-    /// RMI_VERSION: negotiate `requested`; reports what the RMM implements either way.
-    fn version(&mut self, requested: RmiVersion) -> Result<VersionReport, RmiError>;
-    /// RMI_FEATURES: feature register `index` (only 0 is defined in v1.0).
-    fn features(&mut self, index: u64) -> Result<u64, RmiError>;
-    /// RMI_GRANULE_DELEGATE: move a granule from the Non-secure to the Realm PAS.
-    fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError>;
-    /// RMI_GRANULE_UNDELEGATE: move a DELEGATED granule back to the Non-secure PAS.
-    fn granule_undelegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError>;
-    /// RMI_REALM_CREATE.
-    fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError>;
-    /// RMI_REALM_ACTIVATE.
-    fn realm_activate(&mut self, rd: GranuleAddr) -> Result<(), RmiError>;
-    /// RMI_REALM_DESTROY.
-    fn realm_destroy(&mut self, rd: GranuleAddr) -> Result<(), RmiError>;
-    /// RMI_REC_AUX_COUNT.
-    fn rec_aux_count(&mut self, rd: GranuleAddr) -> Result<u64, RmiError>;
-    /// RMI_REC_CREATE.
-    fn rec_create(&mut self, rd: GranuleAddr, rec: GranuleAddr, params: &RecParams) -> Result<(), RmiError>;
-    /// RMI_REC_DESTROY.
-    fn rec_destroy(&mut self, rec: GranuleAddr) -> Result<(), RmiError>;
-    /// RMI_REC_ENTER: run the REC until it exits; the exit is in `run.exit`.
-    fn rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError>;
-    /// RMI_PSCI_COMPLETE.
-    fn psci_complete(
-        &mut self,
-        calling: GranuleAddr,
-        target: GranuleAddr,
-        status: PsciStatus,
-    ) -> Result<(), RmiError>;
-    /// RMI_DATA_CREATE: copy `src` into `data` and map it at `ipa` (realm NEW only).
-    fn data_create(
-        &mut self,
-        rd: GranuleAddr,
-        data: GranuleAddr,
-        ipa: Ipa,
-        src: &Page,
-        measure: Measure,
-    ) -> Result<(), RmiError>;
-    /// RMI_DATA_CREATE_UNKNOWN: map `data` (zeroed) at `ipa`.
-    fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError>;
-    /// RMI_DATA_DESTROY: unmap the data granule at `ipa`; returns its PA.
-    fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr>;
-    /// RMI_RTT_CREATE: `rtt` becomes the level-`level` table covering `ipa`.
-    fn rtt_create(
-        &mut self,
-        rd: GranuleAddr,
-        rtt: GranuleAddr,
-        ipa: Ipa,
-        level: RttLevel,
-    ) -> Result<(), RmiError>;
-    /// RMI_RTT_DESTROY: remove the level-`level` table covering `ipa`; returns its PA.
-    fn rtt_destroy(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<GranuleAddr>;
-    /// RMI_RTT_FOLD: replace a homogeneous level-`level` table by one entry; returns its PA.
-    fn rtt_fold(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<GranuleAddr, RmiError>;
-    /// RMI_RTT_MAP_UNPROTECTED: map host memory described by `desc` at an unprotected `ipa`.
-    fn rtt_map_unprotected(
-        &mut self,
-        rd: GranuleAddr,
-        ipa: Ipa,
-        level: RttLevel,
-        desc: u64,
-    ) -> Result<(), RmiError>;
-    /// RMI_RTT_UNMAP_UNPROTECTED.
-    fn rtt_unmap_unprotected(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<()>;
-    /// RMI_RTT_READ_ENTRY.
-    fn rtt_read_entry(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<RttEntry, RmiError>;
-    /// RMI_RTT_INIT_RIPAS: set RIPAS RAM over `[base, top)` (realm NEW); returns the progress.
-    fn rtt_init_ripas(&mut self, rd: GranuleAddr, base: Ipa, top: Ipa) -> Result<Ipa, RmiError>;
-    /// RMI_RTT_SET_RIPAS: apply the REC's pending RIPAS change over `[base, top)`; returns progress.
-    fn rtt_set_ripas(
-        &mut self,
-        rd: GranuleAddr,
-        rec: GranuleAddr,
-        base: Ipa,
-        top: Ipa,
-    ) -> Result<Ipa, RmiError>;
-}
-
 /// An SMC conduit: issue `fid` with x1..x6 = `args`, return x0..x4 (SMCCC v1.2, RMM uses 5 results).
 pub trait Conduit {
     fn call(&mut self, fid: u32, args: [u64; 6]) -> [u64; 5];
@@ -221,146 +79,11 @@ impl<C: Conduit> SmcRmm<C> {
         Self { conduit }
     }
 
+    /// Issue `fid` with `args` in x1.. (the rest zero); x0..x4 back.
     fn call(&mut self, fid: Fid, args: &[u64]) -> [u64; 5] {
         let mut a = [0u64; 6];
         a[..args.len()].copy_from_slice(args);
         self.conduit.call(fid as u32, a)
-    }
-
-    fn status(&mut self, fid: Fid, args: &[u64]) -> Result<(), RmiError> {
-        decode_return(self.call(fid, args)[0])
-    }
-}
-
-fn addr_of<T>(page: &T) -> u64 {
-    page as *const T as u64
-}
-
-fn granule(pa: u64) -> Result<GranuleAddr, RmiError> {
-    GranuleAddr::new(pa).ok_or(RmiError::Unknown(pa))
-}
-
-impl<C: Conduit> Rmm for SmcRmm<C> {
-    fn version(&mut self, requested: RmiVersion) -> Result<VersionReport, RmiError> {
-        let r = self.call(Fid::Version, &[requested.encode()]);
-        let accepted = match decode_return(r[0]) {
-            Ok(()) => true,
-            // The RMM reports its range alongside ERROR_INPUT (spec B4.3.22); anything else is an error.
-            Err(RmiError::Status { status: RmiStatus::ErrorInput, .. }) => false,
-            Err(e) => return Err(e),
-        };
-        Ok(VersionReport { accepted, lower: RmiVersion::decode(r[1]), higher: RmiVersion::decode(r[2]) })
-    }
-    fn features(&mut self, index: u64) -> Result<u64, RmiError> {
-        let r = self.call(Fid::Features, &[index]);
-        decode_return(r[0]).map(|()| r[1])
-    }
-    fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
-        self.status(Fid::GranuleDelegate, &[pa.get()])
-    }
-    fn granule_undelegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
-        self.status(Fid::GranuleUndelegate, &[pa.get()])
-    }
-    fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError> {
-        self.status(Fid::RealmCreate, &[rd.get(), addr_of(params)])
-    }
-    fn realm_activate(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
-        self.status(Fid::RealmActivate, &[rd.get()])
-    }
-    fn realm_destroy(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
-        self.status(Fid::RealmDestroy, &[rd.get()])
-    }
-    fn rec_aux_count(&mut self, rd: GranuleAddr) -> Result<u64, RmiError> {
-        let r = self.call(Fid::RecAuxCount, &[rd.get()]);
-        decode_return(r[0]).map(|()| r[1])
-    }
-    fn rec_create(&mut self, rd: GranuleAddr, rec: GranuleAddr, params: &RecParams) -> Result<(), RmiError> {
-        self.status(Fid::RecCreate, &[rd.get(), rec.get(), addr_of(params)])
-    }
-    fn rec_destroy(&mut self, rec: GranuleAddr) -> Result<(), RmiError> {
-        self.status(Fid::RecDestroy, &[rec.get()])
-    }
-    fn rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError> {
-        self.status(Fid::RecEnter, &[rec.get(), addr_of(run)])
-    }
-    fn psci_complete(
-        &mut self,
-        calling: GranuleAddr,
-        target: GranuleAddr,
-        status: PsciStatus,
-    ) -> Result<(), RmiError> {
-        self.status(Fid::PsciComplete, &[calling.get(), target.get(), status.encode()])
-    }
-    fn data_create(
-        &mut self,
-        rd: GranuleAddr,
-        data: GranuleAddr,
-        ipa: Ipa,
-        src: &Page,
-        measure: Measure,
-    ) -> Result<(), RmiError> {
-        self.status(Fid::DataCreate, &[rd.get(), data.get(), ipa.0, addr_of(src), measure.encode()])
-    }
-    fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError> {
-        self.status(Fid::DataCreateUnknown, &[rd.get(), data.get(), ipa.0])
-    }
-    fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
-        let r = self.call(Fid::DataDestroy, &[rd.get(), ipa.0]);
-        WithTop { result: decode_return(r[0]).and_then(|()| granule(r[1])), top: Ipa(r[2]) }
-    }
-    fn rtt_create(
-        &mut self,
-        rd: GranuleAddr,
-        rtt: GranuleAddr,
-        ipa: Ipa,
-        level: RttLevel,
-    ) -> Result<(), RmiError> {
-        self.status(Fid::RttCreate, &[rd.get(), rtt.get(), ipa.0, level.raw()])
-    }
-    fn rtt_destroy(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<GranuleAddr> {
-        let r = self.call(Fid::RttDestroy, &[rd.get(), ipa.0, level.raw()]);
-        WithTop { result: decode_return(r[0]).and_then(|()| granule(r[1])), top: Ipa(r[2]) }
-    }
-    fn rtt_fold(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<GranuleAddr, RmiError> {
-        let r = self.call(Fid::RttFold, &[rd.get(), ipa.0, level.raw()]);
-        decode_return(r[0]).and_then(|()| granule(r[1]))
-    }
-    fn rtt_map_unprotected(
-        &mut self,
-        rd: GranuleAddr,
-        ipa: Ipa,
-        level: RttLevel,
-        desc: u64,
-    ) -> Result<(), RmiError> {
-        self.status(Fid::RttMapUnprotected, &[rd.get(), ipa.0, level.raw(), desc])
-    }
-    fn rtt_unmap_unprotected(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<()> {
-        let r = self.call(Fid::RttUnmapUnprotected, &[rd.get(), ipa.0, level.raw()]);
-        WithTop { result: decode_return(r[0]), top: Ipa(r[1]) }
-    }
-    fn rtt_read_entry(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<RttEntry, RmiError> {
-        let r = self.call(Fid::RttReadEntry, &[rd.get(), ipa.0, level.raw()]);
-        decode_return(r[0])?;
-        Ok(RttEntry {
-            walk_level: RttLevel::new(r[1] as i64).ok_or(RmiError::Unknown(r[1]))?,
-            state: RttEntryState::decode(r[2]).ok_or(RmiError::Unknown(r[2]))?,
-            desc: r[3],
-            ripas: Ripas::decode(r[4]).ok_or(RmiError::Unknown(r[4]))?,
-        })
-    }
-    fn rtt_init_ripas(&mut self, rd: GranuleAddr, base: Ipa, top: Ipa) -> Result<Ipa, RmiError> {
-        let r = self.call(Fid::RttInitRipas, &[rd.get(), base.0, top.0]);
-        decode_return(r[0]).map(|()| Ipa(r[1]))
-    }
-    fn rtt_set_ripas(
-        &mut self,
-        rd: GranuleAddr,
-        rec: GranuleAddr,
-        base: Ipa,
-        top: Ipa,
-    ) -> Result<Ipa, RmiError> {
-        let r = self.call(Fid::RttSetRipas, &[rd.get(), rec.get(), base.0, top.0]);
-        decode_return(r[0]).map(|()| Ipa(r[1]))
     }
 }
 
@@ -457,6 +180,106 @@ mod tests {
         assert_eq!(r.granule_delegate(pa), Ok(()));
         assert_eq!(r.granule_delegate(pa), Err(RmiError::Firmware(FirmwareError::BadPas)));
         assert_eq!(r.conduit.calls[0], (0xC400_0151, [0x8800_0000, 0, 0, 0, 0, 0]));
+    }
+
+    /// Every command: its FID and its arguments in x1.. as rmi-abi.md §2 lists them (pages by
+    /// address), and its outputs decoded from x1..x4.
+    #[test]
+    fn every_command_encodes_as_the_abi_says() {
+        let g = |n: u64| GranuleAddr::new(n << 12).unwrap();
+        let l3 = RttLevel::new(3).unwrap();
+        let ok = [0u64; 5];
+        let mut r = rmm(&[ok; 23]);
+        let params = RealmParams::zeroed();
+        let rec_params = RecParams::zeroed();
+        let page = Page::zeroed();
+        let mut run = RecRun::zeroed();
+        let (pp, rp, pg, rn) = (
+            &params as *const _ as u64,
+            &rec_params as *const _ as u64,
+            &page as *const _ as u64,
+            &run as *const _ as u64,
+        );
+        let _ = r.version(RmiVersion::V1_0);
+        let _ = r.granule_delegate(g(1));
+        let _ = r.granule_undelegate(g(1));
+        let _ = r.data_create(g(1), g(2), Ipa(0x3000), &page, Measure::Content);
+        let _ = r.data_create_unknown(g(1), g(2), Ipa(0x3000));
+        let _ = r.data_destroy(g(1), Ipa(0x3000));
+        let _ = r.realm_activate(g(1));
+        let _ = r.realm_create(g(1), &params);
+        let _ = r.realm_destroy(g(1));
+        let _ = r.rec_create(g(1), g(2), &rec_params);
+        let _ = r.rec_destroy(g(2));
+        let _ = r.rec_enter(g(2), &mut run);
+        let _ = r.rtt_create(g(1), g(3), Ipa(0x20_0000), l3);
+        let _ = r.rtt_destroy(g(1), Ipa(0x20_0000), l3);
+        let _ = r.rtt_map_unprotected(g(1), Ipa(0x4000), l3, 0x8800_00d8);
+        let _ = r.rtt_read_entry(g(1), Ipa(0x4000), l3);
+        let _ = r.rtt_unmap_unprotected(g(1), Ipa(0x4000), l3);
+        let _ = r.psci_complete(g(2), g(4), PsciStatus::Success);
+        let _ = r.features(0);
+        let _ = r.rtt_fold(g(1), Ipa(0x20_0000), l3);
+        let _ = r.rec_aux_count(g(1));
+        let _ = r.rtt_init_ripas(g(1), Ipa(0), Ipa(0x20_0000));
+        let _ = r.rtt_set_ripas(g(1), g(2), Ipa(0), Ipa(0x1000));
+        let want: [(u32, &[u64]); 23] = [
+            (0xC400_0150, &[0x1_0000]),
+            (0xC400_0151, &[0x1000]),
+            (0xC400_0152, &[0x1000]),
+            (0xC400_0153, &[0x1000, 0x2000, 0x3000, pg, Measure::Content.encode()]),
+            (0xC400_0154, &[0x1000, 0x2000, 0x3000]),
+            (0xC400_0155, &[0x1000, 0x3000]),
+            (0xC400_0157, &[0x1000]),
+            (0xC400_0158, &[0x1000, pp]),
+            (0xC400_0159, &[0x1000]),
+            (0xC400_015A, &[0x1000, 0x2000, rp]),
+            (0xC400_015B, &[0x2000]),
+            (0xC400_015C, &[0x2000, rn]),
+            (0xC400_015D, &[0x1000, 0x3000, 0x20_0000, 3]),
+            (0xC400_015E, &[0x1000, 0x20_0000, 3]),
+            (0xC400_015F, &[0x1000, 0x4000, 3, 0x8800_00d8]),
+            (0xC400_0161, &[0x1000, 0x4000, 3]),
+            (0xC400_0162, &[0x1000, 0x4000, 3]),
+            (0xC400_0164, &[0x2000, 0x4000, PsciStatus::Success.encode()]),
+            (0xC400_0165, &[0]),
+            (0xC400_0166, &[0x1000, 0x20_0000, 3]),
+            (0xC400_0167, &[0x1000]),
+            (0xC400_0168, &[0x1000, 0, 0x20_0000]),
+            (0xC400_0169, &[0x1000, 0x2000, 0, 0x1000]),
+        ];
+        assert_eq!(r.conduit.calls.len(), want.len());
+        for ((fid, args), (want_fid, want_args)) in r.conduit.calls.iter().zip(want) {
+            let mut a = [0u64; 6];
+            a[..want_args.len()].copy_from_slice(want_args);
+            assert_eq!((*fid, *args), (want_fid, a), "{:?}", COMMANDS.iter().find(|f| **f as u32 == *fid));
+        }
+        assert_eq!(
+            COMMANDS.map(|f| f as u32),
+            want.map(|w| w.0),
+            "COMMANDS lists every command in FID order"
+        );
+        // Outputs: a destroy's PA and top, an entry, progress.
+        let mut r = rmm(&[
+            [0, 0x8800_0000, 0x20_0000, 0, 0],
+            [0x0104, 0, 0x20_0000, 0, 0],
+            [0, 2, 1, 0x8800_00d8, 1],
+            [0, 0x20_0000, 0, 0, 0],
+        ]);
+        let d = r.rtt_destroy(g(1), Ipa(0), l3);
+        assert_eq!((d.result, d.top), (Ok(GranuleAddr::new(0x8800_0000).unwrap()), Ipa(0x20_0000)));
+        let d = r.data_destroy(g(1), Ipa(0));
+        assert_eq!(
+            (d.result, d.top),
+            (Err(RmiError::rtt(1)), Ipa(0x20_0000)),
+            "top comes back on failure too"
+        );
+        let e = r.rtt_read_entry(g(1), Ipa(0), l3).unwrap();
+        assert_eq!(
+            (e.walk_level.get(), e.state, e.desc, e.ripas),
+            (2, RttEntryState::Assigned, 0x8800_00d8, Ripas::Ram)
+        );
+        assert_eq!(r.rtt_init_ripas(g(1), Ipa(0), Ipa(0x40_0000)), Ok(Ipa(0x20_0000)));
     }
 
     #[test]

@@ -16,32 +16,8 @@ use rmi::{
     RmiVersion, Rmm, RttEntry, RttLevel, VersionReport, WithTop, exit_reason,
 };
 
-/// Every RMI command this hypervisor issues, in FID order (for tables).
-pub const COMMANDS: [Fid; 23] = [
-    Fid::Version,
-    Fid::GranuleDelegate,
-    Fid::GranuleUndelegate,
-    Fid::DataCreate,
-    Fid::DataCreateUnknown,
-    Fid::DataDestroy,
-    Fid::RealmActivate,
-    Fid::RealmCreate,
-    Fid::RealmDestroy,
-    Fid::RecCreate,
-    Fid::RecDestroy,
-    Fid::RecEnter,
-    Fid::RttCreate,
-    Fid::RttDestroy,
-    Fid::RttMapUnprotected,
-    Fid::RttReadEntry,
-    Fid::RttUnmapUnprotected,
-    Fid::PsciComplete,
-    Fid::Features,
-    Fid::RttFold,
-    Fid::RecAuxCount,
-    Fid::RttInitRipas,
-    Fid::RttSetRipas,
-];
+/// Every RMI command, in FID order (for tables): the one list in `rmi`.
+pub use rmi::COMMANDS;
 
 fn slot(fid: Fid) -> usize {
     COMMANDS.iter().position(|f| *f == fid).unwrap_or(0)
@@ -196,32 +172,20 @@ impl<R: Rmm> Counted<R> {
         Self { inner, counts: CallCounts::default(), trace }
     }
 
-    fn note<T: Shown>(&mut self, fid: Fid, args: impl FnOnce() -> String, r: &Result<T, RmiError>) {
-        self.note_with(fid, args, r, String::new());
-    }
-
-    fn note_with<T: Shown>(
-        &mut self,
-        fid: Fid,
-        args: impl FnOnce() -> String,
-        r: &Result<T, RmiError>,
-        more: String,
-    ) {
+    fn note(&mut self, fid: Fid, args: impl FnOnce() -> String, r: &impl Noted, more: String) {
         let i = slot(fid);
         self.counts.calls[i] += 1;
-        if let Err(e) = r {
+        if let Some(e) = r.error() {
             self.counts.failed[i] += 1;
             if matches!(e, RmiError::Status { status: RmiStatus::ErrorRtt, .. }) {
                 self.counts.rtt_errors[i] += 1;
             }
         }
         if self.trace.as_ref().is_some_and(|f| f.wants(fid)) {
-            let (outcome, addrs) = match r {
-                Ok(v) => {
-                    let (det, addrs) = v.shown();
-                    (format!("RMI_SUCCESS{det}{more}"), addrs)
-                }
-                Err(e) => (format!("{e}{more}"), String::new()),
+            let ((det, addrs), top) = r.shown();
+            let outcome = match r.error() {
+                None => format!("RMI_SUCCESS{det}{top}{more}"),
+                Some(e) => format!("{e}{top}{more}"),
             };
             let bar = if addrs.is_empty() { String::new() } else { format!(" | {addrs}") };
             log::info!("rmi: {}({}) -> {outcome}{bar}", fid.name(), args());
@@ -229,206 +193,164 @@ impl<R: Rmm> Counted<R> {
     }
 }
 
-fn lv(l: RttLevel) -> i8 {
-    l.get()
+/// How an argument reads in a trace: its name and value.
+trait Traced {
+    fn traced(&self, name: &str) -> String;
 }
 
-impl<R: Rmm> Rmm for Counted<R> {
-    fn version(&mut self, requested: RmiVersion) -> Result<VersionReport, RmiError> {
-        let r = self.inner.version(requested);
-        self.note(Fid::Version, || format!("{requested}"), &r);
-        r
-    }
-    fn features(&mut self, index: u64) -> Result<u64, RmiError> {
-        let r = self.inner.features(index);
-        // The register describes the platform, not the call: after the bar, like addresses.
-        self.note(Fid::Features, || format!("{index}"), &r.map(FeatureReg));
-        r
-    }
-    fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
-        let r = self.inner.granule_delegate(pa);
-        self.note(Fid::GranuleDelegate, || format!("{pa}"), &r);
-        r
-    }
-    fn granule_undelegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
-        let r = self.inner.granule_undelegate(pa);
-        self.note(Fid::GranuleUndelegate, || format!("{pa}"), &r);
-        r
-    }
-    fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError> {
-        let r = self.inner.realm_create(rd, params);
-        self.note(
-            Fid::RealmCreate,
-            || {
-                format!(
-                    "rd {rd}, flags {:#x}, s2sz {}, sve_vl {}, num_bps {}, num_wps {}, pmu_num_ctrs {}, hash_algo {}, vmid {}, rtt_base {:#x}, rtt_level_start {}, rtt_num_start {}",
-                    params.flags,
-                    params.s2sz,
-                    params.sve_vl,
-                    params.num_bps,
-                    params.num_wps,
-                    params.pmu_num_ctrs,
-                    params.hash_algo,
-                    params.vmid,
-                    params.rtt_base,
-                    { params.rtt_level_start },
-                    params.rtt_num_start
-                )
-            },
-            &r,
-        );
-        r
-    }
-    fn realm_activate(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
-        let r = self.inner.realm_activate(rd);
-        self.note(Fid::RealmActivate, || format!("{rd}"), &r);
-        r
-    }
-    fn realm_destroy(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
-        let r = self.inner.realm_destroy(rd);
-        self.note(Fid::RealmDestroy, || format!("{rd}"), &r);
-        r
-    }
-    fn rec_aux_count(&mut self, rd: GranuleAddr) -> Result<u64, RmiError> {
-        let r = self.inner.rec_aux_count(rd);
-        self.note(Fid::RecAuxCount, || format!("{rd}"), &r);
-        r
-    }
-    fn rec_create(&mut self, rd: GranuleAddr, rec: GranuleAddr, params: &RecParams) -> Result<(), RmiError> {
-        let r = self.inner.rec_create(rd, rec, params);
-        self.note(
-            Fid::RecCreate,
-            || {
-                format!(
-                    "rd {rd}, rec {rec}, flags {:#x}, mpidr {:#x}, pc {:#x}, num_aux {}",
-                    params.flags, params.mpidr, params.pc, params.num_aux
-                )
-            },
-            &r,
-        );
-        r
-    }
-    fn rec_destroy(&mut self, rec: GranuleAddr) -> Result<(), RmiError> {
-        let r = self.inner.rec_destroy(rec);
-        self.note(Fid::RecDestroy, || format!("{rec}"), &r);
-        r
-    }
-    fn rec_enter(&mut self, rec: GranuleAddr, run: &mut RecRun) -> Result<(), RmiError> {
-        let flags = run.enter.flags;
-        let r = self.inner.rec_enter(rec, run);
-        let exit = if r.is_ok() && self.trace.is_some() {
-            format!(", exit {}", describe_exit(run))
-        } else {
-            String::new()
-        };
-        self.note_with(Fid::RecEnter, || format!("{rec}, flags {flags:#x}"), &r, exit);
-        r
-    }
-    fn psci_complete(
-        &mut self,
-        calling: GranuleAddr,
-        target: GranuleAddr,
-        status: PsciStatus,
-    ) -> Result<(), RmiError> {
-        let r = self.inner.psci_complete(calling, target, status);
-        self.note(Fid::PsciComplete, || format!("{calling}, {target}, {status:?}"), &r);
-        r
-    }
-    fn data_create(
-        &mut self,
-        rd: GranuleAddr,
-        data: GranuleAddr,
-        ipa: Ipa,
-        src: &Page,
-        measure: Measure,
-    ) -> Result<(), RmiError> {
-        let r = self.inner.data_create(rd, data, ipa, src, measure);
-        self.note(
-            Fid::DataCreate,
-            || format!("{data} at {ipa}, src {:#x}, flags {:?}", src as *const Page as u64, measure),
-            &r,
-        );
-        r
-    }
-    fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError> {
-        let r = self.inner.data_create_unknown(rd, data, ipa);
-        self.note(Fid::DataCreateUnknown, || format!("{data} at {ipa}"), &r);
-        r
-    }
-    fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
-        let r = self.inner.data_destroy(rd, ipa);
-        self.note_with(Fid::DataDestroy, || format!("{ipa}"), &r.result, format!(", top {}", r.top));
-        r
-    }
-    fn rtt_create(
-        &mut self,
-        rd: GranuleAddr,
-        rtt: GranuleAddr,
-        ipa: Ipa,
-        level: RttLevel,
-    ) -> Result<(), RmiError> {
-        let r = self.inner.rtt_create(rd, rtt, ipa, level);
-        self.note(Fid::RttCreate, || format!("{rtt} at {ipa}, L{}", lv(level)), &r);
-        r
-    }
-    fn rtt_destroy(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<GranuleAddr> {
-        let r = self.inner.rtt_destroy(rd, ipa, level);
-        self.note_with(
-            Fid::RttDestroy,
-            || format!("{ipa}, L{}", lv(level)),
-            &r.result,
-            format!(", top {}", r.top),
-        );
-        r
-    }
-    fn rtt_fold(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<GranuleAddr, RmiError> {
-        let r = self.inner.rtt_fold(rd, ipa, level);
-        self.note(Fid::RttFold, || format!("{ipa}, L{}", lv(level)), &r);
-        r
-    }
-    fn rtt_map_unprotected(
-        &mut self,
-        rd: GranuleAddr,
-        ipa: Ipa,
-        level: RttLevel,
-        desc: u64,
-    ) -> Result<(), RmiError> {
-        let r = self.inner.rtt_map_unprotected(rd, ipa, level, desc);
-        self.note(Fid::RttMapUnprotected, || format!("{ipa}, L{}, desc {desc:#x}", lv(level)), &r);
-        r
-    }
-    fn rtt_unmap_unprotected(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<()> {
-        let r = self.inner.rtt_unmap_unprotected(rd, ipa, level);
-        self.note_with(
-            Fid::RttUnmapUnprotected,
-            || format!("{ipa}, L{}", lv(level)),
-            &r.result,
-            format!(", top {}", r.top),
-        );
-        r
-    }
-    fn rtt_read_entry(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<RttEntry, RmiError> {
-        let r = self.inner.rtt_read_entry(rd, ipa, level);
-        self.note(Fid::RttReadEntry, || format!("{ipa}, L{}", lv(level)), &r);
-        r
-    }
-    fn rtt_init_ripas(&mut self, rd: GranuleAddr, base: Ipa, top: Ipa) -> Result<Ipa, RmiError> {
-        let r = self.inner.rtt_init_ripas(rd, base, top);
-        self.note(Fid::RttInitRipas, || format!("[{base}, {top})"), &r);
-        r
-    }
-    fn rtt_set_ripas(
-        &mut self,
-        rd: GranuleAddr,
-        rec: GranuleAddr,
-        base: Ipa,
-        top: Ipa,
-    ) -> Result<Ipa, RmiError> {
-        let r = self.inner.rtt_set_ripas(rd, rec, base, top);
-        self.note(Fid::RttSetRipas, || format!("[{base}, {top})"), &r);
-        r
+impl Traced for GranuleAddr {
+    fn traced(&self, name: &str) -> String {
+        format!("{name} {self}")
     }
 }
+impl Traced for Ipa {
+    fn traced(&self, name: &str) -> String {
+        format!("{name} {self}")
+    }
+}
+impl Traced for RttLevel {
+    fn traced(&self, name: &str) -> String {
+        format!("{name} {}", self.get())
+    }
+}
+impl Traced for u64 {
+    fn traced(&self, name: &str) -> String {
+        format!("{name} {self:#x}")
+    }
+}
+impl Traced for RmiVersion {
+    fn traced(&self, name: &str) -> String {
+        format!("{name} {self}")
+    }
+}
+impl Traced for PsciStatus {
+    fn traced(&self, name: &str) -> String {
+        format!("{name} {self:?}")
+    }
+}
+impl Traced for Measure {
+    fn traced(&self, name: &str) -> String {
+        format!("{name} {self:?}")
+    }
+}
+impl Traced for &Page {
+    fn traced(&self, name: &str) -> String {
+        format!("{name} {:#x}", *self as *const Page as u64)
+    }
+}
+impl Traced for &RealmParams {
+    fn traced(&self, _: &str) -> String {
+        let p = *self;
+        format!(
+            "flags {:#x}, s2sz {}, sve_vl {}, num_bps {}, num_wps {}, pmu_num_ctrs {}, hash_algo {}, vmid {}, rtt_base {:#x}, rtt_level_start {}, rtt_num_start {}",
+            p.flags,
+            p.s2sz,
+            p.sve_vl,
+            p.num_bps,
+            p.num_wps,
+            p.pmu_num_ctrs,
+            p.hash_algo,
+            p.vmid,
+            p.rtt_base,
+            { p.rtt_level_start },
+            p.rtt_num_start
+        )
+    }
+}
+impl Traced for &RecParams {
+    fn traced(&self, _: &str) -> String {
+        format!(
+            "flags {:#x}, mpidr {:#x}, pc {:#x}, num_aux {}",
+            self.flags, self.mpidr, self.pc, self.num_aux
+        )
+    }
+}
+impl Traced for &mut RecRun {
+    fn traced(&self, _: &str) -> String {
+        format!("flags {:#x}", self.enter.flags)
+    }
+}
+
+/// A command's result as the counters and the trace see it.
+trait Noted {
+    /// The failure, if the call failed.
+    fn error(&self) -> Option<&RmiError>;
+    /// What a success shows (deterministic part, addresses), and what follows the outcome
+    /// either way (a destroy's `top`).
+    fn shown(&self) -> ((String, String), String);
+}
+
+impl<T: Shown> Noted for Result<T, RmiError> {
+    fn error(&self) -> Option<&RmiError> {
+        self.as_ref().err()
+    }
+    fn shown(&self) -> ((String, String), String) {
+        (self.as_ref().map(Shown::shown).unwrap_or_default(), String::new())
+    }
+}
+
+impl<T: Shown> Noted for WithTop<T> {
+    fn error(&self) -> Option<&RmiError> {
+        self.result.as_ref().err()
+    }
+    fn shown(&self) -> ((String, String), String) {
+        (self.result.shown().0, format!(", top {}", self.top))
+    }
+}
+
+/// Counted's methods, from `rmi`'s one list: call, count, trace. Two commands add to the default:
+/// REC_ENTER shows the exit it returned, FEATURES shows its register after the bar (it describes
+/// the platform, not the call).
+macro_rules! counted_impl {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $fid:literal, $name:literal,
+            fn $method:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;
+    )*) => {
+        impl<R: Rmm> Rmm for Counted<R> {
+            $(counted_one!($variant, $method, ($($arg: $ty),*) -> $ret);)*
+        }
+    };
+}
+
+macro_rules! counted_one {
+    (RecEnter, $method:ident, ($rec:ident: $rec_ty:ty, $run:ident: $run_ty:ty) -> $ret:ty) => {
+        fn $method(&mut self, $rec: $rec_ty, $run: $run_ty) -> $ret {
+            let r = self.inner.$method($rec, $run);
+            let exit = if r.is_ok() && self.trace.is_some() {
+                format!(", exit {}", describe_exit($run))
+            } else {
+                String::new()
+            };
+            self.note(Fid::RecEnter, || args!($rec, $run), &r, exit);
+            r
+        }
+    };
+    (Features, $method:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        fn $method(&mut self, $($arg: $ty),*) -> $ret {
+            let r = self.inner.$method($($arg),*);
+            self.note(Fid::Features, || args!($($arg),*), &r.map(FeatureReg), String::new());
+            r
+        }
+    };
+    ($variant:ident, $method:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        fn $method(&mut self, $($arg: $ty),*) -> $ret {
+            let r = self.inner.$method($($arg),*);
+            self.note(Fid::$variant, || args!($($arg),*), &r, String::new());
+            r
+        }
+    };
+}
+
+/// The trace's argument list: `name value, ...`.
+macro_rules! args {
+    ($($arg:ident),*) => {{
+        let parts: Vec<String> = alloc::vec![$(Traced::traced(&$arg, stringify!($arg))),*];
+        parts.join(", ")
+    }};
+}
+
+rmi::rmi_commands!(counted_impl);
 
 #[cfg(test)]
 mod tests {
@@ -463,6 +385,19 @@ mod tests {
     }
 
     #[test]
+    fn arguments_are_traced_by_name() {
+        let (rd, rtt, ipa, level) = (
+            GranuleAddr::new(0x1000).unwrap(),
+            GranuleAddr::new(0x3000).unwrap(),
+            Ipa(0x20_0000),
+            RttLevel::new(3).unwrap(),
+        );
+        assert_eq!(args!(rd, rtt, ipa, level), "rd 0x1000, rtt 0x3000, ipa 0x200000, level 3");
+        let (desc, status) = (0xd8u64, PsciStatus::Success);
+        assert_eq!(args!(desc, status), "desc 0xd8, status Success");
+    }
+
+    #[test]
     fn rtt_errors_are_counted_apart_from_failures() {
         let mut c = Counted::new(Fake, None);
         let _ = c.rtt_set_ripas(
@@ -482,96 +417,47 @@ mod tests {
     }
 
     /// An RMM that answers RTT_SET_RIPAS with (RMI_ERROR_RTT, 2) and anything else with
-    /// RMI_ERROR_INPUT.
+    /// RMI_ERROR_INPUT (every command from `rmi`'s list).
     struct Fake;
-    impl Rmm for Fake {
-        fn version(&mut self, _: RmiVersion) -> Result<VersionReport, RmiError> {
+
+    trait Refused {
+        fn refused() -> Self;
+    }
+    impl<T> Refused for Result<T, RmiError> {
+        fn refused() -> Self {
             Err(RmiError::INPUT)
-        }
-        fn features(&mut self, _: u64) -> Result<u64, RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn granule_delegate(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn granule_undelegate(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn realm_create(&mut self, _: GranuleAddr, _: &RealmParams) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn realm_activate(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn realm_destroy(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rec_aux_count(&mut self, _: GranuleAddr) -> Result<u64, RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rec_create(&mut self, _: GranuleAddr, _: GranuleAddr, _: &RecParams) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rec_destroy(&mut self, _: GranuleAddr) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rec_enter(&mut self, _: GranuleAddr, _: &mut RecRun) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn psci_complete(&mut self, _: GranuleAddr, _: GranuleAddr, _: PsciStatus) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn data_create(
-            &mut self,
-            _: GranuleAddr,
-            _: GranuleAddr,
-            _: Ipa,
-            _: &Page,
-            _: Measure,
-        ) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn data_create_unknown(&mut self, _: GranuleAddr, _: GranuleAddr, _: Ipa) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn data_destroy(&mut self, _: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
-            WithTop { result: Err(RmiError::INPUT), top: ipa }
-        }
-        fn rtt_create(
-            &mut self,
-            _: GranuleAddr,
-            _: GranuleAddr,
-            _: Ipa,
-            _: RttLevel,
-        ) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rtt_destroy(&mut self, _: GranuleAddr, ipa: Ipa, _: RttLevel) -> WithTop<GranuleAddr> {
-            WithTop { result: Err(RmiError::INPUT), top: ipa }
-        }
-        fn rtt_fold(&mut self, _: GranuleAddr, _: Ipa, _: RttLevel) -> Result<GranuleAddr, RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rtt_map_unprotected(
-            &mut self,
-            _: GranuleAddr,
-            _: Ipa,
-            _: RttLevel,
-            _: u64,
-        ) -> Result<(), RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rtt_unmap_unprotected(&mut self, _: GranuleAddr, ipa: Ipa, _: RttLevel) -> WithTop<()> {
-            WithTop { result: Err(RmiError::INPUT), top: ipa }
-        }
-        fn rtt_read_entry(&mut self, _: GranuleAddr, _: Ipa, _: RttLevel) -> Result<RttEntry, RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rtt_init_ripas(&mut self, _: GranuleAddr, _: Ipa, _: Ipa) -> Result<Ipa, RmiError> {
-            Err(RmiError::INPUT)
-        }
-        fn rtt_set_ripas(&mut self, _: GranuleAddr, _: GranuleAddr, _: Ipa, _: Ipa) -> Result<Ipa, RmiError> {
-            Err(RmiError::rtt(2))
         }
     }
+    impl<T> Refused for WithTop<T> {
+        fn refused() -> Self {
+            WithTop { result: Err(RmiError::INPUT), top: Ipa(0) }
+        }
+    }
+
+    macro_rules! fake_impl {
+        ($(
+            $(#[$doc:meta])*
+            $variant:ident = $fid:literal, $name:literal,
+                fn $method:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;
+        )*) => {
+            impl Rmm for Fake {
+                $(fake_one!($method, ($($ty),*) -> $ret);)*
+            }
+        };
+    }
+
+    macro_rules! fake_one {
+        (rtt_set_ripas, ($($ty:ty),*) -> $ret:ty) => {
+            fn rtt_set_ripas(&mut self, $(_: $ty),*) -> $ret {
+                Err(RmiError::rtt(2))
+            }
+        };
+        ($method:ident, ($($ty:ty),*) -> $ret:ty) => {
+            fn $method(&mut self, $(_: $ty),*) -> $ret {
+                <$ret as Refused>::refused()
+            }
+        };
+    }
+
+    rmi::rmi_commands!(fake_impl);
 }
