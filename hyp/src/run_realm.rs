@@ -98,10 +98,7 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
         let mut smc = SmcRmm::new(Smc);
         let v = smc.version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
         if !v.accepted {
-            return Err(format!(
-                "the firmware's RMM implements RMI {}..{}, not 1.0: it cannot run realms (TF-A's TRP? use --rmm PATH)",
-                v.lower, v.higher
-            ));
+            return Err(crate::realm::params::version_refused(&v));
         }
         info!("realm backend: the firmware's RMM (RMI {}..{}), {} vCPU(s)", v.lower, v.higher, vm_cfg.vcpus);
         drive(hyp, smc, Backend::Firmware, &vm_cfg, bundle, text, trace, bench)

@@ -95,6 +95,20 @@ boot_flag() {
 
 hyp_elf() { echo "$ROOT/target/aarch64-unknown-none/${1:-debug}/hyp"; }
 
+# rmm_init_hint LOG: when TF-A could not start the RMM ("ERROR: RMM init failed: N" on its
+# console; the RMM prints nothing and RMI_VERSION then answers SMC_UNKNOWN), one sentence on why
+# and what to do (shared/reference-stacks.md: what a mismatch looks like); nothing otherwise.
+rmm_init_hint() {
+  local n
+  n=$(grep -aoE 'RMM init failed: -?[0-9]+' "$1" | head -n1 | grep -oE -- '-?[0-9]+$')
+  case $n in
+    '') ;;
+    -2) echo "TF-A could not start the RMM: their RMM-EL3 interface versions differ (TF-A: \"RMM init failed: -2\"). An RMM newer than rmm-spec-v1.0-rel0 needs a newer TF-A (tf-rmm-v0.9.0, RMI 2.0: TF-A v2.15.0) than Debian's $TFA_VERSION: build that TF-A yourself and boot with --firmware-dir DIR" ;;
+    -8) echo "TF-A could not start the RMM: it found no memory at boot (TF-A: \"RMM init failed: -8\", E_RMM_BOOT_NO_MEM; TF-RMM main asks TF-A for memory with RMM_RESERVE_MEMORY, which TF-A provides for FVP and qemu_sbsa but not QEMU virt)" ;;
+    *) echo "TF-A could not start the RMM (TF-A: \"RMM init failed: $n\"; see TF-A's console above)" ;;
+  esac
+}
+
 # realm_mem_mib SIZE: a Linux realm's RAM in MiB (NNNM or NNG, 128M to 16G).
 realm_mem_mib() {
   local mib

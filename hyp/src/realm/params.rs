@@ -16,6 +16,23 @@ pub struct Shape {
     pub num_root: u64,
 }
 
+/// Why a realm cannot run on an RMM that refused RMI_VERSION(1.0), from the range it reported.
+pub fn version_refused(v: &rmi::VersionReport) -> alloc::string::String {
+    if v.higher.major >= 2 {
+        alloc::format!(
+            "the firmware's RMM implements RMI {}..{} and refuses 1.0 (TF-RMM tf-rmm-v0.9.0 and later speak RMI 2.0 only); this hypervisor speaks RMI 1.0 so far: boot TF-RMM rmm-spec-v1.0-rel0 (--rmm PATH)",
+            v.lower,
+            v.higher
+        )
+    } else {
+        alloc::format!(
+            "the firmware's RMM implements RMI {}..{}, not 1.0: it cannot run realms (TF-A's TRP? use --rmm PATH)",
+            v.lower,
+            v.higher
+        )
+    }
+}
+
 /// Bits an IPA space needs so that its protected half holds `span` bytes (the shared half
 /// mirrors it). At least [`MIN_IPA_BITS`].
 pub fn ipa_bits_for(span: u64) -> u32 {
@@ -50,6 +67,18 @@ mod tests {
 
     fn reg0(s2sz: u64) -> u64 {
         s2sz
+    }
+
+    #[test]
+    fn a_refused_version_says_what_to_boot() {
+        let v = |major, accepted| rmi::VersionReport {
+            accepted,
+            lower: rmi::RmiVersion { major, minor: 0 },
+            higher: rmi::RmiVersion { major, minor: 0 },
+        };
+        let two = version_refused(&v(2, false));
+        assert!(two.contains("RMI 2.0..2.0 and refuses 1.0") && two.contains("rmm-spec-v1.0-rel0"), "{two}");
+        assert!(version_refused(&v(0, false)).contains("TF-A's TRP?"));
     }
 
     #[test]
