@@ -272,8 +272,19 @@ impl VirtioDevice {
             // Receive buffers wait for input; the console carries output only.
             return Ok(());
         }
+        // What was available when the driver notified, and no more: another vCPU of the realm
+        // may keep adding buffers while this one is served (the ring is in its memory), and must
+        // not keep the host in here. Later buffers come with their own notify (the device never
+        // sets VIRTQ_USED_F_NO_NOTIFY).
+        let Some(queue) = self.transport.live.get(usize::from(q)).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        let pending = queue.pending(mem)?;
         let mut used = false;
-        while let Some(queue) = self.transport.live.get_mut(usize::from(q)).and_then(Option::as_mut) {
+        for _ in 0..pending {
+            let Some(queue) = self.transport.live.get_mut(usize::from(q)).and_then(Option::as_mut) else {
+                break;
+            };
             let Some(chain) = queue.pop(mem)? else { break };
             let len = match &mut self.backend {
                 Backend::Console if q == CONSOLE_TX => Self::transmit(&chain, mem, console, &mut self.stats)?,
@@ -636,6 +647,48 @@ mod tests {
         d.mem.read(DATA + 0x1000, &mut got).unwrap();
         assert_eq!((&got, dev.transport.irq_line()), (b"ls -", true));
         assert!(!dev.rx_ready(&d.mem), "the buffer is used up");
+    }
+
+    /// A driver whose other vCPU makes a buffer available again every time the device looks:
+    /// one notify serves what was there when it came, and returns.
+    #[test]
+    fn a_driver_racing_the_device_cannot_keep_it_serving() {
+        struct Racing(Flat);
+        impl GuestMemory for Racing {
+            fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), QueueError> {
+                self.0.read(addr, out)
+            }
+            fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), QueueError> {
+                self.0.write(addr, data)?;
+                // Each used element the device writes, the other vCPU answers with one more
+                // available entry (the same chain again).
+                if addr == USED + 2 {
+                    let mut b = [0u8; 2];
+                    self.0.read(AVAIL + 2, &mut b)?;
+                    let idx = u16::from_le_bytes(b).wrapping_add(1);
+                    self.0
+                        .write(AVAIL + 4 + 2 * u64::from(idx.wrapping_sub(1) % SIZE), &0u16.to_le_bytes())?;
+                    self.0.write(AVAIL + 2, &idx.to_le_bytes())?;
+                }
+                Ok(())
+            }
+        }
+        let mut dev = VirtioDevice::block(Box::new(VecDisk(vec![0; 4096])));
+        let mut d = Driver::up(&mut dev, &[0]);
+        d.put(DATA, &header(BLK_T_FLUSH, 0));
+        d.post(&mut dev, 0, &[(DATA, 16, false), (DATA + 0x2000, 1, true)]);
+        assert_eq!(dev.stats.chains, 1, "the plain driver's one request");
+        let mut racing = Racing(Flat(core::mem::take(&mut d.mem.0)));
+        let idx = {
+            let mut b = [0u8; 2];
+            racing.read(AVAIL + 2, &mut b).unwrap();
+            u16::from_le_bytes(b)
+        };
+        racing.write(AVAIL + 4 + 2 * u64::from(idx % SIZE), &0u16.to_le_bytes()).unwrap();
+        racing.write(AVAIL + 2, &(idx + 1).to_le_bytes()).unwrap();
+        dev.write(reg::QUEUE_NOTIFY, 4, 0, &mut racing, &mut d.console);
+        assert_eq!(dev.stats.chains, 2, "one notify, the one chain that was there");
+        assert_eq!(dev.broken(), None);
     }
 
     proptest::proptest! {

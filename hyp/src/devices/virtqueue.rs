@@ -120,6 +120,17 @@ impl Queue {
         Ok(le16(&b))
     }
 
+    /// How many chains the driver has made available and the device not taken yet (at most the
+    /// queue's size: more is an error).
+    pub fn pending(&self, mem: &dyn GuestMemory) -> Result<u16, QueueError> {
+        let avail_idx = Self::read_u16(mem, self.avail + 2)?;
+        let pending = avail_idx.wrapping_sub(self.last_avail);
+        if pending > self.size {
+            return Err(QueueError::TooManyAvailable { avail: avail_idx, last: self.last_avail });
+        }
+        Ok(pending)
+    }
+
     /// Whether the driver has made a chain available that the device has not taken (a ring the
     /// device cannot read counts as empty; `pop` reports why).
     pub fn has_available(&self, mem: &dyn GuestMemory) -> bool {
