@@ -144,6 +144,11 @@ fn rmi_granule_protection<R: Rmm>(
         v.higher,
         if v.higher == (RmiVersion { major: 0, minor: 0 }) { " (TF-A's test RMM, TRP)" } else { "" }
     );
+    // An RMI 2.0 RMM has no GRANULE_DELEGATE (0xC4000151): the delegate checks below would only
+    // meet SMC_UNKNOWN. Say what it is and what this hypervisor needs instead.
+    if !v.accepted && v.higher.major >= 2 {
+        return Err(crate::realm::params::version_refused(&v));
+    }
 
     let g = GranuleAddr::new(page.0).ok_or("frame not granule aligned")?;
     let r = rmm.granule_delegate(g);
