@@ -5,6 +5,7 @@
 
 use crate::addr::Gpa;
 use crate::arch::guest::ElGuest;
+use crate::arch::guest::HostIch;
 use crate::arch::nsmem::{self, Bundle};
 use crate::arch::smc::Smc;
 use crate::arch::smp::Lock as Mutex;
@@ -27,6 +28,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use log::info;
+use rmi::rmi2::Rmi2;
 use rmi::{RmiVersion, Rmm, SmcRmm};
 use spin::Once;
 
@@ -34,6 +36,8 @@ use spin::Once;
 #[derive(Clone, Copy)]
 enum Backend {
     Firmware,
+    /// Real firmware with an RMI 2.0 RMM, through `rmi::rmi2::Rmi2`.
+    Firmware2,
     /// The embedded model, and this machine's world-switch parameters (PA bits, VMID16).
     Embedded(u32, bool),
 }
@@ -97,6 +101,17 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
     if hyp.rmm_possible {
         let mut smc = SmcRmm::new(Smc);
         let v = smc.version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
+        if !v.accepted && v.higher.major >= 2 {
+            // RMI 2.0 only (activated by the self-check): through the 2.0 adapter.
+            info!(
+                "realm backend: the firmware's RMM (RMI {}..{}, through the 2.0 adapter), {} vCPU(s)",
+                v.lower, v.higher, vm_cfg.vcpus
+            );
+            let mut list = Box::new(rmi::Page::zeroed());
+            let mut rmm2 = Rmi2::new(Smc, HostIch::new(), &mut list);
+            rmm2.activate().map_err(|e| format!("RMI_RMM_ACTIVATE: {e}"))?;
+            return drive(hyp, rmm2, Backend::Firmware2, &vm_cfg, bundle, text, trace, bench);
+        }
         if !v.accepted {
             return Err(crate::realm::params::version_refused(&v));
         }
@@ -146,6 +161,10 @@ fn run_on_this_cpu<R: Rmm>(job: &Job, rmm: R, index: usize) {
 fn run_vcpu(job: &Job, index: usize) {
     match job.backend {
         Backend::Firmware => run_on_this_cpu(job, SmcRmm::new(Smc), index),
+        Backend::Firmware2 => {
+            let mut list = Box::new(rmi::Page::zeroed());
+            run_on_this_cpu(job, Rmi2::new(Smc, HostIch::new(), &mut list), index);
+        }
         Backend::Embedded(pa_bits, vmid16) => match MODEL.get() {
             Some(model) => {
                 run_on_this_cpu(job, SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) }, index)

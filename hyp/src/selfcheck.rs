@@ -99,7 +99,22 @@ pub fn run(hyp: &mut Hyp) -> Result<String, String> {
     let p = read(hyp, page)?;
     c.expect(matches!(p, Probe::Value(_)), "remapped page reads", describe(p))?;
 
-    let summary = if hyp.rmm_possible {
+    let rmi2 = hyp.rmm_possible && {
+        let v = SmcRmm::new(Smc).version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
+        !v.accepted && v.higher.major >= 2
+    };
+    let summary = if rmi2 {
+        // An RMM that speaks RMI 2.0 only (TF-RMM tf-rmm-v0.9.0): activate it, then the same
+        // checks through the 2.0 adapter.
+        let mut list = alloc::boxed::Box::new(rmi::Page::zeroed());
+        let mut rmm2 = rmi::rmi2::Rmi2::new(Smc, crate::arch::guest::HostIch::new(), &mut list);
+        rmm2.activate().map_err(|e| format!("RMI_RMM_ACTIVATE: {e}"))?;
+        info!("RMI 2.0: the RMM is activated (RMI_RMM_ACTIVATE); realms go through the 2.0 adapter");
+        let mut rmm = Counted::new(rmm2, trace);
+        rmi_granule_protection(c, &mut rmm, hyp, page)?;
+        realm_smoke(c, &mut rmm, hyp)?;
+        "platform self-check, RMI 2.0 range delegate/GPF/undelegate and a realm on the firmware's RMM"
+    } else if hyp.rmm_possible {
         let mut rmm = Counted::new(SmcRmm::new(Smc), trace);
         if rmi_granule_protection(c, &mut rmm, hyp, page)? {
             realm_smoke(c, &mut rmm, hyp)?;
@@ -137,8 +152,7 @@ fn rmi_granule_protection<R: Rmm>(
 ) -> Result<bool, String> {
     let v = rmm.version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
     info!(
-        "RMI_VERSION({}): {} — RMM implements {}..{}{}",
-        RmiVersion::V1_0,
+        "RMI_VERSION: {} — RMM implements {}..{}{}",
         if v.accepted { "accepted" } else { "not accepted" },
         v.lower,
         v.higher,

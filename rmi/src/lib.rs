@@ -16,6 +16,7 @@
 mod commands;
 pub mod esr;
 mod layout;
+pub mod rmi2;
 pub mod rsi;
 mod status;
 mod types;

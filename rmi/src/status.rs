@@ -1,7 +1,8 @@
 //! Decoding x0 of an RMI call.
 //!
 //! RMM v1.0 packs RmiCommandReturnCode as status in bits [7:0] and index in bits [15:8]
-//! (spec B4.4.1; TF-RMM `pack_struct_return_code`), statuses 0..=4 (spec B4.4.25). Two other
+//! (spec B4.4.1; TF-RMM `pack_struct_return_code`), statuses 0..=4 (spec B4.4.25; RMI 2.0 adds
+//! 5..=15, TF-RMM tf-rmm-v0.9.0). Two other
 //! shapes reach a host in practice and are kept apart:
 //! * SMCCC `NOT_SUPPORTED` (-1) when no RMM is behind EL3 or the FID is unknown (TF-A `SMC_UNK`);
 //! * TF-A's TRP forwards the EL3 GTSI result unchanged for DELEGATE/UNDELEGATE, i.e. the
@@ -19,6 +20,22 @@ pub enum RmiStatus {
     ErrorRec,
     /// An RTT walk stopped early or found an entry in the wrong state; the index is the level.
     ErrorRtt,
+    // RMI 2.0 (TF-RMM tf-rmm-v0.9.0 `smc-rmi.h`); a 1.0 RMM returns none of these.
+    NotSupported,
+    ErrorDevice,
+    ErrorRttAux,
+    ErrorPsmmuSt,
+    ErrorDpt,
+    /// No stateful-operation context is free just now: retry.
+    Busy,
+    /// The RMM is not activated (or already is), or it ran out of VMIDs.
+    ErrorGlobal,
+    ErrorTracking,
+    /// A stateful operation needs the host to continue it (x0[10:8] say how).
+    Incomplete,
+    /// Every stateful-operation context is pending: finish some first.
+    Blocked,
+    ErrorGpt,
 }
 
 impl RmiStatus {
@@ -29,6 +46,17 @@ impl RmiStatus {
             2 => Self::ErrorRealm,
             3 => Self::ErrorRec,
             4 => Self::ErrorRtt,
+            5 => Self::NotSupported,
+            6 => Self::ErrorDevice,
+            7 => Self::ErrorRttAux,
+            8 => Self::ErrorPsmmuSt,
+            9 => Self::ErrorDpt,
+            10 => Self::Busy,
+            11 => Self::ErrorGlobal,
+            12 => Self::ErrorTracking,
+            13 => Self::Incomplete,
+            14 => Self::Blocked,
+            15 => Self::ErrorGpt,
             _ => return None,
         })
     }
@@ -40,6 +68,17 @@ impl RmiStatus {
             Self::ErrorRealm => "RMI_ERROR_REALM",
             Self::ErrorRec => "RMI_ERROR_REC",
             Self::ErrorRtt => "RMI_ERROR_RTT",
+            Self::NotSupported => "RMI_ERROR_NOT_SUPPORTED",
+            Self::ErrorDevice => "RMI_ERROR_DEVICE",
+            Self::ErrorRttAux => "RMI_ERROR_RTT_AUX",
+            Self::ErrorPsmmuSt => "RMI_ERROR_PSMMU_ST",
+            Self::ErrorDpt => "RMI_ERROR_DPT",
+            Self::Busy => "RMI_BUSY",
+            Self::ErrorGlobal => "RMI_ERROR_GLOBAL",
+            Self::ErrorTracking => "RMI_ERROR_TRACKING",
+            Self::Incomplete => "RMI_INCOMPLETE",
+            Self::Blocked => "RMI_BLOCKED",
+            Self::ErrorGpt => "RMI_ERROR_GPT",
         }
     }
 }
@@ -158,7 +197,13 @@ mod tests {
 
     #[test]
     fn malformed_codes_are_not_mistaken_for_success() {
-        assert_eq!(decode_return(5), Err(RmiError::Unknown(5)));
+        assert_eq!(decode_return(16), Err(RmiError::Unknown(16)), "no status 16 in 1.0 or 2.0");
+        assert_eq!(
+            decode_return(0x10d),
+            Err(RmiError::Status { status: RmiStatus::Incomplete, index: 1 }),
+            "RMI 2.0: INCOMPLETE, asking for a donation"
+        );
+        assert_eq!(decode_return(11), Err(RmiError::Status { status: RmiStatus::ErrorGlobal, index: 0 }));
         assert_eq!(decode_return(0x100), Err(RmiError::Unknown(0x100)));
         assert_eq!(decode_return(0x1_0000), Err(RmiError::Unknown(0x1_0000)));
     }

@@ -161,6 +161,42 @@ mod ich {
     indexed!(ap1r, set_ap1r, 0 => ICH_AP1R0_EL2, 1 => ICH_AP1R1_EL2, 2 => ICH_AP1R2_EL2, 3 => ICH_AP1R3_EL2);
 }
 
+/// This CPU's virtual GIC CPU interface as a host programs it for an RMI 2.0 RMM, which takes the
+/// list registers and ICH_HCR_EL2 from the hardware at REC_ENTER and leaves them there at the
+/// exit (TF-RMM tf-rmm-v0.9.0 `runtime/core/run.c`); VMCR and the APRs stay the REC's in this
+/// CPU's registers between entries (one REC per CPU).
+pub struct HostIch {
+    nr_lrs: usize,
+}
+
+impl HostIch {
+    pub fn new() -> Self {
+        let (lrs_minus_one, _, _) = gic_virt_features();
+        Self { nr_lrs: lrs_minus_one as usize + 1 }
+    }
+}
+
+impl rmi::rmi2::VgicHw for HostIch {
+    fn num_lrs(&self) -> usize {
+        self.nr_lrs
+    }
+    fn load(&mut self, hcr: u64, lrs: &[u64]) {
+        use aarch64_cpu::registers::ICH_HCR_EL2;
+        for (n, v) in lrs.iter().enumerate().take(self.nr_lrs) {
+            ich::set_lr(n, *v);
+        }
+        ICH_HCR_EL2.set(hcr);
+        barrier::isb(barrier::SY);
+    }
+    fn save(&mut self, lrs: &mut [u64]) -> (u64, u64, u64) {
+        use aarch64_cpu::registers::{ICH_HCR_EL2, ICH_MISR_EL2, ICH_VMCR_EL2};
+        for (n, v) in lrs.iter_mut().enumerate().take(self.nr_lrs) {
+            *v = ich::lr(n);
+        }
+        (ICH_HCR_EL2.get(), ICH_MISR_EL2.get(), ICH_VMCR_EL2.get())
+    }
+}
+
 /// TF-RMM `gic_restore_state`: APRs, LRs, VMCR, then HCR (with En).
 fn restore_gic(g: &GicState, nr_lrs: usize, nr_aprs: usize) {
     use aarch64_cpu::registers::{ICH_HCR_EL2, ICH_VMCR_EL2};
