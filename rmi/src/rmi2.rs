@@ -237,10 +237,12 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         self.status(fid::RTT_DATA_MAP, &[rd.get(), ipa.0, top, ADDR_TYPE_SINGLE, data.get()])
     }
     /// RTT_DATA_UNMAP of one page: x2 is the unmapped granule's descriptor (0 when nothing was
-    /// mapped there — what 1.0 reported as (RMI_ERROR_RTT, 3)), x1 the next live IPA.
+    /// mapped there — what 1.0 reported as (RMI_ERROR_RTT, level); the level is not returned, 3 is
+    /// said), x1 the next live IPA.
     fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
-        let top = ipa.0 + crate::GRANULE_SIZE;
-        let r = self.call(fid::RTT_DATA_UNMAP, &[rd.get(), ipa.0, top, ADDR_TYPE_SINGLE, 0]);
+        // x1 = min(the walk's next live IPA, top): with no upper bound it is 1.0's `top` (v0.9.0
+        // `smc_rtt_data_unmap` unmaps one page whatever `top` says and only checks top > base).
+        let r = self.call(fid::RTT_DATA_UNMAP, &[rd.get(), ipa.0, u64::MAX, ADDR_TYPE_SINGLE, 0]);
         let result = decode_return(r[0]).and_then(|()| match r[2] & DESC_ADDR_MASK {
             0 => Err(RmiError::rtt(3)),
             pa => GranuleAddr::new(pa).ok_or(RmiError::Unknown(r[2])),
@@ -439,8 +441,8 @@ mod tests {
                 (fid::GRANULE_RANGE_DELEGATE, args(&[0x1000, 0x2000])),
                 (fid::RTT_DATA_MAP, args(&[0x1000, 0x4000, 0x5000, 1, 0x2000])),
                 (fid::GRANULE_RANGE_UNDELEGATE, args(&[0x2000, 0x3000])),
-                (fid::RTT_DATA_UNMAP, args(&[0x1000, 0x4000, 0x5000, 1, 0])),
-                (fid::RTT_DATA_UNMAP, args(&[0x1000, 0x5000, 0x6000, 1, 0])),
+                (fid::RTT_DATA_UNMAP, args(&[0x1000, 0x4000, u64::MAX, 1, 0])),
+                (fid::RTT_DATA_UNMAP, args(&[0x1000, 0x5000, u64::MAX, 1, 0])),
             ]
         );
     }
