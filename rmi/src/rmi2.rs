@@ -34,34 +34,183 @@ use crate::{
 /// The RMI version this adapter speaks.
 pub const V2_0: RmiVersion = RmiVersion { major: 2, minor: 0 };
 
-/// RMI 2.0 function identifiers the adapter uses (TF-RMM v0.9.0 `lib/smc/include/smc-rmi.h`).
-pub mod fid {
-    pub const VERSION: u32 = 0xC400_0150;
-    pub const RTT_DATA_MAP_INIT: u32 = 0xC400_0153;
-    pub const REALM_ACTIVATE: u32 = 0xC400_0157;
-    pub const REALM_CREATE: u32 = 0xC400_0158;
-    pub const REALM_DESTROY: u32 = 0xC400_0159;
-    pub const REC_CREATE: u32 = 0xC400_015A;
-    pub const REC_DESTROY: u32 = 0xC400_015B;
-    pub const REC_ENTER: u32 = 0xC400_015C;
-    pub const RTT_CREATE: u32 = 0xC400_015D;
-    pub const RTT_DESTROY: u32 = 0xC400_015E;
-    pub const RTT_MAP_UNPROTECTED: u32 = 0xC400_015F;
-    pub const RTT_READ_ENTRY: u32 = 0xC400_0161;
-    pub const RTT_UNMAP_UNPROTECTED: u32 = 0xC400_0162;
-    pub const PSCI_COMPLETE: u32 = 0xC400_0164;
-    pub const FEATURES: u32 = 0xC400_0165;
-    pub const RTT_FOLD: u32 = 0xC400_0166;
-    pub const RTT_INIT_RIPAS: u32 = 0xC400_0168;
-    pub const RTT_SET_RIPAS: u32 = 0xC400_0169;
-    pub const GRANULE_RANGE_DELEGATE: u32 = 0xC400_01F1;
-    pub const GRANULE_RANGE_UNDELEGATE: u32 = 0xC400_01F2;
-    pub const RTT_DATA_MAP: u32 = 0xC400_01F5;
-    pub const RTT_DATA_UNMAP: u32 = 0xC400_01F6;
-    pub const RMM_ACTIVATE: u32 = 0xC400_0202;
-    pub const OP_CONTINUE: u32 = 0xC400_0203;
-    pub const OP_MEM_DONATE: u32 = 0xC400_0208;
-    pub const OP_MEM_RECLAIM: u32 = 0xC400_0209;
+/// Calls `$callback! { ... }` with every RMI 2.0 command the host uses (TF-RMM tf-rmm-v0.9.0
+/// `lib/smc/include/smc-rmi.h` and its handler table), in the shape of [`rmi_commands!`](crate::rmi_commands).
+#[macro_export]
+macro_rules! rmi2_commands {
+    ($callback:ident) => {
+        $callback! {
+            /// RMI_VERSION: only 2.0 is accepted; the range is reported either way.
+            Version = 0xC400_0150, "RMI_VERSION",
+                fn version(requested: $crate::RmiVersion) -> Result<$crate::VersionReport, $crate::RmiError>;
+            /// RMI_RTT_DATA_MAP_INIT: 1.0's DATA_CREATE (realm NEW, measured).
+            RttDataMapInit = 0xC400_0153, "RMI_RTT_DATA_MAP_INIT",
+                fn rtt_data_map_init(rd: $crate::GranuleAddr, data: $crate::GranuleAddr, ipa: $crate::Ipa,
+                    src: &$crate::Page, measure: $crate::Measure) -> Result<(), $crate::RmiError>;
+            /// RMI_REALM_ACTIVATE.
+            RealmActivate = 0xC400_0157, "RMI_REALM_ACTIVATE",
+                fn realm_activate(rd: $crate::GranuleAddr) -> Result<(), $crate::RmiError>;
+            /// RMI_REALM_CREATE (RealmParams without vmid: the RMM allocates it).
+            RealmCreate = 0xC400_0158, "RMI_REALM_CREATE",
+                fn realm_create(rd: $crate::GranuleAddr, params: &$crate::RealmParams) -> Result<(), $crate::RmiError>;
+            /// RMI_REALM_DESTROY.
+            RealmDestroy = 0xC400_0159, "RMI_REALM_DESTROY",
+                fn realm_destroy(rd: $crate::GranuleAddr) -> Result<(), $crate::RmiError>;
+            /// RMI_REC_CREATE: a stateful operation (INCOMPLETE, a handle, a donation request).
+            RecCreate = 0xC400_015A, "RMI_REC_CREATE",
+                fn rec_create(rd: $crate::GranuleAddr, rec: $crate::GranuleAddr, params: &$crate::RecParams)
+                    -> $crate::rmi2::SroStep;
+            /// RMI_REC_DESTROY: a stateful operation (the aux granules are reclaimed).
+            RecDestroy = 0xC400_015B, "RMI_REC_DESTROY",
+                fn rec_destroy(rec: $crate::GranuleAddr) -> $crate::rmi2::SroStep;
+            /// RMI_REC_ENTER: the vGIC is in the host's ICH_* registers, not in `run`.
+            RecEnter = 0xC400_015C, "RMI_REC_ENTER",
+                fn rec_enter(rec: $crate::GranuleAddr, run: &mut $crate::RecRun) -> Result<(), $crate::RmiError>;
+            /// RMI_RTT_CREATE.
+            RttCreate = 0xC400_015D, "RMI_RTT_CREATE",
+                fn rtt_create(rd: $crate::GranuleAddr, rtt: $crate::GranuleAddr, ipa: $crate::Ipa,
+                    level: $crate::RttLevel) -> Result<(), $crate::RmiError>;
+            /// RMI_RTT_DESTROY.
+            RttDestroy = 0xC400_015E, "RMI_RTT_DESTROY",
+                fn rtt_destroy(rd: $crate::GranuleAddr, ipa: $crate::Ipa, level: $crate::RttLevel)
+                    -> $crate::WithTop<$crate::GranuleAddr>;
+            /// RMI_RTT_MAP_UNPROTECTED (v0.9.0; `main` has range commands instead).
+            RttMapUnprotected = 0xC400_015F, "RMI_RTT_MAP_UNPROTECTED",
+                fn rtt_map_unprotected(rd: $crate::GranuleAddr, ipa: $crate::Ipa, level: $crate::RttLevel,
+                    desc: u64) -> Result<(), $crate::RmiError>;
+            /// RMI_RTT_READ_ENTRY.
+            RttReadEntry = 0xC400_0161, "RMI_RTT_READ_ENTRY",
+                fn rtt_read_entry(rd: $crate::GranuleAddr, ipa: $crate::Ipa, level: $crate::RttLevel)
+                    -> Result<$crate::RttEntry, $crate::RmiError>;
+            /// RMI_RTT_UNMAP_UNPROTECTED.
+            RttUnmapUnprotected = 0xC400_0162, "RMI_RTT_UNMAP_UNPROTECTED",
+                fn rtt_unmap_unprotected(rd: $crate::GranuleAddr, ipa: $crate::Ipa, level: $crate::RttLevel)
+                    -> $crate::WithTop<()>;
+            /// RMI_PSCI_COMPLETE.
+            PsciComplete = 0xC400_0164, "RMI_PSCI_COMPLETE",
+                fn psci_complete(calling: $crate::GranuleAddr, target: $crate::GranuleAddr,
+                    status: $crate::PsciStatus) -> Result<(), $crate::RmiError>;
+            /// RMI_FEATURES: registers 0..4 (register 0 ends at bit 31 in 2.0).
+            Features = 0xC400_0165, "RMI_FEATURES",
+                fn features(index: u64) -> Result<u64, $crate::RmiError>;
+            /// RMI_RTT_FOLD.
+            RttFold = 0xC400_0166, "RMI_RTT_FOLD",
+                fn rtt_fold(rd: $crate::GranuleAddr, ipa: $crate::Ipa, level: $crate::RttLevel)
+                    -> Result<$crate::GranuleAddr, $crate::RmiError>;
+            /// RMI_RTT_INIT_RIPAS (no longer measured).
+            RttInitRipas = 0xC400_0168, "RMI_RTT_INIT_RIPAS",
+                fn rtt_init_ripas(rd: $crate::GranuleAddr, base: $crate::Ipa, top: $crate::Ipa)
+                    -> Result<$crate::Ipa, $crate::RmiError>;
+            /// RMI_RTT_SET_RIPAS.
+            RttSetRipas = 0xC400_0169, "RMI_RTT_SET_RIPAS",
+                fn rtt_set_ripas(rd: $crate::GranuleAddr, rec: $crate::GranuleAddr, base: $crate::Ipa,
+                    top: $crate::Ipa) -> Result<$crate::Ipa, $crate::RmiError>;
+            /// RMI_GRANULE_RANGE_DELEGATE: [base, top); returns the next address (v0.9.0: one granule).
+            GranuleRangeDelegate = 0xC400_01F1, "RMI_GRANULE_RANGE_DELEGATE",
+                fn granule_range_delegate(base: $crate::GranuleAddr, top: u64) -> Result<u64, $crate::RmiError>;
+            /// RMI_GRANULE_RANGE_UNDELEGATE.
+            GranuleRangeUndelegate = 0xC400_01F2, "RMI_GRANULE_RANGE_UNDELEGATE",
+                fn granule_range_undelegate(base: $crate::GranuleAddr, top: u64) -> Result<u64, $crate::RmiError>;
+            /// RMI_RTT_DATA_MAP: zeroed data at [base, top) from `oaddr` (v0.9.0: one page, SINGLE).
+            RttDataMap = 0xC400_01F5, "RMI_RTT_DATA_MAP",
+                fn rtt_data_map(rd: $crate::GranuleAddr, base: $crate::Ipa, top: $crate::Ipa, flags: u64,
+                    oaddr: u64) -> Result<$crate::Ipa, $crate::RmiError>;
+            /// RMI_RTT_DATA_UNMAP: x1 the next live IPA, x2 what was unmapped (a descriptor).
+            RttDataUnmap = 0xC400_01F6, "RMI_RTT_DATA_UNMAP",
+                fn rtt_data_unmap(rd: $crate::GranuleAddr, base: $crate::Ipa, top: $crate::Ipa, flags: u64,
+                    oaddr: u64) -> $crate::rmi2::DataUnmap;
+            /// RMI_RMM_ACTIVATE: before it, realm commands answer RMI_ERROR_GLOBAL.
+            RmmActivate = 0xC400_0202, "RMI_RMM_ACTIVATE",
+                fn rmm_activate() -> Result<(), $crate::RmiError>;
+            /// RMI_OP_CONTINUE.
+            OpContinue = 0xC400_0203, "RMI_OP_CONTINUE",
+                fn op_continue(handle: u64, flags: u64) -> $crate::rmi2::SroStep;
+            /// RMI_OP_MEM_DONATE: `count` descriptors from `list`.
+            OpMemDonate = 0xC400_0208, "RMI_OP_MEM_DONATE",
+                fn op_mem_donate(handle: u64, list: &$crate::Page, count: u64) -> $crate::rmi2::SroStep;
+            /// RMI_OP_MEM_RECLAIM: the RMM writes up to `capacity` descriptors into `list`.
+            OpMemReclaim = 0xC400_0209, "RMI_OP_MEM_RECLAIM",
+                fn op_mem_reclaim(handle: u64, list: &mut $crate::Page, capacity: u64) -> $crate::rmi2::SroStep;
+        }
+    };
+}
+
+/// From the 2.0 list: the FIDs with their names, the [`Rmm2`] trait and its SMC implementation.
+macro_rules! define_abi2 {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $fid:literal, $name:literal,
+            fn $method:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;
+    )*) => {
+        /// RMI 2.0 function identifiers (those the host uses).
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Fid2 {
+            $($variant = $fid,)*
+        }
+
+        impl Fid2 {
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Fid2::$variant => $name,)*
+                }
+            }
+        }
+
+        /// Every command in the list's order.
+        pub const COMMANDS2: [Fid2; [$(Fid2::$variant),*].len()] = [$(Fid2::$variant),*];
+
+        /// One method per RMI 2.0 command, typed like [`Rmm`]. Implemented by [`SmcRmm2`] (real
+        /// firmware) and by the embedded model's 2.0 front (`rmm-model`).
+        pub trait Rmm2 {
+            $($(#[$doc])* fn $method(&mut self, $($arg: $ty),*) -> $ret;)*
+        }
+
+        impl<C: Conduit> Rmm2 for SmcRmm2<C> {
+            $(fn $method(&mut self, $($arg: $ty),*) -> $ret {
+                let mut a = [0u64; 6];
+                let args: &[u64] = &[$(ToReg::to_reg(&$arg)),*];
+                a[..args.len()].copy_from_slice(args);
+                FromRegs::from_regs(self.conduit.call(Fid2::$variant as u32, a))
+            })*
+        }
+    };
+}
+
+crate::rmi2_commands!(define_abi2);
+
+/// [`Rmm2`] over real SMCs.
+pub struct SmcRmm2<C: Conduit> {
+    pub conduit: C,
+}
+
+/// One step of a stateful operation, raw: x0 (a final status, or RMI_INCOMPLETE with what the
+/// RMM wants next in [10:8]), x1 (the handle, or a count), x2 (a donation request).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SroStep {
+    pub x0: u64,
+    pub x1: u64,
+    pub x2: u64,
+}
+
+impl FromRegs for SroStep {
+    fn from_regs(r: [u64; 5]) -> Self {
+        Self { x0: r[0], x1: r[1], x2: r[2] }
+    }
+}
+
+/// RTT_DATA_UNMAP's answer: the status, what was unmapped (a descriptor; 0: nothing), and the
+/// next live IPA (also on failure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataUnmap {
+    pub result: Result<u64, RmiError>,
+    pub next: Ipa,
+}
+
+impl FromRegs for DataUnmap {
+    fn from_regs(r: [u64; 5]) -> Self {
+        Self { result: decode_return(r[0]).map(|()| r[2]), next: Ipa(r[1]) }
+    }
 }
 
 /// Aux granules a REC takes in 2.0 (TF-RMM v0.9.0: the RD's `num_rec_aux`, MAX_REC_AUX_GRANULES).
@@ -121,40 +270,36 @@ pub trait VgicHw {
     fn save(&mut self, lrs: &mut [u64]) -> (u64, u64, u64);
 }
 
-/// [`Rmm`] over a 2.0 RMM. `list` is a page the adapter writes address lists into for the RMM
-/// (OP_MEM_DONATE / OP_MEM_RECLAIM); like the other pages it is passed by its identity-mapped
-/// address.
-pub struct Rmi2<'a, C: Conduit, V: VgicHw> {
-    conduit: C,
+/// [`Rmm`] over a 2.0 RMM (`R`: [`SmcRmm2`] for firmware, or the model's 2.0 front). `list` is
+/// a page the adapter and the RMM write address lists into (OP_MEM_DONATE / OP_MEM_RECLAIM).
+pub struct Rmi2<'a, R: Rmm2, V: VgicHw> {
+    pub rmm: R,
     vgic: V,
     list: &'a mut Page,
 }
 
-impl<'a, C: Conduit, V: VgicHw> Rmi2<'a, C, V> {
+impl<'a, C: Conduit, V: VgicHw> Rmi2<'a, SmcRmm2<C>, V> {
+    /// Over real SMCs through `conduit`.
     pub fn new(conduit: C, vgic: V, list: &'a mut Page) -> Self {
-        Self { conduit, vgic, list }
+        Self::over(SmcRmm2 { conduit }, vgic, list)
     }
+}
 
-    fn call(&mut self, fid: u32, args: &[u64]) -> [u64; 5] {
-        let mut a = [0u64; 6];
-        a[..args.len()].copy_from_slice(args);
-        self.conduit.call(fid, a)
+impl<'a, R: Rmm2, V: VgicHw> Rmi2<'a, R, V> {
+    pub fn over(rmm: R, vgic: V, list: &'a mut Page) -> Self {
+        Self { rmm, vgic, list }
     }
 
     /// RMI_RMM_ACTIVATE, once per boot; an RMM that is already active answers ERROR_GLOBAL,
     /// which is taken as done (whoever activated it first, this CPU or another).
     pub fn activate(&mut self) -> Result<(), RmiError> {
-        match decode_return(self.call(fid::RMM_ACTIVATE, &[])[0]) {
+        match self.rmm.rmm_activate() {
             Err(RmiError::Status { status: RmiStatus::ErrorGlobal, .. }) => Ok(()),
             r => r,
         }
     }
 
-    fn list_pa(&self) -> u64 {
-        (&*self.list).to_reg()
-    }
-
-    /// Write `descs` as the address list (at most a page of them).
+    /// Write `descs` as the address list (at most a page of them); how many were written.
     fn write_list(&mut self, descs: impl Iterator<Item = u64>) -> u64 {
         let mut n = 0;
         for (i, d) in descs.take(LIST_MAX as usize).enumerate() {
@@ -164,19 +309,19 @@ impl<'a, C: Conduit, V: VgicHw> Rmi2<'a, C, V> {
         n
     }
 
-    /// Drive a stateful operation from its first answer `r` to its final status: donate from
+    /// Drive a stateful operation from its first answer to its final status: donate from
     /// `donate` (granules the host delegated) as asked, reclaim as asked (the granules come back
     /// delegated; the host knows them), continue otherwise.
-    fn finish(&mut self, mut r: [u64; 5], donate: &[u64]) -> Result<(), RmiError> {
-        let handle = r[1];
+    fn finish(&mut self, mut r: SroStep, donate: &[u64]) -> Result<(), RmiError> {
+        let handle = r.x1;
         let mut next = 0usize;
         for _ in 0..SRO_STEPS_MAX {
-            if r[0] & 0xff != INCOMPLETE {
-                return decode_return(r[0]);
+            if r.x0 & 0xff != INCOMPLETE {
+                return decode_return(r.x0);
             }
-            r = match (r[0] >> MEM_REQ_SHIFT) & 0b11 {
+            r = match (r.x0 >> MEM_REQ_SHIFT) & 0b11 {
                 MEM_REQ_DONATE => {
-                    let req = r[2];
+                    let req = r.x2;
                     let want = ((req >> DONATE_COUNT_SHIFT) & DONATE_COUNT_MASK) as usize;
                     if req & DONATE_SIZE_MASK != 0
                         || req & DONATE_UNDELEGATED != 0
@@ -187,40 +332,32 @@ impl<'a, C: Conduit, V: VgicHw> Rmi2<'a, C, V> {
                     }
                     let give = &donate[next..next + want];
                     let n = self.write_list(give.iter().map(|pa| (pa & DESC_ADDR_MASK) | DESC_COUNT_ONE));
-                    let pa = self.list_pa();
-                    let r = self.call(fid::OP_MEM_DONATE, &[handle, pa, n]);
-                    if r[0] & 0xff == INCOMPLETE {
+                    let r = self.rmm.op_mem_donate(handle, self.list, n);
+                    if r.x0 & 0xff == INCOMPLETE {
                         // x1: how many granules the RMM took.
-                        next += (r[1] as usize).min(want);
+                        next += (r.x1 as usize).min(want);
                     }
                     r
                 }
-                MEM_REQ_RECLAIM => {
-                    let pa = self.list_pa();
-                    self.call(fid::OP_MEM_RECLAIM, &[handle, pa, LIST_MAX])
-                }
-                MEM_REQ_NONE => self.call(fid::OP_CONTINUE, &[handle, 0]),
-                _ => return Err(RmiError::Unknown(r[0])),
+                MEM_REQ_RECLAIM => self.rmm.op_mem_reclaim(handle, self.list, LIST_MAX),
+                MEM_REQ_NONE => self.rmm.op_continue(handle, 0),
+                _ => return Err(RmiError::Unknown(r.x0)),
             };
         }
-        Err(RmiError::Unknown(r[0]))
-    }
-
-    fn status(&mut self, fid: u32, args: &[u64]) -> Result<(), RmiError> {
-        decode_return(self.call(fid, args)[0])
+        Err(RmiError::Unknown(r.x0))
     }
 }
 
-impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
+impl<R: Rmm2, V: VgicHw> Rmm for Rmi2<'_, R, V> {
     /// RMI_VERSION(2.0), whatever `requested` says: this adapter speaks 2.0.
     fn version(&mut self, _requested: RmiVersion) -> Result<VersionReport, RmiError> {
-        FromRegs::from_regs(self.call(fid::VERSION, &[V2_0.encode()]))
+        self.rmm.version(V2_0)
     }
     fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
-        self.status(fid::GRANULE_RANGE_DELEGATE, &[pa.get(), pa.get() + crate::GRANULE_SIZE])
+        self.rmm.granule_range_delegate(pa, pa.get() + crate::GRANULE_SIZE).map(drop)
     }
     fn granule_undelegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
-        self.status(fid::GRANULE_RANGE_UNDELEGATE, &[pa.get(), pa.get() + crate::GRANULE_SIZE])
+        self.rmm.granule_range_undelegate(pa, pa.get() + crate::GRANULE_SIZE).map(drop)
     }
     fn data_create(
         &mut self,
@@ -230,33 +367,32 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         src: &Page,
         measure: Measure,
     ) -> Result<(), RmiError> {
-        self.status(fid::RTT_DATA_MAP_INIT, &[rd.get(), data.get(), ipa.0, src.to_reg(), measure.encode()])
+        self.rmm.rtt_data_map_init(rd, data, ipa, src, measure)
     }
     fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError> {
-        let top = ipa.0 + crate::GRANULE_SIZE;
-        self.status(fid::RTT_DATA_MAP, &[rd.get(), ipa.0, top, ADDR_TYPE_SINGLE, data.get()])
+        let top = Ipa(ipa.0 + crate::GRANULE_SIZE);
+        self.rmm.rtt_data_map(rd, ipa, top, ADDR_TYPE_SINGLE, data.get()).map(drop)
     }
-    /// RTT_DATA_UNMAP of one page: x2 is the unmapped granule's descriptor (0 when nothing was
+    /// RTT_DATA_UNMAP of one page: the descriptor of what was unmapped (0 when nothing was
     /// mapped there — what 1.0 reported as (RMI_ERROR_RTT, level); the level is not returned, 3 is
-    /// said), x1 the next live IPA.
+    /// said), and the next live IPA: asked with no upper bound it is 1.0's `top` (v0.9.0
+    /// `smc_rtt_data_unmap` unmaps one page whatever `top` says, and only checks top > base).
     fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
-        // x1 = min(the walk's next live IPA, top): with no upper bound it is 1.0's `top` (v0.9.0
-        // `smc_rtt_data_unmap` unmaps one page whatever `top` says and only checks top > base).
-        let r = self.call(fid::RTT_DATA_UNMAP, &[rd.get(), ipa.0, u64::MAX, ADDR_TYPE_SINGLE, 0]);
-        let result = decode_return(r[0]).and_then(|()| match r[2] & DESC_ADDR_MASK {
+        let r = self.rmm.rtt_data_unmap(rd, ipa, Ipa(u64::MAX), ADDR_TYPE_SINGLE, 0);
+        let result = r.result.and_then(|desc| match desc & DESC_ADDR_MASK {
             0 => Err(RmiError::rtt(3)),
-            pa => GranuleAddr::new(pa).ok_or(RmiError::Unknown(r[2])),
+            pa => GranuleAddr::new(pa).ok_or(RmiError::Unknown(desc)),
         });
-        WithTop { result, top: Ipa(r[1]) }
+        WithTop { result, top: r.next }
     }
     fn realm_activate(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
-        self.status(fid::REALM_ACTIVATE, &[rd.get()])
+        self.rmm.realm_activate(rd)
     }
     fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError> {
-        self.status(fid::REALM_CREATE, &[rd.get(), params.to_reg()])
+        self.rmm.realm_create(rd, params)
     }
     fn realm_destroy(&mut self, rd: GranuleAddr) -> Result<(), RmiError> {
-        self.status(fid::REALM_DESTROY, &[rd.get()])
+        self.rmm.realm_destroy(rd)
     }
     /// The RMM asks for these at REC_CREATE (the core delegates them and lists them in RecParams,
     /// as for 1.0); they come back delegated at REC_DESTROY.
@@ -264,13 +400,13 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         Ok(REC_AUX_GRANULES)
     }
     fn rec_create(&mut self, rd: GranuleAddr, rec: GranuleAddr, params: &RecParams) -> Result<(), RmiError> {
-        let r = self.call(fid::REC_CREATE, &[rd.get(), rec.get(), params.to_reg()]);
+        let r = self.rmm.rec_create(rd, rec, params);
         let n = (params.num_aux as usize).min(params.aux.len());
         let aux = params.aux;
         self.finish(r, &aux[..n])
     }
     fn rec_destroy(&mut self, rec: GranuleAddr) -> Result<(), RmiError> {
-        let r = self.call(fid::REC_DESTROY, &[rec.get()]);
+        let r = self.rmm.rec_destroy(rec);
         self.finish(r, &[])
     }
     /// The GIC state goes through the hardware: the host's LRs and NS bits of ICH_HCR_EL2 in (with
@@ -281,10 +417,10 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         let hcr =
             ich_hcr::EN | ich_hcr::VSGIEOICOUNT | ich_hcr::DVIM | (run.enter.gicv3_hcr & ich_hcr::NS_MASK);
         self.vgic.load(hcr, &run.enter.gicv3_lrs[..n]);
-        let r = self.call(fid::REC_ENTER, &[rec.get(), (&*run).to_reg()]);
+        let r = self.rmm.rec_enter(rec, run);
         let mut lrs = [0u64; REC_GIC_NUM_LRS];
         let (hcr, misr, vmcr) = self.vgic.save(&mut lrs[..n]);
-        decode_return(r[0])?;
+        r?;
         run.exit.gicv3_lrs = lrs;
         run.exit.gicv3_hcr = hcr & (ich_hcr::EOICOUNT_MASK | ich_hcr::NS_MASK);
         run.exit.gicv3_misr = misr;
@@ -298,10 +434,10 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         ipa: Ipa,
         level: RttLevel,
     ) -> Result<(), RmiError> {
-        self.status(fid::RTT_CREATE, &[rd.get(), rtt.get(), ipa.0, level.raw()])
+        self.rmm.rtt_create(rd, rtt, ipa, level)
     }
     fn rtt_destroy(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<GranuleAddr> {
-        FromRegs::from_regs(self.call(fid::RTT_DESTROY, &[rd.get(), ipa.0, level.raw()]))
+        self.rmm.rtt_destroy(rd, ipa, level)
     }
     fn rtt_map_unprotected(
         &mut self,
@@ -310,13 +446,13 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         level: RttLevel,
         desc: u64,
     ) -> Result<(), RmiError> {
-        self.status(fid::RTT_MAP_UNPROTECTED, &[rd.get(), ipa.0, level.raw(), desc])
+        self.rmm.rtt_map_unprotected(rd, ipa, level, desc)
     }
     fn rtt_read_entry(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<RttEntry, RmiError> {
-        FromRegs::from_regs(self.call(fid::RTT_READ_ENTRY, &[rd.get(), ipa.0, level.raw()]))
+        self.rmm.rtt_read_entry(rd, ipa, level)
     }
     fn rtt_unmap_unprotected(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> WithTop<()> {
-        FromRegs::from_regs(self.call(fid::RTT_UNMAP_UNPROTECTED, &[rd.get(), ipa.0, level.raw()]))
+        self.rmm.rtt_unmap_unprotected(rd, ipa, level)
     }
     fn psci_complete(
         &mut self,
@@ -324,16 +460,16 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         target: GranuleAddr,
         status: PsciStatus,
     ) -> Result<(), RmiError> {
-        self.status(fid::PSCI_COMPLETE, &[calling.get(), target.get(), status.encode()])
+        self.rmm.psci_complete(calling, target, status)
     }
     /// Register 0 in the 1.0 layout: 2.0's [31:0] (the same fields), the hash algorithms and
     /// MAX_RECS_ORDER from register 1, GICV3_NUM_LRS from this CPU's ICH_VTR_EL2.
     fn features(&mut self, index: u64) -> Result<u64, RmiError> {
-        let r0: Result<u64, RmiError> = FromRegs::from_regs(self.call(fid::FEATURES, &[index]));
+        let r0 = self.rmm.features(index);
         if index != 0 {
             return r0;
         }
-        let r1 = <Result<u64, RmiError>>::from_regs(self.call(fid::FEATURES, &[1]))?;
+        let r1 = self.rmm.features(1)?;
         let mut reg0 = r0? & 0xffff_ffff;
         if r1 & features1::HASH_SHA_256 != 0 {
             reg0 |= features::HASH_SHA_256;
@@ -347,10 +483,10 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         Ok(reg0 | lrs << features::GICV3_NUM_LRS_SHIFT)
     }
     fn rtt_fold(&mut self, rd: GranuleAddr, ipa: Ipa, level: RttLevel) -> Result<GranuleAddr, RmiError> {
-        FromRegs::from_regs(self.call(fid::RTT_FOLD, &[rd.get(), ipa.0, level.raw()]))
+        self.rmm.rtt_fold(rd, ipa, level)
     }
     fn rtt_init_ripas(&mut self, rd: GranuleAddr, base: Ipa, top: Ipa) -> Result<Ipa, RmiError> {
-        FromRegs::from_regs(self.call(fid::RTT_INIT_RIPAS, &[rd.get(), base.0, top.0]))
+        self.rmm.rtt_init_ripas(rd, base, top)
     }
     fn rtt_set_ripas(
         &mut self,
@@ -359,7 +495,7 @@ impl<C: Conduit, V: VgicHw> Rmm for Rmi2<'_, C, V> {
         base: Ipa,
         top: Ipa,
     ) -> Result<Ipa, RmiError> {
-        FromRegs::from_regs(self.call(fid::RTT_SET_RIPAS, &[rd.get(), rec.get(), base.0, top.0]))
+        self.rmm.rtt_set_ripas(rd, rec, base, top)
     }
 }
 
@@ -435,14 +571,14 @@ mod tests {
         assert_eq!(d.result, Err(RmiError::rtt(3)), "nothing mapped there: as 1.0's DATA_DESTROY said it");
         assert_eq!(r.rec_aux_count(g(1)), Ok(REC_AUX_GRANULES));
         assert_eq!(
-            r.conduit.calls,
+            r.rmm.conduit.calls,
             [
-                (fid::VERSION, args(&[0x2_0000])),
-                (fid::GRANULE_RANGE_DELEGATE, args(&[0x1000, 0x2000])),
-                (fid::RTT_DATA_MAP, args(&[0x1000, 0x4000, 0x5000, 1, 0x2000])),
-                (fid::GRANULE_RANGE_UNDELEGATE, args(&[0x2000, 0x3000])),
-                (fid::RTT_DATA_UNMAP, args(&[0x1000, 0x4000, u64::MAX, 1, 0])),
-                (fid::RTT_DATA_UNMAP, args(&[0x1000, 0x5000, u64::MAX, 1, 0])),
+                (Fid2::Version as u32, args(&[0x2_0000])),
+                (Fid2::GranuleRangeDelegate as u32, args(&[0x1000, 0x2000])),
+                (Fid2::RttDataMap as u32, args(&[0x1000, 0x4000, 0x5000, 1, 0x2000])),
+                (Fid2::GranuleRangeUndelegate as u32, args(&[0x2000, 0x3000])),
+                (Fid2::RttDataUnmap as u32, args(&[0x1000, 0x4000, u64::MAX, 1, 0])),
+                (Fid2::RttDataUnmap as u32, args(&[0x1000, 0x5000, u64::MAX, 1, 0])),
             ]
         );
     }
@@ -475,16 +611,16 @@ mod tests {
             "one 4K descriptor per aux granule, delegated"
         );
         r.rec_destroy(g(2)).unwrap();
-        let fids: Vec<(u32, [u64; 6])> = r.conduit.calls.clone();
+        let fids: Vec<(u32, [u64; 6])> = r.rmm.conduit.calls.clone();
         assert_eq!(
             fids,
             [
-                (fid::REC_CREATE, args(&[0x1000, 0x2000, (&params).to_reg()])),
-                (fid::OP_MEM_DONATE, args(&[7, list_pa, 16])),
-                (fid::OP_CONTINUE, args(&[7, 0])),
-                (fid::REC_DESTROY, args(&[0x2000])),
-                (fid::OP_MEM_RECLAIM, args(&[3, list_pa, 512])),
-                (fid::OP_CONTINUE, args(&[3, 0])),
+                (Fid2::RecCreate as u32, args(&[0x1000, 0x2000, (&params).to_reg()])),
+                (Fid2::OpMemDonate as u32, args(&[7, list_pa, 16])),
+                (Fid2::OpContinue as u32, args(&[7, 0])),
+                (Fid2::RecDestroy as u32, args(&[0x2000])),
+                (Fid2::OpMemReclaim as u32, args(&[3, list_pa, 512])),
+                (Fid2::OpContinue as u32, args(&[3, 0])),
             ]
         );
     }
@@ -504,16 +640,16 @@ mod tests {
         let mut params = RecParams::zeroed();
         params.num_aux = 16;
         assert_eq!(r.rec_create(g(1), g(2), &params), Err(RmiError::REALM));
-        assert_eq!(r.conduit.calls[3].0, fid::OP_MEM_RECLAIM);
+        assert_eq!(r.rmm.conduit.calls[3].0, Fid2::OpMemReclaim as u32);
         // The RMM asks for more than the host gave, or for undelegated memory: refused, no donation.
         let answers = [[0x10d, 7, 17 << 2, 0, 0]];
         let mut r = Rmi2::new(Scripted { calls: Vec::new(), answers: answers.to_vec() }, &mut ich, &mut list);
         assert!(r.rec_create(g(1), g(2), &params).is_err());
-        assert_eq!(r.conduit.calls.len(), 1);
+        assert_eq!(r.rmm.conduit.calls.len(), 1);
         // An RMM that never ends the operation: the adapter gives up.
         let mut r = Rmi2::new(Scripted { calls: Vec::new(), answers: Vec::new() }, &mut ich, &mut list);
         assert!(r.rec_destroy(g(2)).is_err());
-        assert_eq!(r.conduit.calls.len(), 1 + SRO_STEPS_MAX);
+        assert_eq!(r.rmm.conduit.calls.len(), 1 + SRO_STEPS_MAX);
     }
 
     #[test]
@@ -528,7 +664,7 @@ mod tests {
             let mut r =
                 Rmi2::new(Scripted { calls: Vec::new(), answers: [[0; 5]].to_vec() }, &mut ich, &mut list);
             r.rec_enter(g(2), &mut run).unwrap();
-            assert_eq!(r.conduit.calls[0].0, fid::REC_ENTER);
+            assert_eq!(r.rmm.conduit.calls[0].0, Fid2::RecEnter as u32);
         }
         let (hcr, lrs) = ich.loaded.clone().unwrap();
         assert_eq!(hcr, ich_hcr::EN | ich_hcr::VSGIEOICOUNT | ich_hcr::DVIM | ich_hcr::NS_MASK);
