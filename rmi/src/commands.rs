@@ -149,6 +149,13 @@ macro_rules! define_abi {
             $($(#[$doc])* fn $method(&mut self, $($arg: $ty),*) -> $ret;)*
         }
 
+        /// A borrowed RMM is an RMM (a wrapper can hold `&mut` of one it does not own).
+        impl<T: Rmm + ?Sized> Rmm for &mut T {
+            $(fn $method(&mut self, $($arg: $ty),*) -> $ret {
+                (**self).$method($($arg),*)
+            })*
+        }
+
         impl<C: crate::Conduit> Rmm for crate::SmcRmm<C> {
             $(fn $method(&mut self, $($arg: $ty),*) -> $ret {
                 let regs = self.call(Fid::$variant, &[$(ToReg::to_reg(&$arg)),*]);

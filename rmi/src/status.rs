@@ -61,6 +61,28 @@ impl RmiStatus {
         })
     }
 
+    /// The raw status number (x0[7:0]).
+    pub const fn raw(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::ErrorInput => 1,
+            Self::ErrorRealm => 2,
+            Self::ErrorRec => 3,
+            Self::ErrorRtt => 4,
+            Self::NotSupported => 5,
+            Self::ErrorDevice => 6,
+            Self::ErrorRttAux => 7,
+            Self::ErrorPsmmuSt => 8,
+            Self::ErrorDpt => 9,
+            Self::Busy => 10,
+            Self::ErrorGlobal => 11,
+            Self::ErrorTracking => 12,
+            Self::Incomplete => 13,
+            Self::Blocked => 14,
+            Self::ErrorGpt => 15,
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::Success => "RMI_SUCCESS",
@@ -135,6 +157,16 @@ impl RmiError {
     /// `(RMI_ERROR_REC, 0)`: the REC is in the wrong state.
     pub const REC: Self = Self::Status { status: RmiStatus::ErrorRec, index: 0 };
 
+    /// x0 as an RMM returns it (an RMM model answering in registers).
+    pub const fn encode(self) -> u64 {
+        match self {
+            Self::Status { status, index } => status.raw() as u64 | (index as u64) << 8,
+            Self::Firmware(FirmwareError::Unknown) => u64::MAX,
+            Self::Firmware(_) => u64::MAX,
+            Self::Unknown(x0) => x0,
+        }
+    }
+
     /// Shorthand for `(RMI_ERROR_RTT, level)`.
     pub const fn rtt(level: u8) -> Self {
         Self::Status { status: RmiStatus::ErrorRtt, index: level }
@@ -193,6 +225,13 @@ mod tests {
         assert_eq!(decode_return(-2i64 as u64), Err(RmiError::Firmware(FirmwareError::BadAddr)));
         assert_eq!(decode_return(-6i64 as u64), Err(RmiError::Firmware(FirmwareError::Again)));
         assert_eq!(decode_return(-9i64 as u64), Err(RmiError::Firmware(FirmwareError::Other(-9))));
+    }
+
+    #[test]
+    fn statuses_encode_back_to_x0() {
+        for x0 in (1..16u64).chain([0x0304, 0x10d, 0x20d]) {
+            assert_eq!(decode_return(x0).unwrap_err().encode(), x0, "{x0:#x}");
+        }
     }
 
     #[test]

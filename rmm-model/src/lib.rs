@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+pub mod front2;
 pub mod gic;
 pub mod idregs;
 pub mod measure;
