@@ -26,17 +26,20 @@ pub struct Options {
     pub bench: bool,
     /// `--map`: print the realm's IPA map at the end of the run.
     pub map: bool,
+    /// `--rmi 2.0`: the embedded model answers RMI 2.0 (through `rmm_model::front2`).
+    pub rmi2: bool,
 }
 
 impl Options {
     pub fn from_bundle(b: &arch::nsmem::Bundle) -> Self {
-        use arch::nsmem::{BUNDLE_BENCH, BUNDLE_MAP, BUNDLE_TRACE, BUNDLE_VERBOSE};
+        use arch::nsmem::{BUNDLE_BENCH, BUNDLE_MAP, BUNDLE_RMI2, BUNDLE_TRACE, BUNDLE_VERBOSE};
         Self {
             verbose: b.flags & BUNDLE_VERBOSE != 0,
             trace: (b.flags & BUNDLE_TRACE != 0)
                 .then(|| crate::realm::counted::TraceFilter::parse(b.trace_filter)),
             bench: b.flags & BUNDLE_BENCH != 0,
             map: b.flags & BUNDLE_MAP != 0,
+            rmi2: b.flags & BUNDLE_RMI2 != 0,
         }
     }
 }

@@ -30,6 +30,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use log::info;
 use rmi::rmi2::Rmi2;
 use rmi::{RmiVersion, Rmm, SmcRmm};
+use rmm_model::front2::Front2;
 use spin::Once;
 
 /// Which RMM the vCPUs talk to.
@@ -40,6 +41,8 @@ enum Backend {
     Firmware2,
     /// The embedded model, and this machine's world-switch parameters (PA bits, VMID16).
     Embedded(u32, bool),
+    /// The same, speaking RMI 2.0 (`rmm_model::front2`) to the 2.0 adapter.
+    Embedded2(u32, bool),
 }
 
 /// What the secondary CPUs need to run their vCPUs.
@@ -118,11 +121,30 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
         info!("realm backend: the firmware's RMM (RMI {}..{}), {} vCPU(s)", v.lower, v.higher, vm_cfg.vcpus);
         drive(hyp, smc, Backend::Firmware, &vm_cfg, bundle, text, trace, bench)
     } else {
-        info!("realm backend: the embedded RMM model, {} vCPU(s)", vm_cfg.vcpus);
         let model = embedded_rmm(hyp)?;
         let (pa_bits, vmid16) = crate::backend::embedded::world_switch_params()?;
         let model = MODEL.call_once(|| Mutex::new(model));
         let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
+        if hyp.opts.rmi2 {
+            info!(
+                "realm backend: the embedded RMM model speaking RMI 2.0 (through the 2.0 adapter), {} vCPU(s)",
+                vm_cfg.vcpus
+            );
+            let mut list = Box::new(rmi::Page::zeroed());
+            let mut rmm2 = Rmi2::over(Front2::new(rmm, HostIch::new()), HostIch::new(), &mut list);
+            rmm2.activate().map_err(|e| format!("RMI_RMM_ACTIVATE: {e}"))?;
+            return drive(
+                hyp,
+                rmm2,
+                Backend::Embedded2(pa_bits, vmid16),
+                &vm_cfg,
+                bundle,
+                text,
+                trace,
+                bench,
+            );
+        }
+        info!("realm backend: the embedded RMM model, {} vCPU(s)", vm_cfg.vcpus);
         drive(hyp, rmm, Backend::Embedded(pa_bits, vmid16), &vm_cfg, bundle, text, trace, bench)
     }
 }
@@ -165,6 +187,20 @@ fn run_vcpu(job: &Job, index: usize) {
             let mut list = Box::new(rmi::Page::zeroed());
             run_on_this_cpu(job, Rmi2::new(Smc, HostIch::new(), &mut list), index);
         }
+        Backend::Embedded2(pa_bits, vmid16) => match MODEL.get() {
+            Some(model) => {
+                let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
+                let mut list = Box::new(rmi::Page::zeroed());
+                let mut rmm2 = Rmi2::over(Front2::new(rmm, HostIch::new()), HostIch::new(), &mut list);
+                // This CPU's front is activated here (the gate is per front: rmm_model::front2).
+                let _ = rmm2.activate();
+                run_on_this_cpu(job, rmm2, index);
+            }
+            None => {
+                job.results.lock()[index] =
+                    Some((Stop::Error(HostError::Internal("no embedded model")), CallCounts::default()));
+            }
+        },
         Backend::Embedded(pa_bits, vmid16) => match MODEL.get() {
             Some(model) => {
                 run_on_this_cpu(job, SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) }, index)

@@ -50,7 +50,7 @@ trace_words() {
 # Their common flags, parsed by boot_flag into these variables:
 firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0
 trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0 ipa_bits=""
-linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size="" virtio=0 disk_size=16M
+linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size="" virtio=0 disk_size=16M rmi2=0
 # boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
 # to the number of arguments used; BOOT_SHIFT=0 when $1 is not one of them.
 boot_flag() {
@@ -84,6 +84,14 @@ boot_flag() {
     --cmdline) [ "$#" -ge 2 ] || die "--cmdline needs a value"; linux=1 cmdline=$2 BOOT_SHIFT=2 ;;
     --interactive) linux=1 interactive=1 ;;
     --virtio) linux=1 virtio=1 ;;
+    --rmi)
+      need_value "$1" "$#" "${2-}"
+      case $2 in
+        1.0) rmi2=0 ;;
+        2.0) rmi2=1 ;;
+        *) die "--rmi takes 1.0 or 2.0, not '$2'" ;;
+      esac
+      BOOT_SHIFT=2 ;;
     --disk-size)
       need_value "$1" "$#" "${2-}"
       [[ $2 =~ ^[1-9][0-9]{0,3}M$ ]] && [ "${2%M}" -le 128 ] || die "--disk-size takes 1M to 128M, not '$2'"
@@ -273,6 +281,9 @@ trace_filter() { echo "$trace_incl${trace_incl:+${trace_excl:+,}}$trace_excl"; }
 # and BOOT_QEMU, the QEMU command line (scripts/gdb adds -S -gdb; scripts/run a timeout).
 boot_prepare() {
   local profile=$1 work=$2 realm_bin="" bundle=() fw f n flags
+  # --rmi picks what the embedded model speaks; firmware's RMM speaks what it speaks (negotiated).
+  [ "$rmi2" = 1 ] && [ "$firmware" != embedded ] \
+    && die "--rmi 2.0 selects the embedded model's ABI; a firmware RMM is asked for 1.0 and driven through the 2.0 adapter when it speaks 2.0 only"
   case $firmware in
     rmm) [ -f "$rmm_img" ] || die "--rmm: no RMM image at '$rmm_img'" ;;
     dir) for f in bl1.bin fip.bin; do [ -f "$fw_dir/$f" ] || die "--firmware-dir: '$fw_dir/$f' is missing"; done ;;
@@ -322,7 +333,7 @@ boot_prepare() {
     realm_bin=$(build_realm) || die "${realm_bin##*FAIL: }"
     REALM_ELF=${realm_bin%.bin}
   fi
-  flags=$(( trace | bench << 1 | verbose << 2 | map << 3 | interactive << 5 ))
+  flags=$(( trace | bench << 1 | verbose << 2 | map << 3 | interactive << 5 | rmi2 << 7 ))
   if [ "$linux" = 1 ]; then
     linux_bundle "$work" "$flags" "$linux_ram"
     bundle=(-device "loader,file=$work/bundle.bin,addr=0x50000000,force-raw=on")

@@ -60,6 +60,9 @@ pub const BUNDLE_MAP: u64 = 8;
 pub const BUNDLE_LINUX: u64 = 16;
 /// Bundle flag: an interactive Linux realm (console input goes to it).
 pub const BUNDLE_INTERACTIVE: u64 = 32;
+/// Bundle flag: the embedded model speaks RMI 2.0 (`scripts/run --rmi 2.0`), the hypervisor
+/// drives it through its 2.0 adapter.
+pub const BUNDLE_RMI2: u64 = 128;
 /// Bundle flag: the Linux realm gets virtio devices, and the bundle carries a disk image.
 pub const BUNDLE_VIRTIO: u64 = 64;
 /// Longest trace filter accepted.
