@@ -117,27 +117,46 @@ pub mod features {
     }
 }
 
+/// A conduit for the tests: records every call and answers from a script (then `after`, if set).
+#[cfg(test)]
+pub(crate) mod scripted {
+    extern crate std;
+    use std::vec::Vec;
+
+    pub struct Scripted {
+        pub calls: Vec<(u32, [u64; 6])>,
+        pub answers: Vec<[u64; 5]>,
+        pub after: Option<[u64; 5]>,
+    }
+
+    impl Scripted {
+        pub fn new(answers: &[[u64; 5]]) -> Self {
+            Self { calls: Vec::new(), answers: answers.to_vec(), after: None }
+        }
+    }
+
+    impl super::Conduit for Scripted {
+        fn call(&mut self, fid: u32, args: [u64; 6]) -> [u64; 5] {
+            self.calls.push((fid, args));
+            if self.answers.is_empty() {
+                self.after.expect("the scripted conduit ran out of answers")
+            } else {
+                self.answers.remove(0)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
 
-    /// A conduit that records calls and answers from a script.
-    struct Scripted {
-        calls: Vec<(u32, [u64; 6])>,
-        answers: Vec<[u64; 5]>,
-    }
-
-    impl Conduit for Scripted {
-        fn call(&mut self, fid: u32, args: [u64; 6]) -> [u64; 5] {
-            self.calls.push((fid, args));
-            self.answers.remove(0)
-        }
-    }
+    use crate::scripted::Scripted;
 
     fn rmm(answers: &[[u64; 5]]) -> SmcRmm<Scripted> {
-        SmcRmm::new(Scripted { calls: Vec::new(), answers: answers.to_vec() })
+        SmcRmm::new(Scripted::new(answers))
     }
 
     #[test]

@@ -505,17 +505,7 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    /// A conduit that records calls and answers from a script.
-    struct Scripted {
-        calls: Vec<(u32, [u64; 6])>,
-        answers: Vec<[u64; 5]>,
-    }
-    impl Conduit for Scripted {
-        fn call(&mut self, fid: u32, args: [u64; 6]) -> [u64; 5] {
-            self.calls.push((fid, args));
-            if self.answers.is_empty() { [0x10d, 1, 0, 0, 0] } else { self.answers.remove(0) }
-        }
-    }
+    use crate::scripted::Scripted;
 
     /// Four list registers; remembers what was loaded, hands back what it is told.
     #[derive(Default)]
@@ -559,7 +549,7 @@ mod tests {
             [0, 0x5000, 0x8800_0004, 0, 0],
             [0, 0x6000, 0, 0, 0],
         ];
-        let mut r = Rmi2::new(Scripted { calls: Vec::new(), answers: answers.to_vec() }, &mut ich, &mut list);
+        let mut r = Rmi2::new(Scripted::new(&answers), &mut ich, &mut list);
         let v = r.version(RmiVersion::V1_0).unwrap();
         assert!(v.accepted && v.higher == V2_0);
         r.granule_delegate(g(1)).unwrap();
@@ -595,7 +585,7 @@ mod tests {
             [0x00d, 1, 0, 0, 0],       // OP_MEM_RECLAIM: one descriptor, done
             [0, 0, 0, 0, 0],           // OP_CONTINUE: destroyed
         ];
-        let mut r = Rmi2::new(Scripted { calls: Vec::new(), answers: answers.to_vec() }, &mut ich, &mut list);
+        let mut r = Rmi2::new(Scripted::new(&answers), &mut ich, &mut list);
         let mut params = RecParams::zeroed();
         params.num_aux = 16;
         for i in 0..16 {
@@ -636,18 +626,22 @@ mod tests {
             [0x00d, 2, 0, 0, 0],
             [2, 0, 0, 0, 0],
         ];
-        let mut r = Rmi2::new(Scripted { calls: Vec::new(), answers: answers.to_vec() }, &mut ich, &mut list);
+        let mut r = Rmi2::new(Scripted::new(&answers), &mut ich, &mut list);
         let mut params = RecParams::zeroed();
         params.num_aux = 16;
         assert_eq!(r.rec_create(g(1), g(2), &params), Err(RmiError::REALM));
         assert_eq!(r.rmm.conduit.calls[3].0, Fid2::OpMemReclaim as u32);
         // The RMM asks for more than the host gave, or for undelegated memory: refused, no donation.
         let answers = [[0x10d, 7, 17 << 2, 0, 0]];
-        let mut r = Rmi2::new(Scripted { calls: Vec::new(), answers: answers.to_vec() }, &mut ich, &mut list);
+        let mut r = Rmi2::new(Scripted::new(&answers), &mut ich, &mut list);
         assert!(r.rec_create(g(1), g(2), &params).is_err());
         assert_eq!(r.rmm.conduit.calls.len(), 1);
         // An RMM that never ends the operation: the adapter gives up.
-        let mut r = Rmi2::new(Scripted { calls: Vec::new(), answers: Vec::new() }, &mut ich, &mut list);
+        let mut r = Rmi2::new(
+            Scripted { after: Some([0x10d, 1, 0, 0, 0]), ..Scripted::new(&[]) },
+            &mut ich,
+            &mut list,
+        );
         assert!(r.rec_destroy(g(2)).is_err());
         assert_eq!(r.rmm.conduit.calls.len(), 1 + SRO_STEPS_MAX);
     }
@@ -661,8 +655,7 @@ mod tests {
         run.enter.gicv3_hcr = 0xffff_ffff; // only the NS bits are the host's
         run.enter.gicv3_lrs[0] = 0x1;
         {
-            let mut r =
-                Rmi2::new(Scripted { calls: Vec::new(), answers: [[0; 5]].to_vec() }, &mut ich, &mut list);
+            let mut r = Rmi2::new(Scripted::new(&[[0; 5]]), &mut ich, &mut list);
             r.rec_enter(g(2), &mut run).unwrap();
             assert_eq!(r.rmm.conduit.calls[0].0, Fid2::RecEnter as u32);
         }
@@ -683,7 +676,7 @@ mod tests {
         let mut list = Page::zeroed();
         let answers =
             [[0, 0x0000_0000_0141_0030, 0, 0, 0], [0, (1 << 3) | (1 << 5) | (10 << 6) | 1, 0, 0, 0]];
-        let mut r = Rmi2::new(Scripted { calls: Vec::new(), answers: answers.to_vec() }, &mut ich, &mut list);
+        let mut r = Rmi2::new(Scripted::new(&answers), &mut ich, &mut list);
         let reg0 = r.features(0).unwrap();
         assert_eq!(features::s2sz(reg0), 0x30);
         assert_eq!(
