@@ -151,7 +151,6 @@ pub(crate) mod scripted {
 mod tests {
     extern crate std;
     use super::*;
-    use std::vec::Vec;
 
     use crate::scripted::Scripted;
 
