@@ -23,6 +23,10 @@
 //! REALM_CREATE takes the 1.0 page unchanged (2.0 dropped `vmid`, and reads nothing else the 1.0
 //! layout puts elsewhere); the RTT, unprotected-mapping, RIPAS and PSCI commands keep their FIDs
 //! and registers.
+//!
+//! The 2.0 commands are one list, [`rmi2_commands!`](crate::rmi2_commands) ([`Fid2`], [`Rmm2`],
+//! [`SmcRmm2`]); the adapter runs over any [`Rmm2`]: real SMCs, or the embedded model's 2.0 front
+//! (`rmm_model::front2`).
 
 use crate::commands::{FromRegs, ToReg};
 use crate::{
@@ -248,7 +252,7 @@ mod features1 {
     pub const MAX_RECS_ORDER_MASK: u64 = 0xf;
 }
 
-/// ICH_HCR_EL2 bits (Arm ARM D23.2.xx), with TF-RMM 1.0's rules for what the host may set
+/// ICH_HCR_EL2 bits (Arm ARM, ICH_HCR_EL2), with TF-RMM 1.0's rules for what the host may set
 /// (`ICH_HCR_EL2_NS_MASK`) and what it is told back (the NS bits and EOIcount).
 pub mod ich_hcr {
     /// UIE, LRENPIE, NPIE, VGrp0EIE, VGrp0DIE, VGrp1EIE, VGrp1DIE, TDIR.

@@ -14,15 +14,15 @@
 //! the host never sets them.
 
 /// ICH_HCR_EL2 bits the host controls: UIE, LRENPIE, NPIE, VGrp0EIE, VGrp0DIE, VGrp1EIE,
-/// VGrp1DIE, TDIR.
-pub const ICH_HCR_NS_MASK: u64 = 0x40fe;
+/// VGrp1DIE, TDIR (the same rules the host's 2.0 adapter applies: `rmi::rmi2::ich_hcr`).
+pub const ICH_HCR_NS_MASK: u64 = rmi::rmi2::ich_hcr::NS_MASK;
 /// ICH_HCR_EL2.En: the virtual CPU interface is on (the RMM's, set while a REC runs).
-pub const ICH_HCR_EN: u64 = 1 << 0;
+pub const ICH_HCR_EN: u64 = rmi::rmi2::ich_hcr::EN;
 /// ICH_HCR_EL2.vSGIEOICount and DVIM, which TF-RMM `gic_cpu_state_init` sets for every REC.
-pub const ICH_HCR_VSGIEOICOUNT: u64 = 1 << 8;
-pub const ICH_HCR_DVIM: u64 = 1 << 15;
+pub const ICH_HCR_VSGIEOICOUNT: u64 = rmi::rmi2::ich_hcr::VSGIEOICOUNT;
+pub const ICH_HCR_DVIM: u64 = rmi::rmi2::ich_hcr::DVIM;
 /// ICH_HCR_EL2.EOIcount [31:27], reported to the host with the NS bits.
-pub const ICH_HCR_EOICOUNT_MASK: u64 = 0x1f << 27;
+pub const ICH_HCR_EOICOUNT_MASK: u64 = rmi::rmi2::ich_hcr::EOICOUNT_MASK;
 /// List registers and active-priority registers a REC keeps (RMM 1.0 `REC_GIC_NUM_LRS`; four
 /// of each APR for 7 preemption bits).
 pub const MAX_LRS: usize = rmi::REC_GIC_NUM_LRS;
