@@ -35,6 +35,9 @@ pub struct Config {
     pub pmu_num_ctrs: u64,
     /// FEAT_VMID16: VMIDs below 0x10000 rather than 0x100.
     pub vmid16: bool,
+    /// RTT_INIT_RIPAS extends the RIM (RMM 1.0, TF-RMM `measurement_init_ripas_measure`); RMI
+    /// 2.0 (TF-RMM tf-rmm-v0.9.0 `smc_rtt_init_ripas`) measures nothing there.
+    pub measure_init_ripas: bool,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             gic_max_vintid: 0xffff,
             pmu_num_ctrs: 6,
             vmid16: true,
+            measure_init_ripas: true,
         }
     }
 }

@@ -476,8 +476,8 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 Rtte::Unassigned(Ripas::Ram) => {}
                 _ => break,
             }
-            // Every entry walked over is measured, also one that already was RAM.
-            if let Some(r) = self.realms.get_mut(&rd.get()) {
+            // Every entry walked over is measured, also one that already was RAM (1.0 only).
+            if let Some(r) = self.realms.get_mut(&rd.get()).filter(|_| self.config.measure_init_ripas) {
                 r.measurements.init_ripas(addr, addr + size);
             }
             addr += size;

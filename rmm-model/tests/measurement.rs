@@ -242,3 +242,30 @@ fn measurement_errors_as_tf_rmm() {
         "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
     );
 }
+
+/// RMI 2.0 (tf-rmm-v0.9.0 `smc_rtt_init_ripas`) measures nothing at RTT_INIT_RIPAS; 1.0 does.
+#[test]
+fn init_ripas_is_measured_under_1_0_only() {
+    for measure in [true, false] {
+        let config = Config { measure_init_ripas: measure, ..Config::default() };
+        let mut m = Model::new(Arena::new(BASE, SIZE), Scripted::default(), config);
+        let mut next = BASE;
+        let mut del = |m: &mut Model<Arena, Scripted>| {
+            let a = GranuleAddr::new(next).unwrap();
+            next += 4096;
+            m.granule_delegate(a).unwrap();
+            a
+        };
+        let (rd, root) = (del(&mut m), del(&mut m));
+        let mut p = RealmParams::zeroed();
+        (p.s2sz, p.num_bps, p.num_wps, p.rtt_level_start, p.rtt_num_start, p.rtt_base) =
+            (39, 1, 1, 1, 1, root.get());
+        m.realm_create(rd, &p).unwrap();
+        let l2 = del(&mut m);
+        m.rtt_create(rd, l2, Ipa(0), lvl(2)).unwrap();
+        let before = m.measurements(rd).unwrap().rim().to_vec();
+        assert_eq!(m.rtt_init_ripas(rd, Ipa(0), Ipa(2 << 20)), Ok(Ipa(2 << 20)));
+        let after = m.measurements(rd).unwrap().rim().to_vec();
+        assert_eq!(before != after, measure, "measure_init_ripas {measure}");
+    }
+}
