@@ -6,8 +6,8 @@
 use super::counted::Counted;
 use super::ledger::Use;
 use super::outcome::HostError;
-use super::vm::{ENTRIES, MEMCACHE_TARGET, Res, Vm, granule, is_rtt};
-use crate::addr::{Alias, Gpa, PAGE_SIZE};
+use super::vm::{ENTRIES, MEMCACHE_TARGET, Res, Vm, is_rtt};
+use crate::addr::{Alias, Gpa};
 use crate::memory::Frames;
 use rmi::{Fid, GranuleAddr, Ipa, Rmm, RttLevel};
 
@@ -18,14 +18,7 @@ impl Vm {
         frames: &mut Frames,
         used: Use,
     ) -> Res<GranuleAddr> {
-        let g = granule(Self::alloc_frames(frames, PAGE_SIZE, "an RTT")?)?;
-        match self.ledger.delegate(rmm, g, used) {
-            Ok(()) => Ok(g),
-            Err(e) => {
-                frames.free(crate::addr::PhysAddr(g.get()), 1);
-                Err(HostError::rmi(Fid::GranuleDelegate, g.get(), e))
-            }
-        }
+        self.fresh_granule(rmm, frames, used, "an RTT")
     }
 
     /// Fill the memcache to [`MEMCACHE_TARGET`] (called before each REC_ENTER, never while

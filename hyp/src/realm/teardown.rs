@@ -143,7 +143,7 @@ impl Vm {
     }
 
     /// UNDELEGATE a granule; host frames (not memslot backing) go back to the allocator.
-    fn give_back<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, g: GranuleAddr) {
+    pub(super) fn give_back<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames, g: GranuleAddr) {
         if self.ledger.undelegate(rmm, g) {
             let pa = PhysAddr(g.get());
             if !self.slots.backs(pa) {

@@ -366,6 +366,42 @@ fn error_injection_at_every_call_site_leaks_nothing() {
     );
 }
 
+/// Creation fails at any of its RMI calls: the error names the call, and every host frame and
+/// granule comes back — the one the RMM refused to delegate included (it never became the
+/// realm's, so no teardown would have found it).
+#[test]
+fn a_failed_creation_returns_every_frame() {
+    let sites = [
+        (Fid::GranuleDelegate, 1..=24),
+        (Fid::RealmCreate, 1..=1),
+        (Fid::RttCreate, 1..=3),
+        (Fid::RttInitRipas, 1..=2),
+        (Fid::DataCreate, 1..=3),
+        (Fid::RecCreate, 1..=1),
+        (Fid::RealmActivate, 1..=1),
+    ];
+    for (fid, nths) in sites {
+        for nth in nths {
+            let mut w = world();
+            w.rmm.inner.fail_nth_call(Some(fid), nth, RmiError::INPUT);
+            let created = Vm::create(&mut w.rmm, &mut w.frames, &cfg(true, true), &[0xaa; 5000], b"end\n");
+            w.rmm.inner.clear_injections();
+            match created {
+                Err(e) => {
+                    assert!(
+                        e.contains(fid.name()) && e.contains("0 granule(s) leaked"),
+                        "{fid:?} #{nth}: {e}"
+                    );
+                    assert_eq!(w.rmm.inner.granules().count(), 0, "{fid:?} #{nth}: {e}");
+                    assert_eq!(w.frames.frames_in_use(), 0, "{fid:?} #{nth}: {e}");
+                }
+                // Creation made fewer calls than `nth`: a realm, torn down clean.
+                Ok(v) => teardown_clean(w, v),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_failed_undelegate_is_reported_as_a_leak() {
     // The 1st UNDELEGATE of teardown is the REC (a host frame); the 18th, after 16 aux granules,

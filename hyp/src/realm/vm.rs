@@ -228,6 +228,25 @@ impl Vm {
         granule(pa)
     }
 
+    /// A host frame, delegated and recorded as `used`; the frame goes back to the allocator if
+    /// the RMM refuses it (it never became the realm's: nothing for teardown to undo).
+    pub(super) fn fresh_granule<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        used: Use,
+        what: &'static str,
+    ) -> Res<GranuleAddr> {
+        let g = granule(Self::alloc_frames(frames, PAGE_SIZE, what)?)?;
+        match self.ledger.delegate(rmm, g, used) {
+            Ok(()) => Ok(g),
+            Err(e) => {
+                frames.free(PhysAddr(g.get()), 1);
+                Err(HostError::rmi(Fid::GranuleDelegate, g.get(), e))
+            }
+        }
+    }
+
     pub(super) fn alloc_frames(frames: &mut Frames, bytes: u64, what: &'static str) -> Res<PhysAddr> {
         let n = (bytes / PAGE_SIZE) as usize;
         frames.alloc(n).ok_or_else(|| HostError::OutOfMemory {
@@ -390,17 +409,20 @@ impl Vm {
         cfg: &VmConfig,
         payload: &Payload<'_>,
     ) -> Result<(), String> {
-        let rd = granule(Self::alloc_frames(frames, PAGE_SIZE, "the RD")?)?;
-        self.ledger
-            .delegate(rmm, rd, Use::Rd)
-            .map_err(|e| HostError::rmi(Fid::GranuleDelegate, rd.get(), e))?;
+        let rd = self.fresh_granule(rmm, frames, Use::Rd, "the RD")?;
         self.rd = rd;
         let roots_pa = Self::alloc_frames(frames, self.shape.num_root * PAGE_SIZE, "the root RTTs")?;
         for i in 0..self.shape.num_root {
             let g = granule(PhysAddr(roots_pa.0 + i * PAGE_SIZE))?;
-            self.ledger
-                .delegate(rmm, g, Use::Rtt)
-                .map_err(|e| HostError::rmi(Fid::GranuleDelegate, g.get(), e))?;
+            if let Err(e) = self.ledger.delegate(rmm, g, Use::Rtt) {
+                // The roots delegated so far are in the ledger (teardown returns them); the rest
+                // never left the host.
+                // (frame by frame: the allocator frees power-of-two blocks)
+                for j in i..self.shape.num_root {
+                    frames.free(PhysAddr(roots_pa.0 + j * PAGE_SIZE), 1);
+                }
+                return Err(HostError::rmi(Fid::GranuleDelegate, g.get(), e).into());
+            }
             self.roots.push(g);
         }
         let mut p = Box::new(RealmParams::zeroed());
@@ -464,10 +486,7 @@ impl Vm {
         gprs: [u64; 8],
         aux: usize,
     ) -> Res<()> {
-        let rec = granule(Self::alloc_frames(frames, PAGE_SIZE, "a REC")?)?;
-        self.ledger
-            .delegate(rmm, rec, Use::Rec)
-            .map_err(|e| HostError::rmi(Fid::GranuleDelegate, rec.get(), e))?;
+        let rec = self.fresh_granule(rmm, frames, Use::Rec, "a REC")?;
         let mut rp = Box::new(RecParams::zeroed());
         rp.flags = if index == 0 { rmi::REC_FLAG_RUNNABLE } else { 0 };
         rp.mpidr = RecParams::mpidr_for_index(index);
@@ -476,12 +495,18 @@ impl Vm {
         rp.num_aux = aux as u64;
         let mut auxv = Vec::new();
         for i in 0..aux {
-            let g = granule(Self::alloc_frames(frames, PAGE_SIZE, "REC aux")?)?;
-            self.ledger
-                .delegate(rmm, g, Use::RecAux)
-                .map_err(|e| HostError::rmi(Fid::GranuleDelegate, g.get(), e))?;
-            rp.aux[i] = g.get();
-            auxv.push(g);
+            match self.fresh_granule(rmm, frames, Use::RecAux, "REC aux") {
+                Ok(g) => {
+                    rp.aux[i] = g.get();
+                    auxv.push(g);
+                }
+                Err(e) => {
+                    // The REC never existed: its granule and the aux so far go back now.
+                    self.rec_aux.push(auxv);
+                    self.give_back(rmm, frames, rec);
+                    return Err(e);
+                }
+            }
         }
         // Recorded before the call: teardown gives them back whatever happens.
         self.rec_aux.push(auxv);
@@ -491,9 +516,7 @@ impl Vm {
                 Ok(())
             }
             Err(e) => {
-                if self.ledger.undelegate(rmm, rec) {
-                    frames.free(PhysAddr(rec.get()), 1);
-                }
+                self.give_back(rmm, frames, rec);
                 Err(HostError::rmi(Fid::RecCreate, rec.get(), e))
             }
         }
