@@ -112,7 +112,7 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
             );
             let mut list = Box::new(rmi::Page::zeroed());
             let mut rmm2 = Rmi2::new(Smc, HostIch::new(), &mut list);
-            rmm2.activate().map_err(|e| format!("RMI_RMM_ACTIVATE: {e}"))?;
+            activate2(&mut rmm2)?;
             return drive(hyp, rmm2, Backend::Firmware2, &vm_cfg, bundle, text, trace, bench);
         }
         if !v.accepted {
@@ -132,7 +132,7 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
             );
             let mut list = Box::new(rmi::Page::zeroed());
             let mut rmm2 = Rmi2::over(Front2::new(rmm, HostIch::new()), HostIch::new(), &mut list);
-            rmm2.activate().map_err(|e| format!("RMI_RMM_ACTIVATE: {e}"))?;
+            activate2(&mut rmm2)?;
             return drive(
                 hyp,
                 rmm2,
@@ -666,5 +666,15 @@ impl Progress {
     }
     fn seconds(&self) -> u64 {
         (self.last_us - self.start_us) / 1_000_000
+    }
+}
+
+/// RMI_RMM_ACTIVATE through the 2.0 adapter, then refuse, with the reason, an RMM that speaks a
+/// 2.0 the adapter does not ([`rmi::rmi2::Abi2`]: TF-RMM `main`'s range commands).
+pub fn activate2<R: rmi::rmi2::Rmm2, V: rmi::rmi2::VgicHw>(rmm2: &mut Rmi2<'_, R, V>) -> Result<(), String> {
+    let abi = rmm2.activate().map_err(|e| format!("RMI_RMM_ACTIVATE: {e}"))?;
+    match abi.unsupported() {
+        Some(why) => Err(String::from(why)),
+        None => Ok(()),
     }
 }

@@ -108,7 +108,7 @@ pub fn run(hyp: &mut Hyp) -> Result<String, String> {
         // checks through the 2.0 adapter.
         let mut list = alloc::boxed::Box::new(rmi::Page::zeroed());
         let mut rmm2 = rmi::rmi2::Rmi2::new(Smc, crate::arch::guest::HostIch::new(), &mut list);
-        rmm2.activate().map_err(|e| format!("RMI_RMM_ACTIVATE: {e}"))?;
+        crate::run_realm::activate2(&mut rmm2)?;
         info!("RMI 2.0: the RMM is activated (RMI_RMM_ACTIVATE); realms go through the 2.0 adapter");
         let mut rmm = Counted::new(rmm2, trace);
         rmi_granule_protection(c, &mut rmm, hyp, page)?;

@@ -40,6 +40,8 @@ pub const GRANULE_SIZE: u64 = 4096;
 pub struct GranuleAddr(u64);
 
 impl GranuleAddr {
+    /// PA 0: no RMM accepts it as a granule of its own (used to probe a command harmlessly).
+    pub const ZERO: Self = Self(0);
     /// `None` unless `pa` is aligned to [`GRANULE_SIZE`].
     pub const fn new(pa: u64) -> Option<Self> {
         if pa.is_multiple_of(GRANULE_SIZE) { Some(Self(pa)) } else { None }

@@ -274,6 +274,45 @@ pub trait VgicHw {
     fn save(&mut self, lrs: &mut [u64]) -> (u64, u64, u64);
 }
 
+/// Which RMI 2.0 an RMM speaks: both TF-RMM `tf-rmm-v0.9.0` and `main` report 2.0 from
+/// RMI_VERSION, but `main` replaced RTT_MAP/UNMAP_UNPROTECTED (0x15F/0x162) by the range
+/// commands RTT_UNPROT_MAP/UNMAP (0x1FB/0x1FC) and requires REALM_TERMINATE (0x201) before
+/// REALM_DESTROY (`main:runtime/core/handler.c`). The version number does not tell them apart;
+/// one probe at boot does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abi2 {
+    /// The ABI of `tf-rmm-v0.9.0`, which this adapter speaks.
+    V0_9,
+    /// The ABI of TF-RMM `main` after v0.9.0: RTT_MAP_UNPROTECTED is an unknown function.
+    RangeUnprotected,
+}
+
+impl Abi2 {
+    /// RTT_MAP_UNPROTECTED with RD = 0, which no RMM can accept: v0.9.0 refuses the RD
+    /// (RMI_ERROR_INPUT, nothing changes); `main` does not know the function (SMCCC
+    /// NOT_SUPPORTED). Anything but the latter is taken as v0.9.0.
+    pub fn probe<R: Rmm2>(rmm: &mut R) -> Self {
+        match rmm.rtt_map_unprotected(GranuleAddr::ZERO, Ipa(0), RttLevel::PAGE, 0) {
+            Err(RmiError::Firmware(_)) => Self::RangeUnprotected,
+            _ => Self::V0_9,
+        }
+    }
+
+    /// Why the hypervisor cannot drive this RMM, if it cannot.
+    pub fn unsupported(self) -> Option<&'static str> {
+        match self {
+            Self::V0_9 => None,
+            Self::RangeUnprotected => Some(
+                "this RMM speaks RMI 2.0 as TF-RMM main does after tf-rmm-v0.9.0 \
+                 (RTT_MAP_UNPROTECTED is an unknown function: unprotected memory is mapped with the \
+                 RTT_UNPROT_MAP/UNMAP range commands, and realms end with REALM_TERMINATE), which \
+                 the hypervisor does not speak yet; boot tf-rmm-v0.9.0 (on TF-A v2.15.0) or \
+                 rmm-spec-v1.0-rel0",
+            ),
+        }
+    }
+}
+
 /// [`Rmm`] over a 2.0 RMM (`R`: [`SmcRmm2`] for firmware, or the model's 2.0 front). `list` is
 /// a page the adapter and the RMM write address lists into (OP_MEM_DONATE / OP_MEM_RECLAIM).
 pub struct Rmi2<'a, R: Rmm2, V: VgicHw> {
@@ -295,11 +334,14 @@ impl<'a, R: Rmm2, V: VgicHw> Rmi2<'a, R, V> {
     }
 
     /// RMI_RMM_ACTIVATE, once per boot; an RMM that is already active answers ERROR_GLOBAL,
-    /// which is taken as done (whoever activated it first, this CPU or another).
-    pub fn activate(&mut self) -> Result<(), RmiError> {
+    /// which is taken as done (whoever activated it first, this CPU or another). Then which 2.0
+    /// the RMM speaks ([`Abi2::probe`]).
+    pub fn activate(&mut self) -> Result<Abi2, RmiError> {
         match self.rmm.rmm_activate() {
-            Err(RmiError::Status { status: RmiStatus::ErrorGlobal, .. }) => Ok(()),
-            r => r,
+            Err(RmiError::Status { status: RmiStatus::ErrorGlobal, .. }) | Ok(()) => {
+                Ok(Abi2::probe(&mut self.rmm))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -539,6 +581,32 @@ mod tests {
         let mut r = [0; 6];
         r[..a.len()].copy_from_slice(a);
         r
+    }
+
+    #[test]
+    fn activation_probes_which_2_0_the_rmm_speaks() {
+        let mut ich = Ich::default();
+        let mut list = Page::zeroed();
+        // Activated (or already active: ERROR_GLOBAL), then RTT_MAP_UNPROTECTED with RD 0:
+        // v0.9.0 refuses the RD, `main` does not know the function.
+        for (activate, probe, abi) in [
+            (0, 1, Ok(Abi2::V0_9)),
+            (11, 1, Ok(Abi2::V0_9)),
+            (0, u64::MAX, Ok(Abi2::RangeUnprotected)),
+            (2, 0, Err(RmiError::REALM)),
+        ] {
+            let mut r =
+                Rmi2::new(Scripted::new(&[[activate, 0, 0, 0, 0], [probe, 0, 0, 0, 0]]), &mut ich, &mut list);
+            assert_eq!(r.activate(), abi);
+            let expected: &[(u32, [u64; 6])] = if activate == 2 {
+                &[(Fid2::RmmActivate as u32, [0; 6])]
+            } else {
+                &[(Fid2::RmmActivate as u32, [0; 6]), (Fid2::RttMapUnprotected as u32, args(&[0, 0, 3, 0]))]
+            };
+            assert_eq!(r.rmm.conduit.calls, expected);
+        }
+        assert!(Abi2::V0_9.unsupported().is_none());
+        assert!(Abi2::RangeUnprotected.unsupported().unwrap().contains("RTT_UNPROT_MAP"));
     }
 
     #[test]

@@ -11,7 +11,9 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
+use rmi::rmi2::Rmi2;
 use rmi::*;
+use rmm_model::front2::Front2;
 use rmm_model::{GState, Memory, s2tt};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,16 +66,63 @@ fn align(ipa: u64, level: i8) -> u64 {
     ipa & !(lvl(level).map_size() - 1)
 }
 
+/// One command, on the 1.0 model directly or through the 2.0 adapter and the model's 2.0 front.
+fn run_op<R: Rmm>(
+    m: &mut R,
+    rd: GranuleAddr,
+    pool: &[GranuleAddr],
+    ns_base: u64,
+    op: &Op,
+) -> Result<(), RmiError> {
+    let g = |i: &u64| pool[*i as usize];
+    match op {
+        Op::Delegate(i) => m.granule_delegate(g(i)).map(drop),
+        Op::Undelegate(i) => m.granule_undelegate(g(i)).map(drop),
+        Op::RttCreate(i, ipa, l) => m.rtt_create(rd, g(i), Ipa(align(*ipa, l - 1)), lvl(*l)),
+        Op::RttDestroy(ipa, l) => m.rtt_destroy(rd, Ipa(align(*ipa, l - 1)), lvl(*l)).result.map(drop),
+        Op::Fold(ipa, l) => m.rtt_fold(rd, Ipa(align(*ipa, l - 1)), lvl(*l)).map(drop),
+        Op::DataCreateUnknown(i, ipa) => m.data_create_unknown(rd, g(i), Ipa(*ipa)),
+        Op::DataDestroy(ipa) => m.data_destroy(rd, Ipa(*ipa)).result.map(drop),
+        Op::InitRipas(ipa) => m.rtt_init_ripas(rd, Ipa(*ipa), Ipa(ipa + 0x1000)).map(drop),
+        Op::MapNs(ipa, l, p) => {
+            let size = lvl(*l).map_size();
+            let pa = ns_base + p * size.min(2 << 20);
+            m.rtt_map_unprotected(rd, Ipa(align(*ipa, *l)), lvl(*l), (pa & !(size - 1)) | NS_WB_RW)
+        }
+        Op::UnmapNs(ipa, l) => m.rtt_unmap_unprotected(rd, Ipa(align(*ipa, *l)), lvl(*l)).result,
+    }
+}
+
+/// `$body` with `$r` the RMM the world speaks: the 1.0 model itself, or (RMI 2.0) the host's
+/// 2.0 adapter over the model's 2.0 front — range delegation, RTT_DATA_MAP / UNMAP.
+macro_rules! via {
+    ($w:expr, $r:ident => $body:expr) => {{
+        if $w.abi2 {
+            let ich = std::cell::RefCell::new(Ich::default());
+            let mut list = Page::zeroed();
+            let mut rmm2 = Rmi2::over(Front2::new(&mut $w.e.m, Hw(&ich)), Hw(&ich), &mut list);
+            rmm2.activate().unwrap();
+            let $r = &mut rmm2;
+            $body
+        } else {
+            let $r = &mut $w.e.m;
+            $body
+        }
+    }};
+}
+
 struct World {
     e: Env,
     rd: GranuleAddr,
     pool: Vec<GranuleAddr>,
     ns_base: u64,
     successes: usize,
+    /// Speak RMI 2.0 (through `rmi::rmi2::Rmi2` and `rmm_model::front2::Front2`).
+    abi2: bool,
 }
 
 impl World {
-    fn new() -> Self {
+    fn new(abi2: bool) -> Self {
         let mut e = Env::new();
         let rd = e.realm();
         let ns_base = e.ns_run(4 * 512, 2 << 20).get(); // NS pages for unprotected mappings
@@ -82,28 +131,12 @@ impl World {
         for g in &pool[..POOL as usize - 8] {
             e.m.granule_delegate(*g).unwrap();
         }
-        Self { e, rd, pool, ns_base, successes: 0 }
+        Self { e, rd, pool, ns_base, successes: 0, abi2 }
     }
 
     fn apply(&mut self, op: &Op) {
-        let (m, rd) = (&mut self.e.m, self.rd);
-        let g = |i: &u64| self.pool[*i as usize];
-        let r = match op {
-            Op::Delegate(i) => m.granule_delegate(g(i)).map(drop),
-            Op::Undelegate(i) => m.granule_undelegate(g(i)).map(drop),
-            Op::RttCreate(i, ipa, l) => m.rtt_create(rd, g(i), Ipa(align(*ipa, l - 1)), lvl(*l)),
-            Op::RttDestroy(ipa, l) => m.rtt_destroy(rd, Ipa(align(*ipa, l - 1)), lvl(*l)).result.map(drop),
-            Op::Fold(ipa, l) => m.rtt_fold(rd, Ipa(align(*ipa, l - 1)), lvl(*l)).map(drop),
-            Op::DataCreateUnknown(i, ipa) => m.data_create_unknown(rd, g(i), Ipa(*ipa)),
-            Op::DataDestroy(ipa) => m.data_destroy(rd, Ipa(*ipa)).result.map(drop),
-            Op::InitRipas(ipa) => m.rtt_init_ripas(rd, Ipa(*ipa), Ipa(ipa + 0x1000)).map(drop),
-            Op::MapNs(ipa, l, p) => {
-                let size = lvl(*l).map_size();
-                let pa = self.ns_base + p * size.min(2 << 20);
-                m.rtt_map_unprotected(rd, Ipa(align(*ipa, *l)), lvl(*l), (pa & !(size - 1)) | NS_WB_RW)
-            }
-            Op::UnmapNs(ipa, l) => m.rtt_unmap_unprotected(rd, Ipa(align(*ipa, *l)), lvl(*l)).result,
-        };
+        let (rd, ns_base, pool) = (self.rd, self.ns_base, self.pool.clone());
+        let r = via!(self, m => run_op(m, rd, &pool, ns_base, op));
         self.successes += usize::from(r.is_ok());
         SUCCESSES.fetch_add(usize::from(r.is_ok()), std::sync::atomic::Ordering::Relaxed);
     }
@@ -170,6 +203,13 @@ impl World {
         Ok(())
     }
 
+    /// A granule delegated through the world's ABI.
+    fn delegated(&mut self) -> GranuleAddr {
+        let g = self.e.ns();
+        via!(self, m => m.granule_delegate(g)).unwrap();
+        g
+    }
+
     /// The host's teardown, driven only by RTT_READ_ENTRY and the commands' results.
     fn teardown(&mut self) {
         let rd = self.rd;
@@ -178,8 +218,8 @@ impl World {
         // Unfold protected blocks so their pages can be destroyed.
         for (level, ipa, e) in &ipas {
             if matches!(e, s2tt::Rtte::Assigned { .. }) && *level < RttLevel::PAGE {
-                let t = self.e.delegated();
-                self.e.m.rtt_create(rd, t, Ipa(*ipa), level.next()).unwrap();
+                let t = self.delegated();
+                via!(self, m => m.rtt_create(rd, t, Ipa(*ipa), level.next())).unwrap();
             }
         }
         for round in 0.. {
@@ -191,18 +231,18 @@ impl World {
             for (level, ipa, e) in entries {
                 match e {
                     s2tt::Rtte::Assigned { .. } if level == RttLevel::PAGE => {
-                        let g = self.e.m.data_destroy(rd, Ipa(ipa)).result.unwrap();
-                        self.e.m.granule_undelegate(g).unwrap();
+                        let g = via!(self, m => m.data_destroy(rd, Ipa(ipa))).result.unwrap();
+                        via!(self, m => m.granule_undelegate(g)).unwrap();
                         progress = true;
                     }
                     s2tt::Rtte::Assigned { .. } => {
-                        let t = self.e.delegated();
-                        self.e.m.rtt_create(rd, t, Ipa(ipa), level.next()).unwrap();
+                        let t = self.delegated();
+                        via!(self, m => m.rtt_create(rd, t, Ipa(ipa), level.next())).unwrap();
                         progress = true;
                     }
                     s2tt::Rtte::Table(_) => {
-                        if let Ok(t) = self.e.m.rtt_destroy(rd, Ipa(ipa), level.next()).result {
-                            self.e.m.granule_undelegate(t).unwrap();
+                        if let Ok(t) = via!(self, m => m.rtt_destroy(rd, Ipa(ipa), level.next())).result {
+                            via!(self, m => m.granule_undelegate(t)).unwrap();
                             progress = true;
                         }
                     }
@@ -213,26 +253,38 @@ impl World {
                 break;
             }
         }
-        self.e.m.realm_destroy(rd).unwrap();
+        via!(self, m => m.realm_destroy(rd)).unwrap();
         let left: Vec<u64> = self.e.m.granules().map(|(pa, _)| pa).collect();
         for pa in left {
-            self.e.m.granule_undelegate(GranuleAddr::new(pa).unwrap()).unwrap();
+            via!(self, m => m.granule_undelegate(GranuleAddr::new(pa).unwrap())).unwrap();
         }
     }
+}
+
+fn random_commands(ops: &[Op], abi2: bool) -> Result<(), TestCaseError> {
+    let mut w = World::new(abi2);
+    for op in ops {
+        w.apply(op);
+        w.check()?;
+    }
+    w.teardown();
+    prop_assert_eq!(w.e.m.granules().count(), 0, "granules left after teardown");
+    eprintln!("{} commands succeeded so far", SUCCESSES.load(std::sync::atomic::Ordering::Relaxed));
+    prop_assert!(w.e.m.mem.realm_pas.is_empty());
+    Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
     #[test]
     fn random_commands_keep_the_invariants(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut w = World::new();
-        for op in &ops {
-            w.apply(op);
-            w.check()?;
-        }
-        w.teardown();
-        prop_assert_eq!(w.e.m.granules().count(), 0, "granules left after teardown");
-        eprintln!("{} commands succeeded so far", SUCCESSES.load(std::sync::atomic::Ordering::Relaxed));
-        prop_assert!(w.e.m.mem.realm_pas.is_empty());
+        random_commands(&ops, false)?;
+    }
+
+    /// The same through RMI 2.0: GRANULE_RANGE_(UN)DELEGATE, RTT_DATA_MAP / UNMAP and the
+    /// translations of the adapter keep the same invariants and the same clean teardown.
+    #[test]
+    fn random_commands_keep_the_invariants_under_rmi_2_0(ops in proptest::collection::vec(op(), 1..80)) {
+        random_commands(&ops, true)?;
     }
 }

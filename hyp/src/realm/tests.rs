@@ -578,6 +578,7 @@ mod hostile;
 mod convert;
 
 mod interrupts;
+mod rmi2;
 
 /// `config ipa-bits`: the realm gets the width asked for, with the start level and the
 /// concatenated roots the architecture gives it, and runs there; a width too small for the

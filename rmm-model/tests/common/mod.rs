@@ -220,3 +220,27 @@ pub fn active_realm<G: Guest>(guest: G) -> ActiveRealm<G> {
     m.realm_activate(rd).unwrap();
     ActiveRealm { m, rd, recs, data, granules }
 }
+
+/// The CPU's ICH registers, shared by the 2.0 adapter and the model's 2.0 front (as on the real
+/// CPU: the host loads them, the RMM runs the REC on them).
+#[derive(Default)]
+pub struct Ich {
+    pub hcr: u64,
+    pub lrs: [u64; 4],
+}
+pub struct Hw<'a>(pub &'a std::cell::RefCell<Ich>);
+impl rmi::rmi2::VgicHw for Hw<'_> {
+    fn num_lrs(&self) -> usize {
+        4
+    }
+    fn load(&mut self, hcr: u64, lrs: &[u64]) {
+        let mut i = self.0.borrow_mut();
+        i.hcr = hcr;
+        i.lrs[..lrs.len()].copy_from_slice(lrs);
+    }
+    fn save(&mut self, lrs: &mut [u64]) -> (u64, u64, u64) {
+        let i = self.0.borrow();
+        lrs.copy_from_slice(&i.lrs[..lrs.len()]);
+        (i.hcr, 0, 0)
+    }
+}
