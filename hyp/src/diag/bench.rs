@@ -35,9 +35,10 @@ pub fn measure<R: Rmm>(
     trace: &[u64],
     m: &Measured<'_>,
 ) -> Result<(), String> {
-    let one = VmConfig { vcpus: 1, ..*cfg };
+    // The realm as the run had it (every vCPU's redistributor is a device, not a fault), replayed
+    // from one CPU.
     // Our algorithm, bare.
-    let mut vm = Vm::create(rmm, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
+    let mut vm = Vm::create(rmm, &mut hyp.frames, cfg, bundle.realm, bundle.scenario)?;
     // Device accesses (console, GIC) are emulated, not faults: the replay leaves them out.
     let faults: Vec<u64> = trace
         .iter()
@@ -60,7 +61,7 @@ pub fn measure<R: Rmm>(
     }
     // The seed's algorithm, on the embedded model.
     let mut model = Counted::new(embedded_rmm(hyp)?, None);
-    let mut svm = Vm::create(&mut model, &mut hyp.frames, &one, bundle.realm, bundle.scenario)?;
+    let mut svm = Vm::create(&mut model, &mut hyp.frames, cfg, bundle.realm, bundle.scenario)?;
     let mut seed = crate::diag::replay::Seed::default();
     let s0 = model.counts;
     for ipa in &faults {
