@@ -27,7 +27,7 @@ mod run;
 pub mod s2tt;
 pub mod timer;
 
-pub use mem::{Arena, Memory};
+pub use mem::{Arena, ArenaEvent, Memory};
 pub use realm::Config;
 
 /// Whether REALM_CREATE would accept this (s2sz, rtt_level_start, rtt_num_start) without LPA2

@@ -37,11 +37,21 @@ pub struct Arena {
     bytes: Vec<u8>,
     /// Granules currently in the Realm PAS (for tests that check the PAS hook).
     pub realm_pas: alloc::collections::BTreeSet<u64>,
+    /// When set, every 64-bit write and every stage-2 invalidation, in order (for tests that
+    /// check the order of table updates, e.g. break-before-make).
+    pub events: Option<Vec<ArenaEvent>>,
+}
+
+/// What [`Arena::events`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArenaEvent {
+    Write { pa: u64, value: u64 },
+    InvalidateS2 { vmid: u16 },
 }
 
 impl Arena {
     pub fn new(base: u64, size: usize) -> Self {
-        Self { base, bytes: vec![0; size], realm_pas: Default::default() }
+        Self { base, bytes: vec![0; size], realm_pas: Default::default(), events: None }
     }
     fn off(&self, pa: u64, len: usize) -> usize {
         let off = (pa - self.base) as usize;
@@ -61,6 +71,9 @@ impl Memory for Arena {
     fn write_u64(&mut self, pa: u64, value: u64) {
         let o = self.off(pa, 8);
         self.bytes[o..o + 8].copy_from_slice(&value.to_le_bytes());
+        if let Some(ev) = self.events.as_mut() {
+            ev.push(ArenaEvent::Write { pa, value });
+        }
     }
     fn read_bytes(&self, pa: u64, out: &mut [u8]) {
         let o = self.off(pa, out.len());
@@ -75,6 +88,11 @@ impl Memory for Arena {
             self.realm_pas.insert(pa);
         } else {
             self.realm_pas.remove(&pa);
+        }
+    }
+    fn invalidate_s2(&mut self, vmid: u16) {
+        if let Some(ev) = self.events.as_mut() {
+            ev.push(ArenaEvent::InvalidateS2 { vmid });
         }
     }
 }

@@ -65,6 +65,17 @@ impl<M: Memory, G: Guest> Model<M, G> {
         self.mem.write_u64(w.entry_pa(), s2tt::encode(e, w.level));
     }
 
+    /// Replace a live entry the way the architecture requires when the output size changes
+    /// (break-before-make, Arm ARM D8.16.1; TF-RMM `smc_rtt_create` / `smc_rtt_fold`): write
+    /// it invalid, invalidate the realm's stage-2 TLB entries on every CPU, then write the new
+    /// entry. Writing the new entry first leaves a window in which another CPU's walk may see two
+    /// translations of one address — a TLB conflict abort on hardware.
+    fn replace_live_rtte(&mut self, rd: GranuleAddr, w: &Walk, e: Rtte) {
+        self.mem.write_u64(w.entry_pa(), s2tt::INVALID);
+        self.invalidate(rd);
+        self.write_rtte(w, e);
+    }
+
     /// `s2tt_walk_lock_unlock`: walk towards `target`, stopping at the first non-table entry.
     pub(crate) fn walk(&self, ctx: &S2Ctx, ipa: u64, target: RttLevel) -> Walk {
         // The root may be concatenated: index across rtt_num_start tables.
@@ -163,9 +174,11 @@ impl<M: Memory, G: Guest> Model<M, G> {
             }
         }
         self.set_state(rtt, GState::Rtt);
-        self.write_rtte(&w, Rtte::Table(t));
         if matches!(parent, Rtte::Assigned { .. } | Rtte::AssignedNs { .. }) {
-            self.invalidate(rd);
+            // A live block becomes a table of the same translations: break before make.
+            self.replace_live_rtte(rd, &w, Rtte::Table(t));
+        } else {
+            self.write_rtte(&w, Rtte::Table(t));
         }
         Ok(())
     }
@@ -233,8 +246,8 @@ impl<M: Memory, G: Guest> Model<M, G> {
         } else {
             return Err(rtt_err(level));
         };
-        self.write_rtte(&w, new_parent);
-        self.invalidate(rd);
+        // A table becomes one block entry: break before make (the table's entries may be live).
+        self.replace_live_rtte(rd, &w, new_parent);
         self.mem.zero_granule(t);
         self.set_state(GranuleAddr::new(t).ok_or(INPUT)?, GState::Delegated);
         self.stats.folds += 1;
@@ -266,8 +279,8 @@ impl<M: Memory, G: Guest> Model<M, G> {
         }
         let new_parent =
             if ctx.in_par(ipa.0) { Rtte::Unassigned(Ripas::Destroyed) } else { Rtte::UnassignedNs };
-        self.write_rtte(&w, new_parent);
-        self.invalidate(rd);
+        // A table becomes one block entry: break before make (the table's entries may be live).
+        self.replace_live_rtte(rd, &w, new_parent);
         self.mem.zero_granule(t);
         let g = GranuleAddr::new(t).expect("RTT granules are aligned");
         self.set_state(g, GState::Delegated);

@@ -477,3 +477,66 @@ fn error_injection_fails_the_nth_call_without_changing_state() {
     assert_eq!(e.m.stats.injected, 3);
     let _ = RealmState::New;
 }
+
+/// The write to `entry`'s address that last changed it, and what came before it since the
+/// previous write there: break-before-make means the new value was preceded by INVALID and a
+/// stage-2 invalidation.
+fn broke_before_make(events: &[rmm_model::ArenaEvent], new_value: u64) -> bool {
+    use rmm_model::ArenaEvent::*;
+    let Some(last) = events.iter().rposition(|e| matches!(e, Write { value, .. } if *value == new_value))
+    else {
+        return false;
+    };
+    let Write { pa, .. } = events[last] else { return false };
+    let Some(invalid) = events[..last].iter().rposition(|e| matches!(e, Write { pa: p, .. } if *p == pa))
+    else {
+        return false;
+    };
+    events[invalid] == (Write { pa, value: 0 })
+        && events[invalid + 1..last].iter().any(|e| matches!(e, InvalidateS2 { .. }))
+}
+
+#[test]
+fn fold_and_unfold_break_before_make() {
+    // TF-RMM smc_rtt_fold / smc_rtt_create over a live block: the parent entry is written
+    // invalid and the realm's TLB entries invalidated before the new entry is written.
+    let mut e = Env::new();
+    let rd = e.realm();
+    let block = 2u64 << 20;
+    e.tables(rd, block, 3);
+    let run = e.ns_run(512, 2 << 20);
+    for i in 0..512 {
+        let g = GranuleAddr::new(run.get() + i * 4096).unwrap();
+        e.m.granule_delegate(g).unwrap();
+        e.m.rtt_init_ripas(rd, Ipa(block + i * 4096), Ipa(block + (i + 1) * 4096)).unwrap();
+        e.m.data_create_unknown(rd, g, Ipa(block + i * 4096)).unwrap();
+    }
+    e.m.mem.events = Some(Vec::new());
+    e.m.rtt_fold(rd, Ipa(block), lvl(3)).unwrap();
+    let folded = e.m.rtt_read_entry(rd, Ipa(block), lvl(2)).unwrap();
+    assert_eq!(folded.state, RttEntryState::Assigned);
+    let events = e.m.mem.events.replace(Vec::new()).unwrap();
+    let block_entry = events
+        .iter()
+        .rev()
+        .find_map(|ev| match ev {
+            rmm_model::ArenaEvent::Write { value, .. } if *value != 0 => Some(*value),
+            _ => None,
+        })
+        .unwrap();
+    assert!(broke_before_make(&events, block_entry), "fold: {events:x?}");
+    // Unfold it again with RTT_CREATE.
+    let t = e.delegated();
+    e.m.mem.events = Some(Vec::new());
+    e.m.rtt_create(rd, t, Ipa(block), lvl(3)).unwrap();
+    let events = e.m.mem.events.take().unwrap();
+    let table_entry = events
+        .iter()
+        .rev()
+        .find_map(|ev| match ev {
+            rmm_model::ArenaEvent::Write { value, .. } if *value & !0xfff == t.get() => Some(*value),
+            _ => None,
+        })
+        .unwrap();
+    assert!(broke_before_make(&events, table_entry), "unfold: {events:x?}");
+}

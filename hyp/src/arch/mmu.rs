@@ -221,7 +221,9 @@ impl Stage1 {
     }
 
     /// Make one RAM page inaccessible to the host (a granule delegated to the Realm PAS) or
-    /// accessible again. The TLB entry is invalidated by aarch64-paging (`tlbi vae2is`).
+    /// accessible again. aarch64-paging invalidates the entry on this CPU through [`El2ThisCpu`]
+    /// (`tlbi vae2`, not the broadcast `vae2is`); the other CPUs drop theirs with `tlbi alle2` at
+    /// their next guest exit, before they run host code again.
     pub fn set_page_mapped(&mut self, pa: PhysAddr, mapped: bool) -> Result<(), MapError> {
         let page = region(pa.0, pa.0 + 1);
         self.map.modify_range(&page, &|_, d| {
@@ -266,12 +268,18 @@ unsafe fn set_translation_regs(pa_bits: u32) {
     barrier::isb(barrier::SY);
 }
 
-/// SCTLR_EL2: MMU and caches on, after the barriers the architecture asks for.
+/// SCTLR_EL2: MMU and caches on, after the barriers the architecture asks for and with this
+/// CPU's EL2 TLB emptied first: TLB contents are UNKNOWN out of reset and firmware may have run at
+/// EL2 with other tables (Arm ARM D8.14, "TLB maintenance before enabling the MMU"). The local
+/// `tlbi alle2` is enough — every CPU runs this before its own MMU goes on, and the broadcast
+/// form would stop every vCPU thread under multi-threaded QEMU ([`El2ThisCpu`]).
 ///
 /// # Safety
 /// TTBR0_EL2, MAIR_EL2 and TCR_EL2 must describe a map of everything in use.
 unsafe fn turn_on() {
     barrier::dsb(barrier::ISH);
+    // SAFETY: TLB maintenance only, with the MMU still off.
+    unsafe { core::arch::asm!("tlbi alle2", "dsb nsh", options(nostack, preserves_flags)) };
     barrier::isb(barrier::SY);
     SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable);
     barrier::isb(barrier::SY);
