@@ -213,9 +213,39 @@ fn run_vcpu(job: &Job, index: usize) {
     }
 }
 
-/// A secondary CPU's life: wait for a realm whose vCPU `cpu` has been started, run it, repeat.
+/// The backend the scaling probe's CPUs talk to (set before the probe runs).
+static PROBE_BACKEND: Once<Backend> = Once::new();
+
+/// A scaling-probe task on this CPU, through this CPU's own handle on the run's backend (as
+/// `run_vcpu` makes one).
+fn probe_runner(task: &crate::diag::scaling::Task, iters: u64) -> Result<u64, String> {
+    let backend = PROBE_BACKEND.get().copied().ok_or("no backend for the scaling probe")?;
+    match backend {
+        Backend::Firmware => task.run(&mut SmcRmm::new(Smc), iters),
+        Backend::Firmware2 => {
+            let mut list = Box::new(rmi::Page::zeroed());
+            task.run(&mut Rmi2::new(Smc, HostIch::new(), &mut list), iters)
+        }
+        Backend::Embedded(pa_bits, vmid16) => {
+            let model = MODEL.get().ok_or("no embedded model")?;
+            task.run(&mut SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) }, iters)
+        }
+        Backend::Embedded2(pa_bits, vmid16) => {
+            let model = MODEL.get().ok_or("no embedded model")?;
+            let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
+            let mut list = Box::new(rmi::Page::zeroed());
+            let mut rmm2 = Rmi2::over(Front2::new(rmm, HostIch::new()), HostIch::new(), &mut list);
+            let _ = rmm2.activate();
+            task.run(&mut rmm2, iters)
+        }
+    }
+}
+
+/// A secondary CPU's life: wait for a realm whose vCPU `cpu` has been started, run it, repeat
+/// (and take part in the benchmark's scaling probe, which runs before the realm).
 pub fn secondary_loop(cpu: usize) -> ! {
     loop {
+        crate::diag::scaling::poll(cpu);
         if let Some(job) = JOB.get() {
             if job.finished.load(Ordering::Acquire) {
                 break;
@@ -225,7 +255,8 @@ pub fn secondary_loop(cpu: usize) -> ! {
                 run_vcpu(job, cpu);
             }
         }
-        relax();
+        // Not too often: the vCPUs that run take the same lock for every exit.
+        idle_spin();
     }
     // Nothing more for this CPU: WFI (no interrupt is enabled) lets QEMU stop spending a host
     // thread on it.
@@ -237,6 +268,15 @@ pub fn secondary_loop(cpu: usize) -> ! {
 /// A polite spin (see arch::smp::Yield).
 fn relax() {
     <arch::smp::Yield as spin::RelaxStrategy>::relax();
+}
+
+/// A longer wait between two looks at state the running vCPUs lock for every exit (an idle CPU
+/// waiting to be started, CPU 0 waiting for the others to finish): a few microseconds of
+/// `yield`s, so the lookers do not compete with them for the lock.
+fn idle_spin() {
+    for _ in 0..256 {
+        relax();
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -254,6 +294,22 @@ fn drive<R: Rmm>(
     let heap0 = crate::host::heap_in_use();
     let mut rmm = Counted::new(rmm, trace.clone());
     let mut frames = core::mem::replace(&mut hyp.frames, Frames::new());
+    if bench {
+        // How far this machine lets the CPUs go together (diag::scaling), before the workload.
+        PROBE_BACKEND.call_once(|| backend);
+        let online = (0..cfg.vcpus.max(1)).filter(|i| *i == 0 || arch::smp::is_online(*i)).count();
+        let iters = match backend {
+            Backend::Firmware | Backend::Firmware2 => (300, 100),
+            Backend::Embedded(..) | Backend::Embedded2(..) => (3000, 1000),
+        };
+        let probed = crate::diag::scaling::probe(&mut rmm, &mut frames, online, iters, probe_runner);
+        // The run's own call counts start after it.
+        rmm.counts = CallCounts::default();
+        if let Err(e) = probed {
+            hyp.frames = frames;
+            return Err(format!("scaling probe: {e}"));
+        }
+    }
     // `--virtio`: the disk's hash goes on the realm's command line, for /init to check it read
     // what the host loaded.
     let disk = bundle.linux.and_then(|l| l.disk);
@@ -386,7 +442,7 @@ fn drive<R: Rmm>(
             break;
         }
         drop(results);
-        relax();
+        idle_spin();
     }
     job.finished.store(true, Ordering::Release);
     let run_us = arch::timer::uptime_us() - run0;

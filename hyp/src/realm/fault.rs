@@ -23,7 +23,7 @@ impl Vm {
     }
 
     /// Whether the host mapped the protected alias of `gpa` (as a page or in a block).
-    fn mapped_protected(&self, gpa: Gpa) -> bool {
+    pub(super) fn is_mapped_protected(&self, gpa: Gpa) -> bool {
         self.data.get(&gpa.align_down(PAGE_SIZE)) == Some(&RttLevel::PAGE)
             || self.data.get(&gpa.align_down(BLOCK_SIZE)) == Some(&RttLevel::BLOCK)
             || self.data.get(&gpa.align_down(HUGE_SIZE)) == Some(&RttLevel::L1)
@@ -41,7 +41,7 @@ impl Vm {
             return Err(HostError::Outside { ipa, gpa, alias: Alias::Protected });
         };
         let block_ok = slot.block_ok(gpa.align_down(BLOCK_SIZE));
-        if self.mapped_protected(gpa) {
+        if self.is_mapped_protected(gpa) {
             // Mapped since this vCPU faulted (another vCPU won the race), or lost for good: the
             // RMM tells which.
             let page = self.prot_ipa(gpa.align_down(PAGE_SIZE));
@@ -236,7 +236,7 @@ impl Vm {
             return Err(HostError::Outside { ipa, gpa, alias: Alias::Unprotected });
         };
         let in_place = slot.kind == SlotKind::Ram;
-        if in_place && (!self.is_empty_ripas(page, page.add(PAGE_SIZE)) || self.mapped_protected(page)) {
+        if in_place && (!self.is_empty_ripas(page, page.add(PAGE_SIZE)) || self.is_mapped_protected(page)) {
             return Err(HostError::PrivateAlias { ipa, gpa });
         }
         let huge = gpa.align_down(HUGE_SIZE);

@@ -44,6 +44,13 @@ impl Ledger {
         Ok(())
     }
 
+    /// Record a granule delegated by a call made elsewhere (a page job made it with the host
+    /// lock released: `realm::parallel`).
+    pub fn note_delegated(&mut self, pa: GranuleAddr, used_as: Use) {
+        self.live.insert(pa.get(), used_as);
+        self.delegated += 1;
+    }
+
     /// RMI_GRANULE_UNDELEGATE; on failure the granule is recorded as leaked. Returns whether the
     /// granule is back in the Non-secure PAS (and may be reused).
     pub fn undelegate<R: Rmm>(&mut self, rmm: &mut R, pa: GranuleAddr) -> bool {

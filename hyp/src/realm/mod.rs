@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod memslot;
 mod mirror;
 pub mod outcome;
+pub mod parallel;
 pub mod params;
 pub mod ranges;
 mod teardown;

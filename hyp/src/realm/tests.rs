@@ -579,6 +579,7 @@ mod convert;
 
 mod interrupts;
 mod rmi2;
+mod threads;
 
 /// `config ipa-bits`: the realm gets the width asked for, with the start level and the
 /// concatenated roots the architecture gives it, and runs there; a width too small for the

@@ -34,7 +34,9 @@ pub fn rmi_ipa(hpfar: u64, far: u64) -> Ipa {
 }
 
 impl Vm {
-    /// Handle one REC exit; `None` = re-enter.
+    /// Handle one REC exit with the host to itself (the host tests' single-threaded loop);
+    /// `None` = re-enter.
+    #[cfg(test)]
     pub fn handle_exit<R: Rmm>(
         &mut self,
         rmm: &mut Counted<R>,
@@ -42,10 +44,19 @@ impl Vm {
         rec: GranuleAddr,
         run: &mut RecRun,
     ) -> Option<Stop> {
-        self.stats.exits += 1;
-        run.enter.flags = 0;
-        let vcpu = self.recs.iter().position(|r| *r == rec).unwrap_or(0);
-        self.gic_after_exit(vcpu, run);
+        let vcpu = self.exit_prologue(rec, run);
+        self.dispatch_exit(rmm, frames, rec, vcpu, run)
+    }
+
+    /// [`Vm::handle_exit`] after its prologue.
+    pub fn dispatch_exit<R: Rmm>(
+        &mut self,
+        rmm: &mut Counted<R>,
+        frames: &mut Frames,
+        rec: GranuleAddr,
+        vcpu: usize,
+        run: &mut RecRun,
+    ) -> Option<Stop> {
         let before: CallCounts = rmm.counts;
         let outcome = match run.exit.exit_reason {
             exit_reason::SYNC => match Syndrome::decode(run.exit.esr).class {
@@ -386,8 +397,30 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
         }
         let (stop, kick, park) = {
             let mut h = host.lock();
-            let Host { vm, frames } = &mut *h;
-            let stop = vm.handle_exit(rmm, frames, rec, &mut run);
+            let vcpu = h.vm.exit_prologue(rec, &mut run);
+            let stop = match h.vm.page_job(&run) {
+                Some(job) => {
+                    // A protected page: its RMI calls with the lock released (realm::parallel).
+                    drop(h);
+                    let before = rmm.counts;
+                    let outcome = job.calls(rmm);
+                    h = host.lock();
+                    let Host { vm, frames } = &mut *h;
+                    vm.end_page_job(rmm, frames, job, outcome, before)
+                }
+                None => {
+                    // Anything that may change protected mappings waits for the page jobs in
+                    // flight to land.
+                    while h.vm.needs_drain(&run) {
+                        drop(h);
+                        L::relax();
+                        h = host.lock();
+                    }
+                    let Host { vm, frames } = &mut *h;
+                    vm.dispatch_exit(rmm, frames, rec, vcpu, &mut run)
+                }
+            };
+            let vm = &mut h.vm;
             tick(vm);
             let mut kick = core::mem::take(&mut vm.irq.kick);
             if matches!(stop, Some(Stop::PowerOff | Stop::Error(_))) {
