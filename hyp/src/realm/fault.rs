@@ -160,7 +160,7 @@ impl Vm {
     /// memslot and the realm's start level allow a level-1 block there, RTT_FOLD the level-2
     /// table into one (the RTT granule goes back to the memcache). A refusal leaves the 512
     /// blocks as they are.
-    fn fold_huge<R: Rmm>(&mut self, rmm: &mut Counted<R>, block: Gpa) {
+    pub(super) fn fold_huge<R: Rmm>(&mut self, rmm: &mut Counted<R>, block: Gpa) {
         let huge = block.align_down(HUGE_SIZE);
         if self.shape.start >= RttLevel::BLOCK
             || !self.slots.find_kind(huge, SlotKind::Ram).is_some_and(|s| s.block_ok_at(huge, HUGE_SIZE))

@@ -31,7 +31,7 @@ impl Vm {
         Ok(())
     }
 
-    fn take_rtt<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames) -> Res<GranuleAddr> {
+    pub(super) fn take_rtt<R: Rmm>(&mut self, rmm: &mut Counted<R>, frames: &mut Frames) -> Res<GranuleAddr> {
         match self.memcache.pop() {
             Some(g) => {
                 self.ledger.relabel(g, Use::Rtt);

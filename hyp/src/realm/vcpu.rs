@@ -7,6 +7,7 @@ use super::counted::{CallCounts, Counted};
 use super::dma::SharedDma;
 use super::memslot::SlotKind;
 use super::outcome::{FaultClass, HostError, Stop};
+use super::parallel::{Job, Outcome};
 use super::vm::{BLOCK_SIZE, HOST_CALL_COLLAPSE, HOST_CALL_TIMER_LATENCY, Res, Vm};
 use crate::addr::{Alias, Gpa};
 use crate::devices::{BusDevice, DeviceId, MmioAccess};
@@ -398,15 +399,33 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
         let (stop, kick, park) = {
             let mut h = host.lock();
             let vcpu = h.vm.exit_prologue(rec, &mut run);
-            let stop = match h.vm.page_job(&run) {
+            let job = {
+                let Host { vm, frames } = &mut *h;
+                vm.job(rmm, frames, &run)
+            };
+            let stop = match job {
+                Some(Job::Busy { gpa }) => {
+                    // Another vCPU is mapping it: wait for that to land (the lock released, looked
+                    // at now and then) rather than fault again and again.
+                    while h.vm.is_in_flight(gpa) {
+                        drop(h);
+                        for _ in 0..64 {
+                            L::relax();
+                        }
+                        h = host.lock();
+                    }
+                    let Host { vm, frames } = &mut *h;
+                    vm.end_job(rmm, frames, Job::Busy { gpa }, Outcome::Race, rmm.counts)
+                }
                 Some(job) => {
-                    // A protected page: its RMI calls with the lock released (realm::parallel).
+                    // A protected page or block: its RMI calls with the lock released
+                    // (realm::parallel).
                     drop(h);
                     let before = rmm.counts;
                     let outcome = job.calls(rmm);
                     h = host.lock();
                     let Host { vm, frames } = &mut *h;
-                    vm.end_page_job(rmm, frames, job, outcome, before)
+                    vm.end_job(rmm, frames, job, outcome, before)
                 }
                 None => {
                     // Anything that may change protected mappings waits for the page jobs in

@@ -115,8 +115,9 @@ pub struct Vm {
     pub(super) data: BTreeMap<Gpa, RttLevel>,
     /// Unprotected mappings by GPA.
     pub(super) shared_maps: BTreeMap<Gpa, RttLevel>,
-    /// Protected pages a vCPU is mapping with the host lock released (`realm::parallel`).
-    pub(super) in_flight: BTreeSet<Gpa>,
+    /// Protected pages (level 3) and blocks (level 2) a vCPU is mapping with the host lock
+    /// released (`realm::parallel`).
+    pub(super) in_flight: BTreeMap<Gpa, RttLevel>,
     /// Protected ranges the realm made RIPAS EMPTY.
     pub(super) empty: RangeSet,
     pub stats: FaultStats,
@@ -374,7 +375,7 @@ impl Vm {
             tables: BTreeSet::new(),
             data: BTreeMap::new(),
             shared_maps: BTreeMap::new(),
-            in_flight: BTreeSet::new(),
+            in_flight: BTreeMap::new(),
             empty: RangeSet::default(),
             stats: FaultStats::default(),
             bus,

@@ -113,3 +113,64 @@ fn threads_hammer_pages_beside_blocks_being_made() {
         hammer(true, 3);
     }
 }
+
+/// The jobs' own error paths (a page refused after its delegation, a block refused midway and
+/// unwound, a fold refused, an unwind refused in turn), driven through the shared loop with one
+/// error injected at every position of every call they make: the realm goes on or stops with a
+/// reason, and after teardown every granule is back in the Non-secure PAS or reported as a leak.
+#[test]
+fn jobs_unwind_under_error_injection() {
+    let sites = [
+        Fid::GranuleDelegate,
+        Fid::DataCreateUnknown,
+        Fid::RttCreate,
+        Fid::RttFold,
+        Fid::DataDestroy,
+        Fid::GranuleUndelegate,
+        Fid::RttDestroy,
+    ];
+    let mut outcomes = std::collections::BTreeMap::<&str, usize>::new();
+    let mut unwinds = 0;
+    for blocks in [false, true] {
+        for fid in sites {
+            for nth in [1u64, 2, 3, 40, 300, 513, 600] {
+                let model = spin::Mutex::new(Model::new(
+                    Arena::new(BASE, SIZE as usize),
+                    Script::default(),
+                    Config::default(),
+                ));
+                let mut frames = Frames::new();
+                frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
+                let mut rmm = Counted::new(SharedModel { model: &model, guest: Script::default() }, None);
+                let v = Vm::create(&mut rmm, &mut frames, &cfg(blocks, false), &[0; 64], b"end\n").unwrap();
+                let p = v.layout.prot_base.0;
+                let host = spin::Mutex::new(Host { vm: v, frames });
+                model.lock().fail_nth_call(Some(fid), nth, RmiError::INPUT);
+                let acts: Vec<Act> =
+                    [p, p + 0x1000, p + 0x5000, p + (2 << 20), p + (2 << 20) + 0x3000, p + (4 << 20)]
+                        .into_iter()
+                        .map(|a| Act::Touch(a, true))
+                        .collect();
+                let mut rmm0 = Counted::new(
+                    SharedModel { model: &model, guest: Script { acts: acts.into(), seas: 0 } },
+                    None,
+                );
+                let stop = run_shared(&host, &mut rmm0, &NoCpu, 0, &mut |_| {});
+                model.lock().clear_injections();
+                *outcomes
+                    .entry(if matches!(stop, Stop::Error(_)) { "stopped" } else { "ran" })
+                    .or_default() += 1;
+                let mut h = host.lock();
+                let Host { vm, frames } = &mut *h;
+                assert!(vm.in_flight.is_empty());
+                unwinds += vm.stats.unwinds;
+                let leaks = vm.teardown(&mut rmm, frames);
+                let held = model.lock().granules().count();
+                assert_eq!(held, leaks.len(), "{fid:?} #{nth} blocks {blocks}: {stop:?}: {leaks:?}");
+                assert!(leaks.iter().all(|l| !l.why.is_empty()));
+            }
+        }
+    }
+    assert!(outcomes.len() == 2, "{outcomes:?}");
+    assert!(unwinds > 0, "no block job was unwound");
+}
