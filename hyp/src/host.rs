@@ -28,11 +28,15 @@ pub struct Options {
     pub map: bool,
     /// `--rmi 2.0`: the embedded model answers RMI 2.0 (through `rmm_model::front2`).
     pub rmi2: bool,
+    /// `--prefault`: map every memslot before the first REC_ENTER.
+    pub prefault: bool,
 }
 
 impl Options {
     pub fn from_bundle(b: &arch::nsmem::Bundle) -> Self {
-        use arch::nsmem::{BUNDLE_BENCH, BUNDLE_MAP, BUNDLE_RMI2, BUNDLE_TRACE, BUNDLE_VERBOSE};
+        use arch::nsmem::{
+            BUNDLE_BENCH, BUNDLE_MAP, BUNDLE_PREFAULT, BUNDLE_RMI2, BUNDLE_TRACE, BUNDLE_VERBOSE,
+        };
         Self {
             verbose: b.flags & BUNDLE_VERBOSE != 0,
             trace: (b.flags & BUNDLE_TRACE != 0)
@@ -40,6 +44,7 @@ impl Options {
             bench: b.flags & BUNDLE_BENCH != 0,
             map: b.flags & BUNDLE_MAP != 0,
             rmi2: b.flags & BUNDLE_RMI2 != 0,
+            prefault: b.flags & BUNDLE_PREFAULT != 0,
         }
     }
 }

@@ -386,6 +386,28 @@ fn drive<R: Rmm>(
             Err(e) => log::warn!("linux: interactive: {e}; the realm gets no input"),
         }
     }
+    // `--prefault` / `config prefault on`: every memslot mapped before the first entry.
+    let mut prefault_us = 0;
+    if hyp.opts.prefault || scenario::validate(text).is_ok_and(|c| c.prefault) {
+        let t0 = arch::timer::uptime_us();
+        let c0 = rmm.counts;
+        match vm.prefault(&mut rmm, &mut frames) {
+            Ok(bytes) => {
+                prefault_us = arch::timer::uptime_us() - t0;
+                info!(
+                    "realm: prefaulted {} MiB before the first entry in {} ms ({} RMI calls)",
+                    bytes >> 20,
+                    prefault_us / 1000,
+                    rmm.counts.since(&c0).total()
+                );
+            }
+            Err(e) => {
+                let leaks = vm.teardown(&mut rmm, &mut frames);
+                hyp.frames = frames;
+                return Err(format!("prefault: {e} (realm torn down; {} granule(s) leaked)", leaks.len()));
+            }
+        }
+    }
     let job = JOB.call_once(|| Job {
         host: Mutex::new(Host { vm, frames }),
         backend,
@@ -590,6 +612,7 @@ fn drive<R: Rmm>(
     if let (true, Some(t)) = (bench, fault_trace) {
         let m = crate::diag::bench::Measured {
             run_us,
+            prefault_us,
             rtts_live,
             rtts_min,
             heap_bytes,

@@ -11,6 +11,8 @@
 //! config protected-size SIZE         size of the protected data region (32M; whole 4 KiB pages:
 //!                                    the part of a 2 MiB block at its end maps as pages)
 //! config shared-size SIZE            size of the shared region (8M)
+//! config prefault on|off             the host maps every memslot before the realm starts (off):
+//!                                    blocks where allowed, pages elsewhere; no stage-2 exits
 //! print TEXT...                      the realm prints TEXT
 //! read   REGION OFF LEN STRIDE       read one word at every STRIDE in [OFF, OFF+LEN)
 //! write  REGION OFF LEN STRIDE SEED  write pattern(SEED) words at every STRIDE
@@ -105,6 +107,8 @@ pub enum Config {
     Vcpus(usize),
     /// The realm's IPA width in bits (RealmParams.s2sz).
     IpaBits(u32),
+    /// Map every memslot before the realm's first instruction (`config prefault on`).
+    Prefault(bool),
 }
 
 /// A hostile virtio-blk request (`virtio-blk bad KIND`).
@@ -218,7 +222,8 @@ pub const WORD_MAX: usize = 24;
 /// Every step keyword, for "unknown step" errors.
 pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside timer ticker ipi wfi virtio-blk cpu barrier end";
 /// Every `config` key.
-pub const CONFIG_KEYS: &str = "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits";
+pub const CONFIG_KEYS: &str =
+    "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits prefault";
 
 impl ParseError {
     pub const fn new(line: usize, msg: &'static str) -> Self {
@@ -364,6 +369,9 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                         on_off(args[1]).ok_or(ParseError::new(line_no, "expected on or off"))?,
                     ),
                     "shared-blocks" => Config::SharedBlocks(
+                        on_off(args[1]).ok_or(ParseError::new(line_no, "expected on or off"))?,
+                    ),
+                    "prefault" => Config::Prefault(
                         on_off(args[1]).ok_or(ParseError::new(line_no, "expected on or off"))?,
                     ),
                     "protected-size" => Config::ProtectedSize(num(1, "bad size")?),
@@ -577,6 +585,8 @@ pub struct HostConfig {
     pub ipa_bits: Option<u32>,
     /// The scenario drives virtio-blk: the host gives the realm its virtio devices.
     pub virtio: bool,
+    /// `config prefault on`: the host maps every memslot before the first REC_ENTER.
+    pub prefault: bool,
 }
 
 impl Default for HostConfig {
@@ -589,6 +599,7 @@ impl Default for HostConfig {
             vcpus: 1,
             ipa_bits: None,
             virtio: false,
+            prefault: false,
         }
     }
 }
@@ -617,6 +628,7 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
                 Config::SharedSize(s) => c.shared_size = s,
                 Config::Vcpus(n) => c.vcpus = n,
                 Config::IpaBits(n) => c.ipa_bits = Some(n),
+                Config::Prefault(b) => c.prefault = b,
             }
         }
     }

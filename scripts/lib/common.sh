@@ -50,7 +50,7 @@ trace_words() {
 # Their common flags, parsed by boot_flag into these variables:
 firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0
 trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0 ipa_bits=""
-linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size="" virtio=0 disk_size=16M rmi2=0
+linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size="" virtio=0 disk_size=16M rmi2=0 prefault=0
 # boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
 # to the number of arguments used; BOOT_SHIFT=0 when $1 is not one of them.
 boot_flag() {
@@ -79,6 +79,7 @@ boot_flag() {
     --smp) need_value "$1" "$#" "${2-}"; int_value "$1" "$2" 1 8; export HYP_SMP=$((10#$2)); BOOT_SHIFT=2 ;;
     --mem) need_value "$1" "$#" "${2-}"; mem_size=$2; BOOT_SHIFT=2 ;;
     --linux) linux=1 ;;
+    --prefault) prefault=1 ;;
     --kernel) need_value "$1" "$#" "${2-}"; linux=1 kernel=$2 BOOT_SHIFT=2 ;;
     --initrd) need_value "$1" "$#" "${2-}"; linux=1 initrd=$2 BOOT_SHIFT=2 ;;
     --cmdline) [ "$#" -ge 2 ] || die "--cmdline needs a value"; linux=1 cmdline=$2 BOOT_SHIFT=2 ;;
@@ -333,7 +334,7 @@ boot_prepare() {
     realm_bin=$(build_realm) || die "${realm_bin##*FAIL: }"
     REALM_ELF=${realm_bin%.bin}
   fi
-  flags=$(( trace | bench << 1 | verbose << 2 | map << 3 | interactive << 5 | rmi2 << 7 ))
+  flags=$(( trace | bench << 1 | verbose << 2 | map << 3 | interactive << 5 | rmi2 << 7 | prefault << 8 ))
   if [ "$linux" = 1 ]; then
     linux_bundle "$work" "$flags" "$linux_ram"
     bundle=(-device "loader,file=$work/bundle.bin,addr=0x50000000,force-raw=on")

@@ -65,6 +65,9 @@ pub const BUNDLE_INTERACTIVE: u64 = 32;
 pub const BUNDLE_RMI2: u64 = 128;
 /// Bundle flag: the Linux realm gets virtio devices, and the bundle carries a disk image.
 pub const BUNDLE_VIRTIO: u64 = 64;
+/// Bundle flag: map every memslot before the realm's first instruction (`scripts/run
+/// --prefault`, as `config prefault on`).
+pub const BUNDLE_PREFAULT: u64 = 256;
 /// Longest trace filter accepted.
 pub const TRACE_FILTER_MAX: u64 = 1024;
 const TRACE_FILTER_AT: u64 = 40;

@@ -17,6 +17,8 @@ use rmi::Rmm;
 /// What the run itself measured.
 pub struct Measured<'a> {
     pub run_us: u64,
+    /// Time spent mapping every memslot before the first entry (0 without prefault).
+    pub prefault_us: u64,
     pub rtts_live: usize,
     pub rtts_min: usize,
     pub heap_bytes: usize,
@@ -89,8 +91,9 @@ pub fn measure<R: Rmm>(
         fault_calls += c;
     }
     let mut line = format!(
-        "bench: faults={faulted} fault_calls={fault_calls} run_us={} bare_us={bare_us} bare_calls={} seed_calls={} seed_failed={} rtts_live={} rtts_min={} heap_bytes={} races={} folds={}",
+        "bench: faults={faulted} fault_calls={fault_calls} run_us={} prefault_us={} bare_us={bare_us} bare_calls={} seed_calls={} seed_failed={} rtts_live={} rtts_min={} heap_bytes={} races={} folds={}",
         m.run_us,
+        m.prefault_us,
         bare.total(),
         seed_calls.total(),
         seed_calls.failed_total(),

@@ -59,8 +59,16 @@ pub fn lines(
             *c as f64 / (*n).max(1) as f64
         ));
     }
+    let stage2: u64 = stats
+        .by_class
+        .iter()
+        .filter(|((class, _), _)| {
+            class.is_protected() || class.is_shared() || *class == crate::realm::FaultClass::Race
+        })
+        .map(|(_, (n, _))| n)
+        .sum();
     out.push(format!(
-        "  exits {}, races {}, protected blocks folded {} (into 1 GiB: {}; refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}, RIPAS changes rejected {}, shared aliases unmapped {}",
+        "  exits {}, stage-2 faults {stage2}, races {}, protected blocks folded {} (into 1 GiB: {}; refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}, RIPAS changes rejected {}, shared aliases unmapped {}",
         stats.exits, stats.races, stats.folds, stats.folds_1g, stats.fold_refused, stats.block_over_table, stats.unwinds, stats.memcache_misses, stats.ripas_rejected, stats.unshared
     ));
     let (failed, walk) = (calls.failed_total(), calls.rtt_errors_total());

@@ -174,3 +174,52 @@ fn jobs_unwind_under_error_injection() {
     assert!(outcomes.len() == 2, "{outcomes:?}");
     assert!(unwinds > 0, "no block job was unwound");
 }
+
+/// `config prefault on`: every memslot mapped before the first entry — private blocks where the
+/// memslot allows them, pages elsewhere, the shared memslot too — so the realm's accesses take
+/// no stage-2 exit; an error injected anywhere in it is a clean failure and teardown gets
+/// everything back.
+#[test]
+fn prefault_maps_everything_and_unwinds_cleanly() {
+    for blocks in [true, false] {
+        let mut w = world();
+        let mut v = vm(&mut w, cfg(blocks, blocks));
+        let bytes = v.prefault(&mut w.rmm, &mut w.frames).unwrap();
+        let ram = v.ram().unwrap().size;
+        let shared = v.shared_slot().unwrap().size;
+        assert_eq!(bytes + 0x3000, ram + shared, "all but the image and scenario pages made at creation");
+        let (p, s) = (v.layout.prot_base.0, v.layout.shared_gpa.0 | v.shared_bit());
+        let exits = v.stats.exits;
+        // Each touch still exits in this scripted world (the script faults on purpose), but the
+        // host finds every page mapped: races, not faults.
+        assert_eq!(
+            run(&mut w, &mut v, &[Act::Touch(p + 0x5000, true), Act::Touch(s + 0x3000, true)]),
+            Stop::PowerOff
+        );
+        assert_eq!(v.stats.races, 2);
+        assert!(v.stats.exits > exits);
+        let e = if blocks {
+            entry(&mut w, &v, (p + 0x5000) & !0x1f_ffff, 2)
+        } else {
+            entry(&mut w, &v, p + 0x5000, 3)
+        };
+        assert_eq!(e.state, RttEntryState::Assigned);
+        teardown_clean(w, v);
+    }
+    for fid in
+        [Fid::GranuleDelegate, Fid::DataCreateUnknown, Fid::RttCreate, Fid::RttMapUnprotected, Fid::RttFold]
+    {
+        for nth in [1u64, 3, 700] {
+            let mut w = world();
+            let mut v = vm(&mut w, cfg(true, true));
+            w.rmm.inner.fail_nth_call(Some(fid), nth, RmiError::INPUT);
+            let r = v.prefault(&mut w.rmm, &mut w.frames);
+            w.rmm.inner.clear_injections();
+            if fid == Fid::RttFold {
+                // A refused fold leaves the block mapped as pages: not an error.
+                assert!(r.is_ok(), "{fid:?} #{nth}: {r:?}");
+            }
+            teardown_clean(w, v);
+        }
+    }
+}
