@@ -299,8 +299,8 @@ fn drive<R: Rmm>(
         PROBE_BACKEND.call_once(|| backend);
         let online = (0..cfg.vcpus.max(1)).filter(|i| *i == 0 || arch::smp::is_online(*i)).count();
         let iters = match backend {
-            Backend::Firmware | Backend::Firmware2 => (300, 100),
-            Backend::Embedded(..) | Backend::Embedded2(..) => (3000, 1000),
+            Backend::Firmware | Backend::Firmware2 => (200, 60),
+            Backend::Embedded(..) | Backend::Embedded2(..) => (1500, 500),
         };
         let probed = crate::diag::scaling::probe(&mut rmm, &mut frames, online, iters, probe_runner);
         // The run's own call counts start after it.
