@@ -60,13 +60,17 @@ impl<M: Memory, G: Guest, W: Guest, L: RelaxStrategy> SharedModel<'_, M, G, W, L
                 i.deliver(&mut self.guest, &mut e.vcpu);
             }
             let hw = self.guest.run(&mut e.vcpu, &e.s2);
-            match self.model.lock().rec_enter_step(rec, &mut e, hw, run) {
+            // The exit and, if it ends the call, the REC's return under one taking of the lock
+            // (every round trip takes it twice, not three times).
+            let mut m = self.model.lock();
+            match m.rec_enter_step(rec, &mut e, hw, run) {
                 Step::Resume => {}
                 Step::Inject(i) => inject = Some(i),
-                Step::Exit => break,
+                Step::Exit => {
+                    m.rec_enter_end(rec, e, run);
+                    return Ok(());
+                }
             }
         }
-        self.model.lock().rec_enter_end(rec, e, run);
-        Ok(())
     }
 }
