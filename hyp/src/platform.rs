@@ -376,4 +376,43 @@ mod tests {
             memory@40000000 { device_type = \"memory\"; reg = <0x0 0x40000000 0x0 0x8000000>; }; };");
         assert_eq!(parse(&no_uart, QEMU_VIRT_DTB), Err(DtbError::NoUart));
     }
+
+    /// A device tree nobody designed (issue 16, "fuzzed parsers"): QEMU's blob with bytes
+    /// flipped anywhere and cut short anywhere. The parser never panics; it finds a platform or
+    /// says what is wrong.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        fn blob() -> &'static [u8] {
+            static BLOB: OnceLock<Vec<u8>> = OnceLock::new();
+            BLOB.get_or_init(|| dtb(QEMU_TFA))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024),
+                ..ProptestConfig::default()
+            })]
+            #[test]
+            fn mutated_device_trees_parse_or_say_why(
+                flips in proptest::collection::vec((any::<proptest::sample::Index>(), 1u8..=255), 0..12),
+                cut in proptest::option::of(any::<proptest::sample::Index>()),
+            ) {
+                let mut b = blob().to_vec();
+                for (at, x) in &flips {
+                    let i = at.index(b.len());
+                    b[i] ^= x;
+                }
+                if let Some(c) = cut {
+                    b.truncate(c.index(b.len()));
+                }
+                match parse(&b, QEMU_VIRT_DTB) {
+                    Ok(p) => prop_assert!(!p.ram.is_empty()),
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+        }
+    }
 }

@@ -65,6 +65,9 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "host")]
+pub mod random;
+
 use core::fmt;
 
 /// Which memory a step addresses.
@@ -701,7 +704,12 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
         }
     }
     if ended.is_none() {
-        return Err(ParseError::new(last_line, "the scenario must finish with end"));
+        // (A file with no step at all has no line to point at: its first.)
+        return Err(if last_line == 0 {
+            ParseError::new(1, "the scenario has no steps: it must finish with end")
+        } else {
+            ParseError::new(last_line, "the scenario must finish with end")
+        });
     }
     Ok(c)
 }
@@ -784,6 +792,8 @@ mod tests {
             ("share prot 0x800 4K\nend", 1, "shared ranges are whole pages"),
             ("config shared-size 3000\nend", 1, "sizes are whole 4 KiB pages, at most 4G"),
             ("print x\n", 1, "the scenario must finish with end"),
+            ("", 1, "the scenario has no steps: it must finish with end"),
+            ("# only a comment\n\n", 1, "the scenario has no steps: it must finish with end"),
             ("end\nprint late", 2, "steps after end"),
             ("collapse shared 4K\nend", 1, "collapse takes a 2 MiB aligned offset"),
             (

@@ -328,6 +328,13 @@ boot_prepare() {
   local setup_args=()
   [ "$firmware" != embedded ] && setup_args+=(--tfa)
   "$ROOT/scripts/setup" "${setup_args[@]}" || die "scripts/setup failed"
+  # A bad scenario is refused here, by the parser the hypervisor and the realm use (built for the
+  # host), before anything is built for or booted on QEMU.
+  if [ -n "$scenario" ]; then
+    local checked
+    checked=$(cd "$ROOT" && cargo run -q --target host-tuple -p scenario --features host --bin scenario-check -- "$scenario" 2>&1) \
+      || die "$(basename "$scenario"): ${checked##*$'\n'}"
+  fi
   build_hyp "$profile"
   HYP_ELF=$(hyp_elf "$profile") REALM_ELF=""
   if [ -n "$scenario" ]; then

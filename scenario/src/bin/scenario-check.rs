@@ -1,0 +1,42 @@
+//! `scenario-check FILE`: the host's own check of a scenario file, with the parser the
+//! hypervisor and the test realm use (`scenario::validate`), so that `scripts/run` refuses a bad
+//! file before it builds or boots anything. Prints `ok` and the file's configuration, or
+//! `scenario line N: reason` and exits 1.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: scenario-check FILE");
+        return ExitCode::from(2);
+    };
+    let text = match std::fs::read(&path).map(String::from_utf8) {
+        Ok(Ok(text)) => text,
+        Ok(Err(_)) => {
+            println!("scenario {path} is not UTF-8");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            println!("scenario {path}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match scenario::validate(&text) {
+        Ok(c) => {
+            println!(
+                "ok: {} vCPU(s), protected {} KiB (blocks {}), shared {} KiB (blocks {}), prefault {}",
+                c.vcpus,
+                c.protected_size >> 10,
+                if c.protected_blocks { "on" } else { "off" },
+                c.shared_size >> 10,
+                if c.shared_blocks { "on" } else { "off" },
+                if c.prefault { "on" } else { "off" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("scenario {e}");
+            ExitCode::from(1)
+        }
+    }
+}
