@@ -10,7 +10,8 @@
 //! `write` with its seed, `zero` only on pages never written or made fresh by a RIPAS round trip
 //! or an unshare, alias accesses only while a chunk is shared, nothing while it is RIPAS EMPTY).
 //! With one vCPU the RMI transcript is deterministic (the file is all there is); with several,
-//! the chunks are disjoint, so only the interleaving differs and runs compare on final state.
+//! each owns whole 2 MiB blocks, so only the interleaving differs and runs compare on final state
+//! (which the interleaving then cannot change).
 
 extern crate std;
 
@@ -84,16 +85,19 @@ fn size(n: u64) -> String {
     }
 }
 
-/// Cut `[0, total)` into chunks of the given sizes (each aligned to its size), owned by vCPUs in
-/// turn.
+/// Cut `[0, total)` into chunks of the given sizes (each aligned to its size). A vCPU owns whole
+/// 2 MiB blocks: whether a block is mapped whole or as pages depends on the RIPAS of its pages
+/// when it first faults, so two vCPUs in one block would make the final state depend on their
+/// interleaving.
 fn chunks<S: Copy>(rng: &mut Rng, total: u64, sizes: &[u64], vcpus: usize, state: S) -> Vec<Chunk<S>> {
     let mut out = Vec::new();
+    let rotate = rng.below(vcpus as u64) as usize;
     let mut off = 0;
     while off < total {
         let fits: Vec<u64> =
             sizes.iter().copied().filter(|s| off.is_multiple_of(*s) && off + s <= total).collect();
         let len = if fits.is_empty() { 4 * K } else { rng.pick(&fits) };
-        out.push(Chunk { off, len, vcpu: rng.below(vcpus as u64) as usize, state });
+        out.push(Chunk { off, len, vcpu: ((off / (2 * M)) as usize + rotate) % vcpus, state });
         off += len;
     }
     out
