@@ -426,6 +426,19 @@ fn run_step(l: &Layout, me: usize, step: Step<'_>) -> Result<(), Failure> {
         Step::Wfi => irq::wfi(me),
         Step::VirtioRw { sector, seed } => virtio::rw(l, sector, seed)?,
         Step::VirtioBad(kind) => virtio::bad(l, kind)?,
+        Step::Rsi { fid, args, expect } => {
+            let got = rsi::raw(fid, args);
+            if got != expect {
+                say!(
+                    "  rsi {fid:#x} ({:#x}, {:#x}, {:#x}) returned {got:#x}, expected {expect:#x}",
+                    args[0],
+                    args[1],
+                    args[2]
+                );
+                return Err("a raw SMC did not return the status the scenario expects".into());
+            }
+            say!("  rsi {fid:#x}: {got:#x}, as expected");
+        }
         Step::TouchOutside => {
             // 2 MiB past the shared region (the console page sits right after it): no memslot, no
             // device — the host must stop the realm here.

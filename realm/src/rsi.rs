@@ -30,6 +30,11 @@ fn host_call_buffer() -> *mut HostCall {
     unsafe { &raw mut HOST_CALL[me] }
 }
 
+/// A raw SMC (`rsi FID … expect STATUS`): whatever a hostile realm may put in x0..x3; x0 back.
+pub fn raw(fid: u64, args: [u64; 3]) -> u64 {
+    smc([fid, args[0], args[1], args[2], 0])[0]
+}
+
 /// Host call numbers the host understands.
 pub const HOST_CALL_COLLAPSE: u64 = 1;
 /// `timer` reports its latency (deadline to the realm's handler) in nanoseconds in x0, for the

@@ -32,6 +32,9 @@
 //! fp-check N                         fill v0..v31 and FPCR, exit to the host N times (RSI host
 //!                                    calls), check every register kept its value
 //! touch-outside                      access an IPA no memslot covers (the host must stop the realm)
+//! rsi FID [ARG...] expect STATUS     a raw SMC (RSI or PSCI) with x1..x3 = up to 3 ARGs, as a
+//!                                    hostile realm would make it; x0 must come back STATUS (a
+//!                                    number, -N, or `unknown` for SMCCC NOT_SUPPORTED)
 //! timer USEC                         arm the EL1 virtual timer USEC microseconds ahead, WFI until
 //!                                    its interrupt, check it came no earlier, print the latency
 //! ticker USEC|off                    a periodic virtual timer (re-armed by the interrupt handler)
@@ -178,6 +181,13 @@ pub enum Step<'a> {
     /// and check that every register still holds its value.
     FpCheck(u64),
     TouchOutside,
+    /// A raw SMC a hostile realm might make (`rsi FID [ARG…] expect STATUS`): x0 = `fid`, x1..x3
+    /// = `args`, and x0 must come back as `expect` (`unknown`: SMCCC NOT_SUPPORTED, -1).
+    Rsi {
+        fid: u64,
+        args: [u64; 3],
+        expect: u64,
+    },
     /// Arm the EL1 virtual timer this many microseconds ahead (1 to [`TIMER_MAX_US`]), wait (WFI)
     /// for its interrupt, check it came no earlier than asked, and report the latency.
     Timer(u64),
@@ -223,7 +233,7 @@ pub struct ParseError {
 pub const WORD_MAX: usize = 24;
 
 /// Every step keyword, for "unknown step" errors.
-pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside timer ticker ipi wfi virtio-blk cpu barrier end";
+pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside rsi timer ticker ipi wfi virtio-blk cpu barrier end";
 /// Every `config` key.
 pub const CONFIG_KEYS: &str =
     "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits prefault";
@@ -504,6 +514,25 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                     n @ 1..=4096 => Step::FpCheck(n),
                     _ => return Err(ParseError::new(line_no, "fp-check takes 1 to 4096 exits")),
                 }
+            }
+            "rsi" => {
+                // FID, up to three arguments, `expect`, the status.
+                if !(3..=6).contains(&n) || args[n - 2] != "expect" {
+                    return Err(ParseError::new(line_no, "rsi takes FID, up to 3 arguments, expect STATUS"));
+                }
+                let mut call = [0u64; 3];
+                for (k, slot) in call.iter_mut().enumerate().take(n - 3) {
+                    *slot = num(1 + k, "bad rsi argument")?;
+                }
+                let expect = match args[n - 1] {
+                    "unknown" => u64::MAX,
+                    s => match s.strip_prefix('-') {
+                        Some(neg) => number(neg).map(|v| v.wrapping_neg()),
+                        None => number(s),
+                    }
+                    .ok_or(ParseError::new(line_no, "bad expected status"))?,
+                };
+                Step::Rsi { fid: num(0, "bad function id")?, args: call, expect }
             }
             "touch-outside" => {
                 want(0)?;
