@@ -507,9 +507,7 @@ fn drive<R: Rmm>(
     }
     // Words written through the unprotected alias of RAM the realm still has shared must be in
     // the memslot's own page (in-place sharing: one page, no copy).
-    let alias: alloc::collections::BTreeMap<u64, u64> =
-        scenario::region_writes(text, scenario::Region::Alias).collect();
-    for (off, want) in alias {
+    for (off, want) in scenario::alias_words(text) {
         let gpa = vm.layout.prot_base.add(off);
         if !vm.is_shared_in_place(gpa) {
             continue;
