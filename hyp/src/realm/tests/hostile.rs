@@ -4,6 +4,7 @@
 //! `Stop` with a reason) and never panics, and teardown still returns every granule.
 
 use super::*;
+use crate::addr::Gpa;
 use crate::realm::vm::HOST_CALL_COLLAPSE;
 use proptest::prelude::*;
 use rmi::{RecRun, exit_reason};
@@ -233,4 +234,30 @@ fn repeated_ripas_requests_do_not_grow_host_memory() {
     }
     assert!(v.empty_ranges() <= 4, "{} ranges remembered", v.empty_ranges());
     teardown_clean(w, v);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Isolation (issue 16): a fault on any GPA no memslot holds — through either alias, and not
+    /// a device — maps nothing and stops the realm with the reason; in particular the unprotected
+    /// alias never reaches host memory outside the memslots (the hypervisor's image, heap, other
+    /// realms' frames). What the realm did map before is untouched and comes back at teardown.
+    #[test]
+    fn no_alias_reaches_memory_outside_the_memslots(gpa in 0u64..1 << 32, shared in any::<bool>()) {
+        let mut w = world();
+        let mut v = vm(&mut w, cfg(true, true));
+        let gpa = gpa % v.shared_bit();
+        let g = Gpa(gpa & !0xfff);
+        prop_assume!(v.slots.find(g).is_none() && !v.is_device(g));
+        let ipa = if shared { gpa | v.shared_bit() } else { gpa };
+        let before = w.rmm.counts.total();
+        match v.replay_fault(&mut w.rmm, &mut w.frames, ipa) {
+            Err(HostError::Outside { .. }) => {}
+            other => prop_assert!(false, "{ipa:#x}: {other:?}"),
+        }
+        prop_assert_eq!(w.rmm.counts.total(), before, "no RMI call for a GPA outside every memslot");
+        prop_assert!(v.shared_maps.is_empty());
+        teardown_clean(w, v);
+    }
 }
