@@ -197,7 +197,6 @@ pub(super) type Res<T> = Result<T, HostError>;
 
 impl Vm {
     /// Whether an emulated device (the realm platform's console or GIC) answers at `gpa`.
-    #[cfg_attr(test, expect(dead_code, reason = "used by the benchmarks, which run on the EL2 binary only"))]
     pub fn is_device(&self, gpa: Gpa) -> bool {
         self.bus.find(gpa).is_some()
     }
