@@ -52,12 +52,14 @@ impl Ledger {
     }
 
     /// RMI_GRANULE_UNDELEGATE; on failure the granule is recorded as leaked. Returns whether the
-    /// granule is back in the Non-secure PAS (and may be reused).
+    /// granule is back in the Non-secure PAS (and may be reused). A granule recorded as lost
+    /// earlier (an unwind's DATA_DESTROY refused) that teardown recovers after all is no leak.
     pub fn undelegate<R: Rmm>(&mut self, rmm: &mut R, pa: GranuleAddr) -> bool {
         let used_as = self.live.remove(&pa.get()).unwrap_or(Use::Data);
         match rmm.granule_undelegate(pa) {
             Ok(()) => {
                 self.undelegated += 1;
+                self.leaked.retain(|l| l.pa != pa);
                 true
             }
             Err(e) => {

@@ -98,6 +98,8 @@ fn hammer(blocks: bool, rounds: usize) {
     assert!(leaks.is_empty(), "{leaks:?}");
     assert_eq!(model.lock().granules().count(), 0);
     assert_eq!(frames.frames_in_use(), 0);
+    // The ledger saw every delegation the jobs made, and every one came back.
+    assert_eq!(vm.ledger.delegated, vm.ledger.undelegated);
 }
 
 #[test]
@@ -120,19 +122,25 @@ fn threads_hammer_pages_beside_blocks_being_made() {
 /// reason, and after teardown every granule is back in the Non-secure PAS or reported as a leak.
 #[test]
 fn jobs_unwind_under_error_injection() {
+    // One error at a time, and (for the unwinds' own refusals) a refused DATA_CREATE_UNKNOWN
+    // followed by a refused undo: DATA_DESTROY, UNDELEGATE or RTT_DESTROY.
     let sites = [
-        Fid::GranuleDelegate,
-        Fid::DataCreateUnknown,
-        Fid::RttCreate,
-        Fid::RttFold,
-        Fid::DataDestroy,
-        Fid::GranuleUndelegate,
-        Fid::RttDestroy,
+        (Fid::GranuleDelegate, None),
+        (Fid::DataCreateUnknown, None),
+        (Fid::RttCreate, None),
+        (Fid::RttFold, None),
+        (Fid::DataDestroy, None),
+        (Fid::GranuleUndelegate, None),
+        (Fid::RttDestroy, None),
+        (Fid::DataCreateUnknown, Some((Fid::GranuleUndelegate, 1))),
+        (Fid::DataCreateUnknown, Some((Fid::GranuleUndelegate, 3))),
+        (Fid::DataCreateUnknown, Some((Fid::DataDestroy, 2))),
+        (Fid::DataCreateUnknown, Some((Fid::RttDestroy, 1))),
     ];
     let mut outcomes = std::collections::BTreeMap::<&str, usize>::new();
-    let mut unwinds = 0;
+    let (mut unwinds, mut lost) = (0, 0);
     for blocks in [false, true] {
-        for fid in sites {
+        for (fid, then) in sites {
             for nth in [1u64, 2, 3, 40, 300, 513, 600] {
                 let model = spin::Mutex::new(Model::new(
                     Arena::new(BASE, SIZE as usize),
@@ -146,6 +154,9 @@ fn jobs_unwind_under_error_injection() {
                 let p = v.layout.prot_base.0;
                 let host = spin::Mutex::new(Host { vm: v, frames });
                 model.lock().fail_nth_call(Some(fid), nth, RmiError::INPUT);
+                if let Some((undo, k)) = then {
+                    model.lock().fail_nth_call(Some(undo), k, RmiError::INPUT);
+                }
                 let acts: Vec<Act> =
                     [p, p + 0x1000, p + 0x5000, p + (2 << 20), p + (2 << 20) + 0x3000, p + (4 << 20)]
                         .into_iter()
@@ -166,13 +177,21 @@ fn jobs_unwind_under_error_injection() {
                 unwinds += vm.stats.unwinds;
                 let leaks = vm.teardown(&mut rmm, frames);
                 let held = model.lock().granules().count();
-                assert_eq!(held, leaks.len(), "{fid:?} #{nth} blocks {blocks}: {stop:?}: {leaks:?}");
+                assert_eq!(
+                    held,
+                    leaks.len(),
+                    "{fid:?} #{nth} then {then:?}, blocks {blocks}: {stop:?}: {leaks:?}"
+                );
                 assert!(leaks.iter().all(|l| !l.why.is_empty()));
+                // Every delegation the ledger saw came back or is a reported leak.
+                assert_eq!(vm.ledger.delegated, vm.ledger.undelegated + leaks.len() as u64);
+                lost += leaks.len();
             }
         }
     }
     assert!(outcomes.len() == 2, "{outcomes:?}");
     assert!(unwinds > 0, "no block job was unwound");
+    assert!(lost > 0, "no unwind was refused in turn");
 }
 
 /// `config prefault on`: every memslot mapped before the first entry — private blocks where the
