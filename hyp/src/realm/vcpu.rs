@@ -325,9 +325,11 @@ impl Vm {
 /// the memcache, memslots, statistics — is per realm and lives in [`Vm`]; host frames are global
 /// and live beside it; both are taken together by one spin lock for topping up the memcache and
 /// for handling an exit. Per vCPU (not locked) are the REC's RecRun page and the RMI handle with
-/// its call counts. The lock is never held across REC_ENTER, so vCPUs run concurrently and
-/// only their exits are handled one at a time; the embedded model has its own lock, always taken
-/// after this one (RMI calls made while handling an exit) or alone (REC_ENTER), never before it.
+/// its call counts. The lock is never held across REC_ENTER, nor across the RMI calls of a
+/// protected page or block fault (issue 15, `realm::parallel`: reserved under the lock, mapped
+/// with it released, recorded under it again), so vCPUs run, and map different pages, together;
+/// the embedded model has its own lock, always taken after this one (RMI calls made while
+/// handling an exit) or alone (REC_ENTER, a job's calls), never before it.
 pub struct Host {
     pub vm: Vm,
     pub frames: Frames,
