@@ -203,10 +203,7 @@ impl Vm {
         if self.is_mapped_protected(page) || self.is_empty_ripas(page, page.add(PAGE_SIZE)) {
             return None;
         }
-        let level = match status {
-            FaultStatus::Translation(l) | FaultStatus::AccessFlag(l) | FaultStatus::Permission(l) => l,
-            _ => -1,
-        };
+        let level = super::vcpu::level_of_fault(status);
         let job = if table && !block_ok {
             Job::Page { rd: self.rd, gpa: page, ipa: page_ipa, pa: self.prot_granule(page).ok()?, level }
         } else if !table
@@ -345,8 +342,9 @@ impl Vm {
         self.account(rmm, before, class, level)
     }
 
-    /// A fault's figures: the bytes it mapped, and its class with the calls it made.
-    fn account<R: Rmm>(
+    /// An exit's figures: the bytes it mapped, and its class with the calls it made (a race
+    /// counts at no level). `None` = re-enter.
+    pub(super) fn account<R: Rmm>(
         &mut self,
         rmm: &Counted<R>,
         before: CallCounts,

@@ -21,7 +21,7 @@ use rmi::{
 };
 
 /// The translation level an abort's status reports (-1 for none).
-fn level_of_fault(status: FaultStatus) -> i8 {
+pub(super) fn level_of_fault(status: FaultStatus) -> i8 {
     match status {
         FaultStatus::Translation(l) | FaultStatus::AccessFlag(l) | FaultStatus::Permission(l) => l,
         _ => -1,
@@ -91,16 +91,10 @@ impl Vm {
             exit_reason::SERROR => Err(HostError::SError { esr: run.exit.esr }),
             other => Err(HostError::UnknownExit(other)),
         };
-        let (class, level) = match outcome {
-            Ok(k) => k,
-            Err(e) => return Some(Stop::Error(e)),
-        };
-        self.stats.mapped_bytes += class.mapped_bytes();
-        let calls = rmm.counts.since(&before).total();
-        let e = self.stats.by_class.entry((class, level)).or_default();
-        e.0 += 1;
-        e.1 += calls;
-        None
+        match outcome {
+            Ok((class, level)) => self.account(rmm, before, class, level),
+            Err(e) => Some(Stop::Error(e)),
+        }
     }
 
     /// A SYNC exit: a data or instruction abort at stage 2, on a device or on a memslot.
