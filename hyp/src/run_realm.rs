@@ -9,8 +9,8 @@ use crate::arch::guest::HostIch;
 use crate::arch::nsmem::{self, Bundle};
 use crate::arch::smc::Smc;
 use crate::arch::smp::Lock as Mutex;
-use crate::backend::SharedModel;
-use crate::backend::embedded::{EmbeddedRmm, embedded_rmm};
+use crate::backend::embedded::embedded_rmm;
+use crate::backend::{ModelLock, SharedModel};
 use crate::devices::virtio::{Disk, VecDisk};
 use crate::diag::summary;
 use crate::host::Hyp;
@@ -58,7 +58,7 @@ struct Job {
 }
 
 static JOB: Once<Job> = Once::new();
-static MODEL: Once<Mutex<EmbeddedRmm>> = Once::new();
+static MODEL: Once<ModelLock<crate::arch::rmm_mem::RmmMemory, ElGuest, arch::smp::Yield>> = Once::new();
 
 /// Run the bundle's scenario; `Ok(summary line)` or `Err(reason)`.
 pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
@@ -123,7 +123,7 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
     } else {
         let model = embedded_rmm(hyp)?;
         let (pa_bits, vmid16) = crate::backend::embedded::world_switch_params()?;
-        let model = MODEL.call_once(|| Mutex::new(model));
+        let model = MODEL.call_once(|| ModelLock::new(model));
         let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
         if hyp.opts.rmi2 {
             info!(

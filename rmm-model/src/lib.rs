@@ -79,18 +79,68 @@ struct Injection {
 /// Counters the tests and the benchmarks read.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ModelStats {
-    pub calls: u64,
     pub folds: u64,
     pub rec_entries: u64,
     pub injected: u64,
 }
 
+/// How many locks stand for TF-RMM's per-granule locks: granule `pa` is covered by shard
+/// [`shard_of`]`(pa)`, an RTT by stripe `shard_of(rtt)`. Two CPUs working on different granules
+/// meet on one lock 1 time in this many.
+const GRANULE_SHARDS: usize = 64;
+
+/// A granule's shard: its number, Fibonacci-hashed. Not `number % GRANULE_SHARDS`: two CPUs
+/// filling two 2 MiB blocks walk granule k of each in step, and those would share a shard at
+/// every k (each waiting out the other's zeroing).
+fn shard_of(pa: u64) -> usize {
+    const PHI: u64 = 0x9e37_79b9_7f4a_7c15; // 2^64 / the golden ratio
+    ((pa / rmi::GRANULE_SIZE).wrapping_mul(PHI) >> (64 - GRANULE_SHARDS.trailing_zeros())) as usize
+}
+
+/// Granule states (TF-RMM's granule array), locked by shard so that commands on different
+/// granules run on several CPUs at once.
+struct GranuleTable {
+    shards: [spin::Mutex<BTreeMap<u64, GState>>; GRANULE_SHARDS],
+}
+
+impl GranuleTable {
+    fn new() -> Self {
+        Self { shards: core::array::from_fn(|_| spin::Mutex::new(BTreeMap::new())) }
+    }
+    /// The shard holding `pa`'s state, locked (TF-RMM `find_lock_granule`).
+    fn lock(&self, pa: u64) -> spin::MutexGuard<'_, BTreeMap<u64, GState>> {
+        self.shards[shard_of(pa)].lock()
+    }
+    fn get(&self, pa: u64) -> Option<GState> {
+        self.lock(pa).get(&pa).copied()
+    }
+    fn all(&self) -> alloc::vec::Vec<(u64, GState)> {
+        let mut v: alloc::vec::Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().iter().map(|(pa, st)| (*pa, *st)).collect::<alloc::vec::Vec<_>>())
+            .collect();
+        v.sort_unstable_by_key(|(pa, _)| *pa);
+        v
+    }
+}
+
 /// The RMM model over memory `M`, running realms with guest `G`.
+///
+/// Concurrency, as TF-RMM's per-granule locks allow it: the commands taking `&self` — DELEGATE,
+/// UNDELEGATE and DATA_CREATE_UNKNOWN ([`Model::delegate`], [`Model::undelegate`],
+/// [`Model::map_unknown`]) — may run on several CPUs at once (a caller holds a read lock
+/// on the model, see the hypervisor's `SharedModel`); every other command takes `&mut self`, so it
+/// runs alone. The `&self` commands lock what they touch: the granule's shard, and for
+/// DATA_CREATE_UNKNOWN the level-3 RTT's stripe (TF-RMM locks the RTT granule across the entry's
+/// check and write), in that order.
 pub struct Model<M: Memory, G: Guest> {
     pub mem: M,
     pub guest: G,
     config: Config,
-    granules: BTreeMap<u64, GState>,
+    granules: GranuleTable,
+    /// Stand-ins for TF-RMM's RTT granule locks (see [`GRANULE_SHARDS`]).
+    rtt_locks: [spin::Mutex<()>; GRANULE_SHARDS],
     realms: BTreeMap<u64, realm::Realm>,
     recs: BTreeMap<u64, rec::Rec>,
     injections: alloc::vec::Vec<Injection>,
@@ -103,7 +153,8 @@ impl<M: Memory, G: Guest> Model<M, G> {
             mem,
             guest,
             config,
-            granules: BTreeMap::new(),
+            granules: GranuleTable::new(),
+            rtt_locks: core::array::from_fn(|_| spin::Mutex::new(())),
             realms: BTreeMap::new(),
             recs: BTreeMap::new(),
             injections: alloc::vec::Vec::new(),
@@ -126,7 +177,6 @@ impl<M: Memory, G: Guest> Model<M, G> {
     /// drive REC_ENTER in phases ([`Model::rec_enter_begin`]) call this first, as
     /// [`Rmm::rec_enter`] does.
     pub fn injected(&mut self, fid: Fid) -> Option<RmiError> {
-        self.stats.calls += 1;
         let pos = self.injections.iter().position(|i| i.fid.is_none_or(|f| f == fid))?;
         let inj = &mut self.injections[pos];
         if inj.skip > 0 {
@@ -139,14 +189,20 @@ impl<M: Memory, G: Guest> Model<M, G> {
         Some(e)
     }
 
-    /// The state of granule `pa` (`None` = Non-secure / never delegated).
-    pub fn granule_state(&self, pa: u64) -> Option<GState> {
-        self.granules.get(&pa).copied()
+    /// Whether an injected failure is pending: callers that run commands concurrently
+    /// (`&self`) take the exclusive path (`Rmm`, which counts calls against injections) instead.
+    pub fn injections_pending(&self) -> bool {
+        !self.injections.is_empty()
     }
 
-    /// Every granule not in the NS state, with its state.
-    pub fn granules(&self) -> impl Iterator<Item = (u64, GState)> + '_ {
-        self.granules.iter().map(|(pa, s)| (*pa, *s))
+    /// The state of granule `pa` (`None` = Non-secure / never delegated).
+    pub fn granule_state(&self, pa: u64) -> Option<GState> {
+        self.granules.get(pa)
+    }
+
+    /// Every granule not in the NS state, with its state, by address.
+    pub fn granules(&self) -> impl Iterator<Item = (u64, GState)> {
+        self.granules.all().into_iter()
     }
 
     /// A realm's state and stage-2 context (for the world switch and for tests).
@@ -165,11 +221,40 @@ impl<M: Memory, G: Guest> Model<M, G> {
     }
 
     pub(crate) fn is(&self, g: GranuleAddr, state: GState) -> bool {
-        self.granules.get(&g.get()) == Some(&state)
+        self.granules.get(g.get()) == Some(state)
     }
 
     pub(crate) fn set_state(&mut self, g: GranuleAddr, state: GState) {
-        self.granules.insert(g.get(), state);
+        self.granules.lock(g.get()).insert(g.get(), state);
+    }
+
+    /// RMI_GRANULE_DELEGATE (TF-RMM `smc_granule_delegate`): a granule the model knows, in the NS
+    /// state, moves to the Realm PAS, zeroed. Under the granule's lock, so concurrent calls on
+    /// one granule see one winner.
+    pub fn delegate(&self, pa: GranuleAddr) -> Result<(), RmiError> {
+        if !self.mem.is_granule(pa.get()) {
+            return Err(INPUT);
+        }
+        let mut g = self.granules.lock(pa.get());
+        if g.contains_key(&pa.get()) {
+            return Err(INPUT);
+        }
+        self.mem.set_realm_pas(pa.get(), true);
+        self.mem.zero_granule(pa.get());
+        g.insert(pa.get(), GState::Delegated);
+        Ok(())
+    }
+
+    /// RMI_GRANULE_UNDELEGATE (`smc_granule_undelegate`): a DELEGATED granule goes back, zeroed.
+    pub fn undelegate(&self, pa: GranuleAddr) -> Result<(), RmiError> {
+        let mut g = self.granules.lock(pa.get());
+        if g.get(&pa.get()) != Some(&GState::Delegated) {
+            return Err(INPUT);
+        }
+        self.mem.zero_granule(pa.get());
+        g.remove(&pa.get());
+        self.mem.set_realm_pas(pa.get(), false);
+        Ok(())
     }
 }
 
@@ -203,24 +288,11 @@ impl<M: Memory, G: Guest> Rmm for Model<M, G> {
     }
     fn granule_delegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
         inject!(self, Fid::GranuleDelegate);
-        // TF-RMM smc_granule_delegate: must be a known granule in the NS state.
-        if !self.mem.is_granule(pa.get()) || self.granules.contains_key(&pa.get()) {
-            return Err(INPUT);
-        }
-        self.mem.set_realm_pas(pa.get(), true);
-        self.mem.zero_granule(pa.get());
-        self.set_state(pa, GState::Delegated);
-        Ok(())
+        self.delegate(pa)
     }
     fn granule_undelegate(&mut self, pa: GranuleAddr) -> Result<(), RmiError> {
         inject!(self, Fid::GranuleUndelegate);
-        if !self.is(pa, GState::Delegated) {
-            return Err(INPUT);
-        }
-        self.mem.zero_granule(pa.get());
-        self.granules.remove(&pa.get());
-        self.mem.set_realm_pas(pa.get(), false);
-        Ok(())
+        self.undelegate(pa)
     }
     fn realm_create(&mut self, rd: GranuleAddr, params: &RealmParams) -> Result<(), RmiError> {
         inject!(self, Fid::RealmCreate);
@@ -275,7 +347,7 @@ impl<M: Memory, G: Guest> Rmm for Model<M, G> {
     }
     fn data_create_unknown(&mut self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError> {
         inject!(self, Fid::DataCreateUnknown);
-        self.cmd_data_create_unknown(rd, data, ipa)
+        self.map_unknown(rd, data, ipa)
     }
     fn data_destroy(&mut self, rd: GranuleAddr, ipa: Ipa) -> WithTop<GranuleAddr> {
         inject!(self, Fid::DataDestroy, ipa);

@@ -61,7 +61,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
     pub(crate) fn read_rtte(&self, w: &Walk) -> Rtte {
         s2tt::decode(self.mem.read_u64(w.entry_pa()), w.level)
     }
-    pub(crate) fn write_rtte(&mut self, w: &Walk, e: Rtte) {
+    pub(crate) fn write_rtte(&self, w: &Walk, e: Rtte) {
         self.mem.write_u64(w.entry_pa(), s2tt::encode(e, w.level));
     }
 
@@ -362,12 +362,16 @@ impl<M: Memory, G: Guest> Model<M, G> {
         Ok(RttEntry { walk_level: w.level, state, desc, ripas })
     }
 
+    /// DATA_CREATE and DATA_CREATE_UNKNOWN up to the measurement (which the caller adds, needing
+    /// the realm mutably). `&self`: the level-3 RTT's lock is held across the entry's check and
+    /// write, the data granule's across its state's check and change (TF-RMM
+    /// `data_create`: RTT granule locked by the walk, data granule locked first).
     fn data_create_common(
-        &mut self,
+        &self,
         rd: GranuleAddr,
         data: GranuleAddr,
         ipa: Ipa,
-        src: Option<(&Page, Measure)>,
+        src: Option<&Page>,
     ) -> Result<(), RmiError> {
         if !self.is(data, GState::Delegated) || !self.is(rd, GState::Rd) {
             return Err(INPUT);
@@ -384,22 +388,24 @@ impl<M: Memory, G: Guest> Model<M, G> {
         if w.level != RttLevel::PAGE {
             return Err(rtt_err(w.level));
         }
+        let _rtt = self.rtt_locks[crate::shard_of(w.table)].lock();
         let Rtte::Unassigned(ripas) = self.read_rtte(&w) else {
             return Err(rtt_err(RttLevel::PAGE));
         };
+        let mut granules = self.granules.lock(data.get());
+        if granules.get(&data.get()) != Some(&GState::Delegated) {
+            // Another CPU took the granule since the first check: as if it had gone first.
+            return Err(INPUT);
+        }
         let new = match src {
-            Some((page, measure)) => {
+            Some(page) => {
                 self.mem.write_bytes(data.get(), &page.0);
-                // measurement_data_granule_measure, over the granule as copied.
-                if let Some(r) = self.realms.get_mut(&rd.get()) {
-                    r.measurements.data(ipa.0, measure.encode(), &page.0);
-                }
                 Rtte::Assigned { pa: data.get(), ripas: Ripas::Ram }
             }
             // s2tte_create_assigned_unchanged: keep the RIPAS. DELEGATE already zeroed the granule.
             None => Rtte::Assigned { pa: data.get(), ripas },
         };
-        self.set_state(data, GState::Data);
+        granules.insert(data.get(), GState::Data);
         self.write_rtte(&w, new);
         Ok(())
     }
@@ -412,15 +418,16 @@ impl<M: Memory, G: Guest> Model<M, G> {
         src: &Page,
         measure: Measure,
     ) -> Result<(), RmiError> {
-        self.data_create_common(rd, data, ipa, Some((src, measure)))
+        self.data_create_common(rd, data, ipa, Some(src))?;
+        // measurement_data_granule_measure, over the granule as copied.
+        if let Some(r) = self.realms.get_mut(&rd.get()) {
+            r.measurements.data(ipa.0, measure.encode(), &src.0);
+        }
+        Ok(())
     }
 
-    pub(crate) fn cmd_data_create_unknown(
-        &mut self,
-        rd: GranuleAddr,
-        data: GranuleAddr,
-        ipa: Ipa,
-    ) -> Result<(), RmiError> {
+    /// RMI_DATA_CREATE_UNKNOWN, callable on several CPUs at once (see [`Model`]).
+    pub fn map_unknown(&self, rd: GranuleAddr, data: GranuleAddr, ipa: Ipa) -> Result<(), RmiError> {
         self.data_create_common(rd, data, ipa, None)
     }
 

@@ -162,7 +162,7 @@ impl World {
     fn check(&self) -> Result<(), TestCaseError> {
         let ledger: BTreeMap<u64, GState> = self.e.m.granules().collect();
         let pas: BTreeSet<u64> = ledger.keys().copied().collect();
-        prop_assert_eq!(&pas, &self.e.m.mem.realm_pas, "PAS hook and ledger disagree");
+        prop_assert_eq!(&pas, &*self.e.m.mem.realm_pas.lock(), "PAS hook and ledger disagree");
         let (_, ctx, _) = self.e.m.realm(self.rd).unwrap();
         let mut tables = BTreeMap::<u64, usize>::new();
         let mut data = BTreeMap::<u64, usize>::new();
@@ -270,7 +270,7 @@ fn random_commands(ops: &[Op], abi2: bool) -> Result<(), TestCaseError> {
     w.teardown();
     prop_assert_eq!(w.e.m.granules().count(), 0, "granules left after teardown");
     eprintln!("{} commands succeeded so far", SUCCESSES.load(std::sync::atomic::Ordering::Relaxed));
-    prop_assert!(w.e.m.mem.realm_pas.is_empty());
+    prop_assert!(w.e.m.mem.realm_pas.lock().is_empty());
     Ok(())
 }
 

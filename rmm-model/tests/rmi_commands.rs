@@ -13,7 +13,7 @@ fn delegate_and_undelegate() {
     // granule.c smc_granule_delegate: NS -> DELEGATED; anything else is ERROR_INPUT.
     assert_eq!(e.m.granule_delegate(g), Ok(()));
     assert_eq!(e.m.granule_state(g.get()), Some(GState::Delegated));
-    assert!(e.m.mem.realm_pas.contains(&g.get()), "the PAS hook saw the delegation");
+    assert!(e.m.mem.realm_pas.lock().contains(&g.get()), "the PAS hook saw the delegation");
     assert_eq!(e.m.granule_delegate(g), Err(INPUT));
     // Outside the granule array (find_granule fails).
     assert_eq!(e.m.granule_delegate(GranuleAddr::new(0x1000).unwrap()), Err(INPUT));
@@ -511,11 +511,11 @@ fn fold_and_unfold_break_before_make() {
         e.m.rtt_init_ripas(rd, Ipa(block + i * 4096), Ipa(block + (i + 1) * 4096)).unwrap();
         e.m.data_create_unknown(rd, g, Ipa(block + i * 4096)).unwrap();
     }
-    e.m.mem.events = Some(Vec::new());
+    *e.m.mem.events.lock() = Some(Vec::new());
     e.m.rtt_fold(rd, Ipa(block), lvl(3)).unwrap();
     let folded = e.m.rtt_read_entry(rd, Ipa(block), lvl(2)).unwrap();
     assert_eq!(folded.state, RttEntryState::Assigned);
-    let events = e.m.mem.events.replace(Vec::new()).unwrap();
+    let events = e.m.mem.events.lock().replace(Vec::new()).unwrap();
     let block_entry = events
         .iter()
         .rev()
@@ -527,9 +527,9 @@ fn fold_and_unfold_break_before_make() {
     assert!(broke_before_make(&events, block_entry), "fold: {events:x?}");
     // Unfold it again with RTT_CREATE.
     let t = e.delegated();
-    e.m.mem.events = Some(Vec::new());
+    *e.m.mem.events.lock() = Some(Vec::new());
     e.m.rtt_create(rd, t, Ipa(block), lvl(3)).unwrap();
-    let events = e.m.mem.events.take().unwrap();
+    let events = e.m.mem.events.lock().take().unwrap();
     let table_entry = events
         .iter()
         .rev()

@@ -40,7 +40,7 @@ impl Memory for RmmMemory {
         unsafe { core::ptr::read_volatile(Self::alias(pa) as *const u64) }
     }
 
-    fn write_u64(&mut self, pa: u64, value: u64) {
+    fn write_u64(&self, pa: u64, value: u64) {
         if pa.is_multiple_of(8) && self.inside(pa, 8) {
             // SAFETY: as for read_u64; the model writes only granules it owns (RTTs, data, RD).
             unsafe { core::ptr::write_volatile(Self::alias(pa) as *mut u64, value) }
@@ -54,14 +54,14 @@ impl Memory for RmmMemory {
         }
     }
 
-    fn write_bytes(&mut self, pa: u64, data: &[u8]) {
+    fn write_bytes(&self, pa: u64, data: &[u8]) {
         if self.inside(pa, data.len()) {
             // SAFETY: the range is RAM (checked), mapped at its alias; `data` is a distinct buffer.
             unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), Self::alias(pa), data.len()) }
         }
     }
 
-    fn invalidate_s2(&mut self, _vmid: u16) {
+    fn invalidate_s2(&self, _vmid: u16) {
         // Every CPU runs the one realm, so VTTBR_EL2 holds its VMID here too (or no entries of it
         // are cached yet); the IS form reaches the other CPUs.
         // SAFETY: TLB maintenance only; `dsb ish` orders the table writes before it and waits
@@ -77,7 +77,7 @@ impl Memory for RmmMemory {
         };
     }
 
-    fn set_realm_pas(&mut self, pa: u64, realm: bool) {
+    fn set_realm_pas(&self, pa: u64, realm: bool) {
         let r = mmu::with(|s| s.set_page_mapped(PhysAddr(pa), !realm));
         if !matches!(r, Some(Ok(()))) {
             log::error!(

@@ -7,4 +7,4 @@ pub mod shared;
 #[cfg(all(target_arch = "aarch64", not(test)))]
 pub mod embedded;
 
-pub use shared::SharedModel;
+pub use shared::{ModelLock, SharedModel};

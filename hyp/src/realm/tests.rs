@@ -475,27 +475,34 @@ fn run_more(w: &mut World, v: &mut Vm, acts: &[Act]) -> Option<Stop> {
 /// REC_ENTER driven in phases through `SharedModel` — the same outcome as the direct path.
 #[test]
 fn shared_model_and_host_lock_run_the_same_realm() {
-    let model =
-        spin::Mutex::new(Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default()));
+    let model = crate::backend::ModelLock::<Arena, Script>::new(Model::new(
+        Arena::new(BASE, SIZE as usize),
+        Script::default(),
+        Config::default(),
+    ));
     let mut frames = Frames::new();
     frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
     // The world switch each CPU would bring; here the script, shared through the model's guest.
-    struct ViaModel<'a>(&'a spin::Mutex<M>);
+    struct ViaModel<'a>(&'a crate::backend::ModelLock<Arena, Script>);
     impl Guest for ViaModel<'_> {
         fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit {
-            self.0.lock().guest.run(vcpu, s2)
+            self.0.write().guest.run(vcpu, s2)
         }
         fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, i: bool) {
-            self.0.lock().guest.inject_sea(vcpu, far, i)
+            self.0.write().guest.inject_sea(vcpu, far, i)
         }
         fn inject_undef(&mut self, vcpu: &mut VcpuContext) {
-            self.0.lock().guest.inject_undef(vcpu)
+            self.0.write().guest.inject_undef(vcpu)
         }
     }
     let mut rmm = Counted::new(crate::backend::SharedModel { model: &model, guest: ViaModel(&model) }, None);
     let v = Vm::create(&mut rmm, &mut frames, &cfg(true, true), &[0; 64], b"end\n").unwrap();
     let (p, s) = (v.layout.prot_base.0, v.layout.shared_gpa.0 | v.shared_bit());
-    model.lock().guest.acts.extend([Act::Touch(p, true), Act::Touch(s, true), Act::Touch(p + 0x1000, false)]);
+    model.write().guest.acts.extend([
+        Act::Touch(p, true),
+        Act::Touch(s, true),
+        Act::Touch(p + 0x1000, false),
+    ]);
     let host = spin::Mutex::new(Host { vm: v, frames });
     assert_eq!(run_shared(&host, &mut rmm, &NoCpu, 0, &mut |_| {}), Stop::PowerOff);
     let mut h = host.lock();
@@ -507,7 +514,7 @@ fn shared_model_and_host_lock_run_the_same_realm() {
     assert_eq!(vm.stats.races, 1, "the second touch of the folded block");
     let leaks = vm.teardown(&mut rmm, frames);
     assert!(leaks.is_empty(), "{leaks:?}");
-    assert_eq!(model.lock().granules().count(), 0);
+    assert_eq!(model.write().granules().count(), 0);
 }
 
 /// The benchmarks' replays: our handling with no guest costs the floor (2 calls a protected

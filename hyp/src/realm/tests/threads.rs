@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::addr::Gpa;
-use crate::backend::SharedModel;
+use crate::backend::{ModelLock, SharedModel};
 use crate::realm::vcpu::{Host, run_shared};
 use rmi::RecParams;
 
@@ -15,7 +15,7 @@ const VCPUS: usize = 5;
 const PAGES: u64 = 64;
 
 /// Start vCPUs 1..VCPUS from vCPU 0 (PSCI CPU_ON), which then turns itself off.
-fn start_others(model: &spin::Mutex<M>, host: &spin::Mutex<Host>) {
+fn start_others(model: &ModelLock<Arena, Script>, host: &spin::Mutex<Host>) {
     let mut acts: Vec<Act> = (1..VCPUS as u64)
         .map(|i| Act::Smc([rsi::psci::CPU_ON, RecParams::mpidr_for_index(i), 0x1000, 0, 0]))
         .collect();
@@ -25,8 +25,11 @@ fn start_others(model: &spin::Mutex<M>, host: &spin::Mutex<Host>) {
 }
 
 fn hammer(blocks: bool, rounds: usize) {
-    let model =
-        spin::Mutex::new(Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default()));
+    let model = ModelLock::<Arena, Script>::new(Model::new(
+        Arena::new(BASE, SIZE as usize),
+        Script::default(),
+        Config::default(),
+    ));
     let mut frames = Frames::new();
     frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
     let c = VmConfig { vcpus: VCPUS, ..cfg(blocks, false) };
@@ -72,11 +75,11 @@ fn hammer(blocks: bool, rounds: usize) {
         for k in 0..PAGES {
             for gpa in [p + k * 0x1000, p + (PAGES + i * PAGES + k) * 0x1000] {
                 assert!(vm.is_mapped_protected(Gpa(gpa)), "{gpa:#x}");
-                let e = model.lock().rtt_read_entry(vm.rd, Ipa(gpa), lvl(3));
+                let e = model.write().rtt_read_entry(vm.rd, Ipa(gpa), lvl(3));
                 assert!(
                     e.is_ok_and(|e| e.state == RttEntryState::Assigned)
                         || model
-                            .lock()
+                            .write()
                             .rtt_read_entry(vm.rd, Ipa(gpa & !0x1f_ffff), lvl(2))
                             .is_ok_and(|e| e.state == RttEntryState::Assigned),
                     "{gpa:#x} not mapped in the RMM"
@@ -96,7 +99,7 @@ fn hammer(blocks: bool, rounds: usize) {
     assert_eq!((faults + races) as usize, touches, "every touch a fault or a race");
     let leaks = vm.teardown(&mut rmm, frames);
     assert!(leaks.is_empty(), "{leaks:?}");
-    assert_eq!(model.lock().granules().count(), 0);
+    assert_eq!(model.write().granules().count(), 0);
     assert_eq!(frames.frames_in_use(), 0);
     // The ledger saw every delegation the jobs made, and every one came back.
     assert_eq!(vm.ledger.delegated, vm.ledger.undelegated);
@@ -142,7 +145,7 @@ fn jobs_unwind_under_error_injection() {
     for blocks in [false, true] {
         for (fid, then) in sites {
             for nth in [1u64, 2, 3, 40, 300, 513, 600] {
-                let model = spin::Mutex::new(Model::new(
+                let model = ModelLock::<Arena, Script>::new(Model::new(
                     Arena::new(BASE, SIZE as usize),
                     Script::default(),
                     Config::default(),
@@ -153,9 +156,9 @@ fn jobs_unwind_under_error_injection() {
                 let v = Vm::create(&mut rmm, &mut frames, &cfg(blocks, false), &[0; 64], b"end\n").unwrap();
                 let p = v.layout.prot_base.0;
                 let host = spin::Mutex::new(Host { vm: v, frames });
-                model.lock().fail_nth_call(Some(fid), nth, RmiError::INPUT);
+                model.write().fail_nth_call(Some(fid), nth, RmiError::INPUT);
                 if let Some((undo, k)) = then {
-                    model.lock().fail_nth_call(Some(undo), k, RmiError::INPUT);
+                    model.write().fail_nth_call(Some(undo), k, RmiError::INPUT);
                 }
                 let acts: Vec<Act> =
                     [p, p + 0x1000, p + 0x5000, p + (2 << 20), p + (2 << 20) + 0x3000, p + (4 << 20)]
@@ -167,7 +170,7 @@ fn jobs_unwind_under_error_injection() {
                     None,
                 );
                 let stop = run_shared(&host, &mut rmm0, &NoCpu, 0, &mut |_| {});
-                model.lock().clear_injections();
+                model.write().clear_injections();
                 *outcomes
                     .entry(if matches!(stop, Stop::Error(_)) { "stopped" } else { "ran" })
                     .or_default() += 1;
@@ -176,7 +179,7 @@ fn jobs_unwind_under_error_injection() {
                 assert!(vm.in_flight.is_empty());
                 unwinds += vm.stats.unwinds;
                 let leaks = vm.teardown(&mut rmm, frames);
-                let held = model.lock().granules().count();
+                let held = model.write().granules().count();
                 assert_eq!(
                     held,
                     leaks.len(),
