@@ -609,7 +609,9 @@ fn drive<R: Rmm>(
     drop(guard);
     if let (true, Some(t)) = (bench, fault_trace) {
         let m = crate::diag::bench::Measured {
-            run_us,
+            // Between the realm's marks where the scenario has them (the workload alone, not the
+            // realm's start, its other vCPUs' CPU_ON and its teardown).
+            run_us: stats.marked_us().unwrap_or(run_us),
             prefault_us,
             rtts_live,
             rtts_min,

@@ -424,6 +424,10 @@ fn run_step(l: &Layout, me: usize, step: Step<'_>) -> Result<(), Failure> {
             }
         }
         Step::Wfi => irq::wfi(me),
+        Step::Mark(start) => rsi::host_call(
+            if start { rsi::HOST_CALL_MARK_START } else { rsi::HOST_CALL_MARK_END },
+            irq::ticks_to_ns(irq::now()),
+        )?,
         Step::VirtioRw { sector, seed } => virtio::rw(l, sector, seed)?,
         Step::VirtioBad(kind) => virtio::bad(l, kind)?,
         Step::Rsi { fid, args, expect } => {

@@ -41,6 +41,9 @@
 //!                                    on, or off (the count is printed; none at all fails)
 //! ipi N                              send the realm's IPI (an SGI) to vCPU N, wait until it took it
 //! wfi                                park until an interrupt has been taken since the last `wfi`
+//! mark start|end                     tell the host (RSI_HOST_CALL) where the timed part of the
+//!                                    scenario starts or ends, with the realm's virtual counter;
+//!                                    scripts/bench times its workloads between the two marks
 //! virtio-blk rw SECTOR SEED          drive the host's virtio-blk (a 1 MiB memory disk) as a
 //!                                    driver would: write a 4 KiB pattern(SEED) at SECTOR, read it
 //!                                    back, compare (the device is (re)initialised first if it is
@@ -198,6 +201,8 @@ pub enum Step<'a> {
     Ticker(Option<u64>),
     /// Send the realm's IPI (an SGI) to this vCPU and wait until it has taken it.
     Ipi(usize),
+    /// `mark start` (true) / `mark end`: report the virtual counter, in ns, to the host.
+    Mark(bool),
     /// Park (WFI) until this vCPU has taken an interrupt since its previous `wfi` (or its start).
     Wfi,
     /// `virtio-blk rw SECTOR SEED`: a write and read-back through the host's virtio-blk.
@@ -235,7 +240,7 @@ pub struct ParseError {
 pub const WORD_MAX: usize = 24;
 
 /// Every step keyword, for "unknown step" errors.
-pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside rsi timer ticker ipi wfi virtio-blk cpu barrier end";
+pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside rsi timer ticker ipi wfi mark virtio-blk cpu barrier end";
 /// Every `config` key.
 pub const CONFIG_KEYS: &str =
     "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits prefault";
@@ -571,6 +576,14 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 want(0)?;
                 Step::Wfi
             }
+            "mark" => {
+                want(1)?;
+                match args[0] {
+                    "start" => Step::Mark(true),
+                    "end" => Step::Mark(false),
+                    _ => return Err(ParseError::new(line_no, "mark takes start or end")),
+                }
+            }
             "virtio-blk" => match (n, args[0]) {
                 (3, "rw") => {
                     let (sector, seed) = (num(1, "bad sector")?, num(2, "bad seed")?);
@@ -669,6 +682,8 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
     let every = (1u64 << c.vcpus) - 1;
     // The vCPUs running the current steps, and those whose ticker runs.
     let (mut running, mut ticking) = (1u64, 0u64);
+    // Marks seen: (start, end).
+    let mut marks = (false, false);
     for (line, s) in steps(text) {
         let s = s?;
         if ended.is_some() {
@@ -727,6 +742,18 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
                 return Err(ParseError::new(line, "ticker off on a vCPU whose ticker does not run"));
             }
             Step::Ticker(None) => ticking &= !running,
+            Step::Mark(_) if running.count_ones() != 1 => {
+                return Err(ParseError::new(line, "mark is made by one vCPU (cpu N before it)"));
+            }
+            Step::Mark(true) if marks.0 => return Err(ParseError::new(line, "a second mark start")),
+            Step::Mark(true) => marks.0 = true,
+            Step::Mark(false) if !marks.0 || marks.1 => {
+                return Err(ParseError::new(line, "mark end needs one mark start before it"));
+            }
+            Step::Mark(false) => marks.1 = true,
+            Step::End if marks.0 != marks.1 => {
+                return Err(ParseError::new(line, "mark start without mark end"));
+            }
             Step::End if ticking != 0 => {
                 return Err(ParseError::new(line, "a ticker still runs at end (ticker off first)"));
             }
@@ -869,6 +896,11 @@ mod tests {
             ("config vcpus 2\ncpu 2\nend", 2, "cpu names a vCPU beyond config vcpus"),
             ("cpu 1-0\nend", 1, "cpu takes all, N, N-M or a comma list of them (N < 8)"),
             ("config vcpus 9\nend", 1, "vcpus is 1 to 8"),
+            ("mark begin\nend", 1, "mark takes start or end"),
+            ("mark end\nend", 1, "mark end needs one mark start before it"),
+            ("mark start\nmark start\nend", 2, "a second mark start"),
+            ("mark start\nend", 2, "mark start without mark end"),
+            ("config vcpus 2\ncpu all\nmark start\nend", 3, "mark is made by one vCPU (cpu N before it)"),
         ];
         for (text, line, msg) in cases {
             assert_eq!(validate(text), Err(ParseError::new(line, msg)), "{text}");

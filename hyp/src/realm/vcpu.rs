@@ -8,7 +8,10 @@ use super::dma::SharedDma;
 use super::memslot::SlotKind;
 use super::outcome::{FaultClass, HostError, Stop};
 use super::parallel::{Job, Outcome};
-use super::vm::{BLOCK_SIZE, HOST_CALL_COLLAPSE, HOST_CALL_TIMER_LATENCY, Res, Vm};
+use super::vm::{
+    BLOCK_SIZE, HOST_CALL_COLLAPSE, HOST_CALL_MARK_END, HOST_CALL_MARK_START, HOST_CALL_TIMER_LATENCY, Res,
+    Vm,
+};
 use crate::addr::{Alias, Gpa};
 use crate::devices::{BusDevice, DeviceId, MmioAccess};
 use crate::memory::Frames;
@@ -235,6 +238,15 @@ impl Vm {
             }
             HOST_CALL_TIMER_LATENCY => {
                 self.irq.stats.record_latency(run.exit.gprs[0]);
+                0
+            }
+            // The realm's own figure (a timestamp): kept, only ever printed.
+            HOST_CALL_MARK_START => {
+                self.stats.marks[0] = Some(run.exit.gprs[0]);
+                0
+            }
+            HOST_CALL_MARK_END => {
+                self.stats.marks[1] = Some(run.exit.gprs[0]);
                 0
             }
             other => {

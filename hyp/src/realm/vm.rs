@@ -56,6 +56,10 @@ pub const HOST_CALL_COLLAPSE: u64 = 1;
 /// RSI_HOST_CALL service 2: the realm reports a timer's latency (deadline → its handler) in ns
 /// in x0, for the summary's figures.
 pub const HOST_CALL_TIMER_LATENCY: u64 = 2;
+/// RSI_HOST_CALL services 3 and 4 (`mark start` / `mark end`): the realm's virtual counter in ns
+/// in x0 where the scenario's timed part starts / ends (the bench times workloads between them).
+pub const HOST_CALL_MARK_START: u64 = 3;
+pub const HOST_CALL_MARK_END: u64 = 4;
 /// What a realm runs.
 pub enum Payload<'a> {
     /// The test realm: its image at GPA 0, its scenario at 1 MiB.
@@ -94,6 +98,18 @@ pub struct FaultStats {
     pub exits: u64,
     /// Bytes of realm memory the fault path has mapped so far (protected and shared).
     pub mapped_bytes: u64,
+    /// The realm's `mark start` and `mark end` (its virtual counter, ns), as it reported them.
+    pub marks: [Option<u64>; 2],
+}
+
+impl FaultStats {
+    /// Microseconds between the realm's `mark start` and `mark end`, if it made both in order.
+    pub fn marked_us(&self) -> Option<u64> {
+        match self.marks {
+            [Some(start), Some(end)] if end >= start => Some((end - start) / 1000),
+            _ => None,
+        }
+    }
 }
 
 /// A realm and everything the host knows about it.

@@ -174,3 +174,27 @@ proptest::proptest! {
         proptest::prop_assert!(leaks.is_empty());
     }
 }
+
+/// `mark start` / `mark end` host calls: the span between them is what the bench times; a
+/// missing or reversed pair gives none (the whole run is timed instead).
+#[test]
+fn the_realm_marks_the_timed_part() {
+    let mut w = world();
+    let mut v = smp_vm(&mut w, 1);
+    let mut run = Box::new(RecRun::zeroed());
+    let mut mark = |v: &mut Vm, imm, ns| {
+        run.exit.imm = imm;
+        run.exit.gprs[0] = ns;
+        exit(&mut w, v, &mut run, 0, exit_reason::HOST_CALL, 0);
+        assert_eq!(run.enter.gprs[0], 0, "the host answers 0");
+    };
+    use crate::realm::vm::{HOST_CALL_MARK_END, HOST_CALL_MARK_START};
+    assert_eq!(v.stats.marked_us(), None);
+    mark(&mut v, HOST_CALL_MARK_START, 5_000_000);
+    assert_eq!(v.stats.marked_us(), None, "no end yet");
+    mark(&mut v, HOST_CALL_MARK_END, 7_500_000);
+    assert_eq!(v.stats.marked_us(), Some(2_500));
+    mark(&mut v, HOST_CALL_MARK_START, 9_000_000);
+    assert_eq!(v.stats.marked_us(), None, "an end before its start is no span");
+    teardown_clean(w, v);
+}
