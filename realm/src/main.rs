@@ -81,19 +81,58 @@ core::arch::global_asm!(
     "    ldr  x30, [sp, #160]",
     "    add  sp, sp, #176",
     "    eret",
-    // EL1 vectors (VBAR_EL1; Arm ARM D1.3, 16 entries of 128 bytes): entry 5 (offset 0x280,
-    // current EL with SP_ELx, IRQ) handles interrupts; every other reports and powers off (its
-    // index in x0).
+    // A synchronous exception from EL1 (the vector below): the same frame as for an IRQ; x0-x1 =
+    // ESR_EL1, FAR_EL1 for `realm_sync`, which returns only if a step expected this exception —
+    // then the instruction that took it is skipped.
+    ".global realm_sync_entry",
+    "realm_sync_entry:",
+    "    sub  sp, sp, #176",
+    "    stp  x0, x1, [sp, #0]",
+    "    stp  x2, x3, [sp, #16]",
+    "    stp  x4, x5, [sp, #32]",
+    "    stp  x6, x7, [sp, #48]",
+    "    stp  x8, x9, [sp, #64]",
+    "    stp  x10, x11, [sp, #80]",
+    "    stp  x12, x13, [sp, #96]",
+    "    stp  x14, x15, [sp, #112]",
+    "    stp  x16, x17, [sp, #128]",
+    "    stp  x18, x29, [sp, #144]",
+    "    str  x30, [sp, #160]",
+    "    mrs  x0, esr_el1",
+    "    mrs  x1, far_el1",
+    "    bl   realm_sync",
+    "    mrs  x9, elr_el1",
+    "    add  x9, x9, #4",
+    "    msr  elr_el1, x9",
+    "    ldp  x0, x1, [sp, #0]",
+    "    ldp  x2, x3, [sp, #16]",
+    "    ldp  x4, x5, [sp, #32]",
+    "    ldp  x6, x7, [sp, #48]",
+    "    ldp  x8, x9, [sp, #64]",
+    "    ldp  x10, x11, [sp, #80]",
+    "    ldp  x12, x13, [sp, #96]",
+    "    ldp  x14, x15, [sp, #112]",
+    "    ldp  x16, x17, [sp, #128]",
+    "    ldp  x18, x29, [sp, #144]",
+    "    ldr  x30, [sp, #160]",
+    "    add  sp, sp, #176",
+    "    eret",
+    // EL1 vectors (VBAR_EL1; Arm ARM D1.3, 16 entries of 128 bytes): entry 4 (offset 0x200,
+    // current EL with SP_ELx, synchronous) goes to `realm_sync`, entry 5 (0x280, IRQ) handles
+    // interrupts; every other reports and powers off (its index in x0).
     ".section .vectors, \"ax\"",
     ".balign 2048",
     ".global realm_vectors",
     "realm_vectors:",
-    ".rept 5",
+    ".rept 4",
     ".balign 128",
     "    mov x0, #(. - realm_vectors) / 128",
     "    b realm_exception",
     ".endr",
-    // (`.org`, not `.balign`: the assembler refuses if the entries above overran 0x280.)
+    // (`.org`, not `.balign`: the assembler refuses if the entries above overran their slot.)
+    ".org realm_vectors + 0x200",
+    "realm_vector_sync:",
+    "    b    realm_sync_entry",
     ".org realm_vectors + 0x280",
     "realm_vector_irq:",
     "    b    realm_irq_entry",
@@ -132,6 +171,10 @@ struct Shared {
     done: [u64; scenario::MAX_VCPUS],
     failed: u64,
     irq: [[u64; irq::WORDS]; scenario::MAX_VCPUS],
+    /// Per vCPU: the exception class a step expects next (0: none), and the ESR of the one
+    /// taken (0: none yet). Each vCPU's words are its own (its steps and its handler).
+    expect: [u64; scenario::MAX_VCPUS],
+    taken: [u64; scenario::MAX_VCPUS],
 }
 static mut SHARED: Shared = Shared {
     layout: [0; 7],
@@ -140,6 +183,8 @@ static mut SHARED: Shared = Shared {
     done: [0; scenario::MAX_VCPUS],
     failed: 0,
     irq: [[0; irq::WORDS]; scenario::MAX_VCPUS],
+    expect: [0; scenario::MAX_VCPUS],
+    taken: [0; scenario::MAX_VCPUS],
 };
 
 /// Pointers to fields of SHARED (no references are ever formed: several vCPUs write it).
@@ -167,6 +212,34 @@ fn f_irq(vcpu: usize, w: irq::Word) -> *mut u64 {
     // SAFETY: as for f_layout.
     unsafe { &raw mut SHARED.irq[vcpu][w as usize] }
 }
+fn f_expect(vcpu: usize) -> *mut u64 {
+    // SAFETY: as for f_layout.
+    unsafe { &raw mut SHARED.expect[vcpu] }
+}
+fn f_taken(vcpu: usize) -> *mut u64 {
+    // SAFETY: as for f_layout.
+    unsafe { &raw mut SHARED.taken[vcpu] }
+}
+
+/// Exception classes (ESR_EL1.EC, Arm ARM D24.2.40) and the DFSC of a synchronous external
+/// abort, which the realm's steps expect.
+const EC_UNKNOWN: u64 = 0x00;
+const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
+const DFSC_SYNC_EXTERNAL: u64 = 0x10;
+
+/// Run `f`, which must take one synchronous exception of class `ec`; its ESR, or `Err`.
+fn expecting(me: usize, ec: u64, f: impl FnOnce()) -> Result<u64, &'static str> {
+    vol_write(f_taken(me), 0);
+    // Stored as EC + 1 so that EC 0 (unknown reason: an undefined instruction) is not "none".
+    vol_write(f_expect(me), ec + 1);
+    f();
+    vol_write(f_expect(me), 0);
+    match vol_read(f_taken(me)) {
+        0 => Err("no exception taken where the scenario expects one"),
+        esr => Ok(esr),
+    }
+}
+
 fn vol_read(p: *const u64) -> u64 {
     // SAFETY: `p` points into SHARED.
     unsafe { core::ptr::read_volatile(p) }
@@ -430,6 +503,25 @@ fn run_step(l: &Layout, me: usize, step: Step<'_>) -> Result<(), Failure> {
         )?,
         Step::VirtioRw { sector, seed } => virtio::rw(l, sector, seed)?,
         Step::VirtioBad(kind) => virtio::bad(l, kind)?,
+        Step::ExpectAbort(off) => {
+            // No memslot's IPA is at or above twice the IPA width's top: 1 << width.
+            let at = match off {
+                Some(off) => l.prot_base + off,
+                None => l.alias_bit << 1,
+            };
+            let esr = expecting(me, EC_DATA_ABORT_SAME_EL, || {
+                read(at);
+            })?;
+            if esr & 0x3f != DFSC_SYNC_EXTERNAL {
+                say!("  read at {at:#x}: ESR_EL1 {esr:#x}");
+                return Err("the abort taken is not a synchronous external abort".into());
+            }
+            say!("  read at {at:#x}: synchronous external abort (ESR_EL1 {esr:#x}), as expected");
+        }
+        Step::Hvc(fid) => {
+            let esr = expecting(me, EC_UNKNOWN, || rsi::hvc(fid))?;
+            say!("  hvc {fid:#x}: undefined instruction (ESR_EL1 {esr:#x}), as expected");
+        }
         Step::Rsi { fid, args, expect } => {
             let got = rsi::raw(fid, args);
             if got != expect {
@@ -600,6 +692,20 @@ extern "C" fn realm_main(
         _ => say!("realm: FAIL (see above)"),
     }
     rsi::system_off();
+}
+
+/// A synchronous exception (from `realm_sync_entry`): returns if a step expected its class (the
+/// entry then skips the instruction); otherwise reports it and powers off.
+#[unsafe(no_mangle)]
+extern "C" fn realm_sync(esr: u64, _far: u64) {
+    let me = irq::vcpu().min(scenario::MAX_VCPUS - 1);
+    let want = vol_read(f_expect(me));
+    if want != 0 && esr >> 26 == want - 1 {
+        vol_write(f_expect(me), 0);
+        vol_write(f_taken(me), esr);
+        return;
+    }
+    realm_exception(4);
 }
 
 #[unsafe(no_mangle)]

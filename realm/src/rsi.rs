@@ -35,6 +35,15 @@ pub fn raw(fid: u64, args: [u64; 3]) -> u64 {
     smc([fid, args[0], args[1], args[2], 0])[0]
 }
 
+/// HVC #0 with x0 = `fid`: no RMM service is reached this way (a realm calls with SMC).
+pub fn hvc(fid: u64) {
+    // SAFETY: an HVC traps to the RMM, which makes it an undefined instruction for this realm;
+    // the caller expects that exception (x0-x3 as an SMCCC call may clobber them).
+    unsafe {
+        core::arch::asm!("hvc #0", inout("x0") fid => _, out("x1") _, out("x2") _, out("x3") _, options(nostack))
+    };
+}
+
 /// Host call numbers the host understands.
 pub const HOST_CALL_COLLAPSE: u64 = 1;
 /// `timer` reports its latency (deadline to the realm's handler) in nanoseconds in x0, for the

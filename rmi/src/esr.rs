@@ -54,6 +54,7 @@ pub mod mask {
     pub const SF: u64 = DataAbortIss::SF.mask << DataAbortIss::SF.shift;
     pub const SET: u64 = DataAbortIss::SET.mask << DataAbortIss::SET.shift;
     pub const FNV: u64 = DataAbortIss::FNV.mask << DataAbortIss::FNV.shift;
+    pub const S1PTW: u64 = DataAbortIss::S1PTW.mask << DataAbortIss::S1PTW.shift;
     pub const EA: u64 = DataAbortIss::EA.mask << DataAbortIss::EA.shift;
     pub const WNR: u64 = DataAbortIss::WNR.mask << DataAbortIss::WNR.shift;
     pub const DFSC: u64 = DataAbortIss::DFSC.mask << DataAbortIss::DFSC.shift;

@@ -40,7 +40,7 @@ pub fn realm_shape_valid(s2sz: u64, sl: i64, num_root: u64) -> bool {
 }
 pub use rec::{FpRegs, PSTATE_EL1H_MASKED, VcpuContext};
 pub use rtt::S2Ctx;
-pub use run::{Entered, Guest, HwExit, Inject, Stage2Config, Step};
+pub use run::{Entered, Guest, HwExit, Inject, Stage2Config, Step, sea_esr_el1};
 
 use alloc::collections::BTreeMap;
 use rmi::{

@@ -81,11 +81,26 @@ pub enum HwExit {
     },
 }
 
+/// ESR_EL1 of a synchronous external abort injected in answer to an abort with syndrome
+/// `esr_el2` (TF-RMM `calc_esr_idabort`): ESR_EL2 but for the class — the same-EL form if the
+/// realm was at EL1 (`from_el1`), the lower-EL form if at EL0 — DFSC = SEA, FnV and S1PTW
+/// clear, EA set. The ISS otherwise passes through (ISV, SAS, SRT, WnR, ...).
+pub fn sea_esr_el1(esr_el2: u64, from_el1: bool) -> u64 {
+    use rmi::esr::mask;
+    /// DFSC/IFSC 0b010000: synchronous external abort, not on a translation table walk.
+    const FSC_SEA: u64 = 0x10;
+    let ec = esr_el2 & mask::EC;
+    // The same-EL class is the lower-EL one + 1 (IABT 0x20/0x21, DABT 0x24/0x25).
+    let ec = if from_el1 { ec + (1 << mask::EC_SHIFT) } else { ec };
+    (esr_el2 & !(mask::EC | mask::DFSC | mask::FNV | mask::S1PTW)) | ec | FSC_SEA | mask::EA
+}
+
 /// The world switch: runs a vCPU at EL1 under the realm's stage 2 until it traps.
 pub trait Guest {
     fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit;
-    /// Deliver a synchronous external abort (data or instruction) to the guest's EL1 vector.
-    fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, instruction: bool);
+    /// Deliver a synchronous external abort (data or instruction) at `far` to the guest's EL1
+    /// vector, with ESR_EL1 = [`sea_esr_el1`] of `esr_el2`, the syndrome of the abort it answers.
+    fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, esr_el2: u64);
     /// Deliver an undefined-instruction exception to the guest's EL1 vector.
     fn inject_undef(&mut self, vcpu: &mut VcpuContext);
     /// The hardware's value of an AArch64 ID register (`crate::idregs::PASSED`), which the RMM
@@ -123,8 +138,8 @@ pub fn ipa_from_hpfar(hpfar: u64) -> u64 {
 /// An exception the world switch must deliver to the guest before resuming it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inject {
-    /// Synchronous external abort (data or instruction) at `far`.
-    Sea { far: u64, instruction: bool },
+    /// Synchronous external abort at `far`, answering the abort with syndrome `esr` (ESR_EL2).
+    Sea { far: u64, esr: u64 },
     /// Undefined instruction.
     Undef,
 }
@@ -133,7 +148,7 @@ impl Inject {
     /// Hand the exception to the world switch for `vcpu`.
     pub fn deliver<G: Guest>(self, guest: &mut G, vcpu: &mut VcpuContext) {
         match self {
-            Inject::Sea { far, instruction } => guest.inject_sea(vcpu, far, instruction),
+            Inject::Sea { far, esr } => guest.inject_sea(vcpu, far, esr),
             Inject::Undef => guest.inject_undef(vcpu),
         }
     }
@@ -242,7 +257,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
             if last_class != ExceptionClass::DataAbortLower || ctx.in_par(ipa_from_hpfar(last.hpfar)) {
                 return Err(REC);
             }
-            inject = Some(Inject::Sea { far: last.far, instruction: false });
+            inject = Some(Inject::Sea { far: last.far, esr: last.esr });
         } else if flags & enter_flags::EMUL_MMIO != 0 {
             if last_class != ExceptionClass::DataAbortLower || last.esr & mask::ISV == 0 {
                 return Err(REC);
@@ -386,7 +401,7 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 // Beyond the IPA space, RIPAS EMPTY, or an instruction fetch from the unprotected
                 // half: the realm gets a synchronous external abort, the host hears nothing.
                 if ipa >= ctx.ipa_size() || empty || (instruction && !ctx.in_par(ipa)) {
-                    return Step::Inject(Inject::Sea { far, instruction });
+                    return Step::Inject(Inject::Sea { far, esr });
                 }
                 self.set_last(rec, LastRun { esr, far, hpfar });
                 if instruction && (fsc & !3) != DFSC_TRANSLATION_L0 {

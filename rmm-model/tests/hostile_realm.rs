@@ -38,7 +38,7 @@ impl Guest for Hostile {
             }
         }
     }
-    fn inject_sea(&mut self, _: &mut VcpuContext, _: u64, _: bool) {}
+    fn inject_sea(&mut self, _: &mut VcpuContext, _: u64, _: u64) {}
     fn inject_undef(&mut self, _: &mut VcpuContext) {}
 }
 

@@ -144,7 +144,7 @@ impl Guest for Calls {
         vcpu.gprs[..regs.len()].copy_from_slice(&regs);
         HwExit::Sync { esr: (0x17 << 26) | (1 << 25), far: 0, hpfar: 0 }
     }
-    fn inject_sea(&mut self, _: &mut VcpuContext, _: u64, _: bool) {}
+    fn inject_sea(&mut self, _: &mut VcpuContext, _: u64, _: u64) {}
     fn inject_undef(&mut self, _: &mut VcpuContext) {}
 }
 

@@ -172,7 +172,7 @@ mod smc_guest {
             vcpu.gprs[..5].copy_from_slice(&c);
             HwExit::Sync { esr: (0x17 << 26) | (1 << 25), far: 0, hpfar: 0 }
         }
-        fn inject_sea(&mut self, _: &mut VcpuContext, _: u64, _: bool) {}
+        fn inject_sea(&mut self, _: &mut VcpuContext, _: u64, _: u64) {}
         fn inject_undef(&mut self, _: &mut VcpuContext) {}
     }
 }
@@ -321,4 +321,16 @@ fn id_register_reads_are_answered_inside_the_rmm_sanitised_as_tf_rmm_does() {
     assert_eq!(vcpu.gprs[7] & (0xf << 32), 0, "no SVE");
     assert_eq!(vcpu.gprs[8], 0, "ISAR2 is outside what TF-RMM rel0 passes on");
     assert_eq!(vcpu.pc, 8, "both reads stepped over");
+}
+
+/// The ESR_EL1 of an injected synchronous external abort is TF-RMM's (`calc_esr_idabort`): the
+/// first value was seen on rmm-spec-v1.0-rel0 for the 64-bit load from RIPAS EMPTY memory at
+/// EL1 in scenarios/hostile-aborts.scn (ISV, SAS, SRT, SF pass through; EA set).
+#[test]
+fn an_injected_sea_has_tf_rmms_syndrome() {
+    assert_eq!(rmm_model::sea_esr_el1(0x93df_8006, true), 0x97df_8210);
+    // From EL0 the lower-EL class stays; FnV and S1PTW are cleared.
+    assert_eq!(rmm_model::sea_esr_el1(0x9200_0487, false), 0x9200_0210);
+    // An instruction abort: IABT_SAME.
+    assert_eq!(rmm_model::sea_esr_el1(0x8200_0007, true), 0x8600_0210);
 }

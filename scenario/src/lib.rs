@@ -41,6 +41,12 @@
 //!                                    on, or off (the count is printed; none at all fails)
 //! ipi N                              send the realm's IPI (an SGI) to vCPU N, wait until it took it
 //! wfi                                park until an interrupt has been taken since the last `wfi`
+//! expect-abort prot OFF              read the protected region at OFF, which must be RIPAS EMPTY
+//!                                    (after `share`): the RMM must inject a synchronous external
+//!                                    abort into the realm (the realm takes it and carries on)
+//! expect-abort beyond                the same for an IPA above the realm's IPA width
+//! hvc FID                            an HVC with x0 = FID (a realm calls the RMM with SMC): the
+//!                                    RMM must make it an undefined instruction for the realm
 //! mark start|end                     tell the host (RSI_HOST_CALL) where the timed part of the
 //!                                    scenario starts or ends, with the realm's virtual counter;
 //!                                    scripts/bench times its workloads between the two marks
@@ -203,6 +209,11 @@ pub enum Step<'a> {
     Ipi(usize),
     /// `mark start` (true) / `mark end`: report the virtual counter, in ns, to the host.
     Mark(bool),
+    /// A read the RMM must answer with a synchronous external abort: at this offset of the
+    /// protected region (RIPAS EMPTY), or (`None`) above the IPA width.
+    ExpectAbort(Option<u64>),
+    /// HVC with x0 = this function id: the realm must take an undefined-instruction exception.
+    Hvc(u64),
     /// Park (WFI) until this vCPU has taken an interrupt since its previous `wfi` (or its start).
     Wfi,
     /// `virtio-blk rw SECTOR SEED`: a write and read-back through the host's virtio-blk.
@@ -240,7 +251,7 @@ pub struct ParseError {
 pub const WORD_MAX: usize = 24;
 
 /// Every step keyword, for "unknown step" errors.
-pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside rsi timer ticker ipi wfi mark virtio-blk cpu barrier end";
+pub const STEPS: &str = "config print read write verify zero host-pattern ripas share unshare collapse fp-check touch-outside rsi expect-abort hvc timer ticker ipi wfi mark virtio-blk cpu barrier end";
 /// Every `config` key.
 pub const CONFIG_KEYS: &str =
     "protected-blocks shared-blocks protected-size shared-size vcpus ipa-bits prefault";
@@ -576,6 +587,15 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 want(0)?;
                 Step::Wfi
             }
+            "expect-abort" => match (n, args[0]) {
+                (2, "prot") => Step::ExpectAbort(Some(num(1, "bad offset")?)),
+                (1, "beyond") => Step::ExpectAbort(None),
+                _ => return Err(ParseError::new(line_no, "expect-abort takes prot OFF or beyond")),
+            },
+            "hvc" => {
+                want(1)?;
+                Step::Hvc(num(0, "bad function id")?)
+            }
             "mark" => {
                 want(1)?;
                 match args[0] {
@@ -716,6 +736,9 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             }
             Step::Cpus(set) if set & !((1u64 << c.vcpus) - 1) != 0 && set != (1 << MAX_VCPUS) - 1 => {
                 return Err(ParseError::new(line, "cpu names a vCPU beyond config vcpus"));
+            }
+            Step::ExpectAbort(Some(off)) if off >= c.protected_size || off % PAGE != 0 => {
+                return Err(ParseError::new(line, "expect-abort prot takes a page offset inside the region"));
             }
             Step::Collapse(off) if off >= c.shared_size => {
                 return Err(ParseError::new(line, "collapse outside the shared region"));
@@ -897,6 +920,9 @@ mod tests {
             ("cpu 1-0\nend", 1, "cpu takes all, N, N-M or a comma list of them (N < 8)"),
             ("config vcpus 9\nend", 1, "vcpus is 1 to 8"),
             ("mark begin\nend", 1, "mark takes start or end"),
+            ("expect-abort shared 0\nend", 1, "expect-abort takes prot OFF or beyond"),
+            ("expect-abort prot 64M\nend", 1, "expect-abort prot takes a page offset inside the region"),
+            ("hvc\nend", 1, "wrong number of arguments"),
             ("mark end\nend", 1, "mark end needs one mark start before it"),
             ("mark start\nmark start\nend", 2, "a second mark start"),
             ("mark start\nend", 2, "mark start without mark end"),

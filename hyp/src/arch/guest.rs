@@ -102,10 +102,8 @@ const LOWER_FIQ: u64 = 10;
 
 // Exception injection (Arm ARM D1.10): syndromes built from the one ESR decoder's fields, and
 // vector offsets.
-use rmi::esr::{ec, mask};
+use rmi::esr::mask;
 const ESR_IL: u64 = mask::IL;
-const EC_SHIFT: usize = mask::EC_SHIFT;
-const FSC_SEA: u64 = 0x10;
 const PSTATE_M_MASK: u64 = 0xf;
 const PSTATE_EL1H: u64 = 0b0101;
 const PSTATE_EL1T: u64 = 0b0100;
@@ -417,15 +415,9 @@ impl Guest for ElGuest {
         }
     }
 
-    fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, instruction: bool) {
+    fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, esr_el2: u64) {
         let from_el1 = vcpu.pstate & PSTATE_M_MASK != 0;
-        let ec = match (instruction, from_el1) {
-            (true, true) => ec::IABT_SAME,
-            (true, false) => ec::IABT_LOWER,
-            (false, true) => ec::DABT_SAME,
-            (false, false) => ec::DABT_LOWER,
-        };
-        Self::inject(vcpu, (ec << EC_SHIFT) | ESR_IL | FSC_SEA, Some(far));
+        Self::inject(vcpu, rmm_model::sea_esr_el1(esr_el2, from_el1), Some(far));
     }
 
     fn inject_undef(&mut self, vcpu: &mut VcpuContext) {

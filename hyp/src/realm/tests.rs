@@ -55,7 +55,7 @@ impl Guest for Script {
             }
         }
     }
-    fn inject_sea(&mut self, _: &mut VcpuContext, _: u64, _: bool) {
+    fn inject_sea(&mut self, _: &mut VcpuContext, _: u64, _: u64) {
         self.seas += 1;
     }
     fn inject_undef(&mut self, _: &mut VcpuContext) {}
@@ -488,8 +488,8 @@ fn shared_model_and_host_lock_run_the_same_realm() {
         fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit {
             self.0.write().guest.run(vcpu, s2)
         }
-        fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, i: bool) {
-            self.0.write().guest.inject_sea(vcpu, far, i)
+        fn inject_sea(&mut self, vcpu: &mut VcpuContext, far: u64, esr: u64) {
+            self.0.write().guest.inject_sea(vcpu, far, esr)
         }
         fn inject_undef(&mut self, vcpu: &mut VcpuContext) {
             self.0.write().guest.inject_undef(vcpu)

@@ -31,8 +31,9 @@ impl Guest for Scripted {
         }
         self.exits.pop_front().expect("the scripted guest ran out of exits")
     }
-    fn inject_sea(&mut self, _vcpu: &mut VcpuContext, far: u64, instruction: bool) {
-        self.seas.push((far, instruction));
+    fn inject_sea(&mut self, _vcpu: &mut VcpuContext, far: u64, esr_el2: u64) {
+        // (Whether it answers an instruction abort: EC 0x20.)
+        self.seas.push((far, esr_el2 >> 26 == 0x20));
     }
     fn inject_undef(&mut self, _vcpu: &mut VcpuContext) {
         self.undefs += 1;
