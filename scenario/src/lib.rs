@@ -45,6 +45,8 @@
 //!                                    (after `share`): the RMM must inject a synchronous external
 //!                                    abort into the realm (the realm takes it and carries on)
 //! expect-abort beyond                the same for an IPA above the realm's IPA width
+//! expect-abort mmio                  a load pair from the console, which carries no syndrome the
+//!                                    host could emulate: the host must answer with an abort
 //! hvc FID                            an HVC with x0 = FID (a realm calls the RMM with SMC): the
 //!                                    RMM must make it an undefined instruction for the realm
 //! mark start|end                     tell the host (RSI_HOST_CALL) where the timed part of the
@@ -209,9 +211,8 @@ pub enum Step<'a> {
     Ipi(usize),
     /// `mark start` (true) / `mark end`: report the virtual counter, in ns, to the host.
     Mark(bool),
-    /// A read the RMM must answer with a synchronous external abort: at this offset of the
-    /// protected region (RIPAS EMPTY), or (`None`) above the IPA width.
-    ExpectAbort(Option<u64>),
+    /// An access that must end in a synchronous external abort (the realm takes it, carries on).
+    ExpectAbort(AbortAt),
     /// HVC with x0 = this function id: the realm must take an undefined-instruction exception.
     Hvc(u64),
     /// Park (WFI) until this vCPU has taken an interrupt since its previous `wfi` (or its start).
@@ -306,6 +307,17 @@ pub const fn host_pattern(off: u64) -> u64 {
 pub const BLOCK: u64 = 2 << 20;
 /// The page size.
 pub const PAGE: u64 = 4096;
+
+/// Where an `expect-abort` step reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortAt {
+    /// This offset of the protected region, which must be RIPAS EMPTY: the RMM injects the abort.
+    Prot(u64),
+    /// An IPA above the realm's IPA width: the RMM injects the abort.
+    Beyond,
+    /// A load pair from the console (no valid syndrome): the host asks the RMM for the abort.
+    Mmio,
+}
 
 /// Parse a size or offset: hex `0x..`, or decimal with an optional K/M/G suffix.
 pub fn number(s: &str) -> Option<u64> {
@@ -588,9 +600,10 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
                 Step::Wfi
             }
             "expect-abort" => match (n, args[0]) {
-                (2, "prot") => Step::ExpectAbort(Some(num(1, "bad offset")?)),
-                (1, "beyond") => Step::ExpectAbort(None),
-                _ => return Err(ParseError::new(line_no, "expect-abort takes prot OFF or beyond")),
+                (2, "prot") => Step::ExpectAbort(AbortAt::Prot(num(1, "bad offset")?)),
+                (1, "beyond") => Step::ExpectAbort(AbortAt::Beyond),
+                (1, "mmio") => Step::ExpectAbort(AbortAt::Mmio),
+                _ => return Err(ParseError::new(line_no, "expect-abort takes prot OFF, beyond or mmio")),
             },
             "hvc" => {
                 want(1)?;
@@ -737,7 +750,7 @@ pub fn validate(text: &str) -> Result<HostConfig, ParseError> {
             Step::Cpus(set) if set & !((1u64 << c.vcpus) - 1) != 0 && set != (1 << MAX_VCPUS) - 1 => {
                 return Err(ParseError::new(line, "cpu names a vCPU beyond config vcpus"));
             }
-            Step::ExpectAbort(Some(off)) if off >= c.protected_size || off % PAGE != 0 => {
+            Step::ExpectAbort(AbortAt::Prot(off)) if off >= c.protected_size || off % PAGE != 0 => {
                 return Err(ParseError::new(line, "expect-abort prot takes a page offset inside the region"));
             }
             Step::Collapse(off) if off >= c.shared_size => {
@@ -920,7 +933,7 @@ mod tests {
             ("cpu 1-0\nend", 1, "cpu takes all, N, N-M or a comma list of them (N < 8)"),
             ("config vcpus 9\nend", 1, "vcpus is 1 to 8"),
             ("mark begin\nend", 1, "mark takes start or end"),
-            ("expect-abort shared 0\nend", 1, "expect-abort takes prot OFF or beyond"),
+            ("expect-abort shared 0\nend", 1, "expect-abort takes prot OFF, beyond or mmio"),
             ("expect-abort prot 64M\nend", 1, "expect-abort prot takes a page offset inside the region"),
             ("hvc\nend", 1, "wrong number of arguments"),
             ("mark end\nend", 1, "mark end needs one mark start before it"),

@@ -71,6 +71,12 @@ pub fn lines(
         "  exits {}, stage-2 faults {stage2}, races {}, protected blocks folded {} (into 1 GiB: {}; refused {}), shared blocks over an L3 table {}, unwinds {}, memcache misses {}, RIPAS changes rejected {}, shared aliases unmapped {}",
         stats.exits, stats.races, stats.folds, stats.folds_1g, stats.fold_refused, stats.block_over_table, stats.unwinds, stats.memcache_misses, stats.ripas_rejected, stats.unshared
     ));
+    if stats.aborts_injected > 0 {
+        out.push(format!(
+            "  device accesses without a valid syndrome, answered with a synchronous external abort: {}",
+            stats.aborts_injected
+        ));
+    }
     let (failed, walk) = (calls.failed_total(), calls.rtt_errors_total());
     out.push(format!(
         "summary: RMI calls by command ({} in all; {walk} answered RMI_ERROR_RTT and were handled, {} other failures):",

@@ -20,6 +20,8 @@ enum Act {
     /// A data access to this IPA faults at stage 2 (level 3 translation fault, 64-bit load/store
     /// with ISV, as a `ldr`/`str x1` would report).
     Touch(u64, bool),
+    /// A load pair from this IPA faults at stage 2: a data abort without ISV.
+    TouchPair(u64),
     /// An SMC with these x0..x4.
     Smc([u64; 5]),
 }
@@ -43,6 +45,10 @@ impl Guest for Script {
                     | (1 << 15)
                     | (u64::from(write) << 6)
                     | 0x07;
+                HwExit::Sync { esr, far: ipa, hpfar: (ipa >> 12) << 4 }
+            }
+            Some(Act::TouchPair(ipa)) => {
+                let esr = (0x24 << 26) | (1 << 25) | 0x07;
                 HwExit::Sync { esr, far: ipa, hpfar: (ipa >> 12) << 4 }
             }
             Some(Act::Smc(regs)) => {
@@ -252,6 +258,21 @@ fn console_mmio_is_emulated() {
     // that the store completes and the vCPU moves on.
     assert_eq!(run(&mut w, &mut v, &[Act::Touch(dr, true), Act::Touch(dr, true)]), Stop::PowerOff);
     assert_eq!(v.stats.by_class[&(FaultClass::Mmio, 3)].0, 2);
+    teardown_clean(w, v);
+}
+
+/// A device access the host cannot emulate (no valid syndrome): the realm gets a synchronous
+/// external abort through the RMM (RecEnter.flags.inject_sea) and runs on; nothing is mapped.
+#[test]
+fn console_access_without_syndrome_is_answered_with_an_abort() {
+    let mut w = world();
+    let mut v = vm(&mut w, cfg(true, true));
+    let dr = v.layout.console_gpa.0 | v.shared_bit();
+    let acts = [Act::TouchPair(dr), Act::Touch(dr, true), Act::TouchPair(dr)];
+    assert_eq!(run(&mut w, &mut v, &acts), Stop::PowerOff);
+    assert_eq!(w.rmm.inner.guest.seas, 2, "each load pair took an abort");
+    assert_eq!(v.stats.aborts_injected, 2);
+    assert_eq!(v.stats.by_class[&(FaultClass::Mmio, 3)].0, 3);
     teardown_clean(w, v);
 }
 

@@ -139,7 +139,18 @@ impl Vm {
     fn mmio(&mut self, dev: DeviceId, vcpu: usize, offset: u64, ipa: Ipa, run: &mut RecRun) -> Res<()> {
         let esr = run.exit.esr;
         let da = Syndrome::decode(esr).data_abort().ok_or(HostError::NotEmulatable { ipa, esr })?;
-        let info = da.access.ok_or(HostError::NotEmulatable { ipa, esr })?;
+        let Some(info) = da.access else {
+            // No valid syndrome (a load/store pair, a register writeback, …): nothing to emulate.
+            // The realm gets a synchronous external abort (RecEnter.flags.inject_sea, RMM 1.0
+            // A4.3.5 — what the flag is for) and decides; the host carries on.
+            warn!(
+                "realm: vCPU {vcpu}: device access at {ipa} without a valid syndrome (ESR {esr:#x}): \
+                 synchronous external abort injected"
+            );
+            self.stats.aborts_injected += 1;
+            run.enter.flags |= enter_flags::INJECT_SEA;
+            return Ok(());
+        };
         let mask = MmioAccess::mask(info.size);
         let access =
             MmioAccess { vcpu, offset, width: info.size, write: da.write.then_some(run.exit.gprs[0] & mask) };

@@ -93,6 +93,8 @@ pub struct FaultStats {
     pub unshared: u64,
     /// RIPAS change requests the host refused (outside the memslot, or the RMM said no).
     pub ripas_rejected: u64,
+    /// Device accesses without a valid syndrome, answered with a synchronous external abort.
+    pub aborts_injected: u64,
     /// RTT granules the fault path had to delegate because the memcache was empty.
     pub memcache_misses: u64,
     pub exits: u64,
