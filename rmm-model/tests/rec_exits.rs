@@ -325,7 +325,7 @@ fn id_register_reads_are_answered_inside_the_rmm_sanitised_as_tf_rmm_does() {
 
 /// The ESR_EL1 of an injected synchronous external abort is TF-RMM's (`calc_esr_idabort`): the
 /// first value was seen on rmm-spec-v1.0-rel0 for the 64-bit load from RIPAS EMPTY memory at
-/// EL1 in scenarios/hostile-aborts.scn (ISV, SAS, SRT, SF pass through; EA set).
+/// EL1 in scenarios/hostile/aborts.scn (ISV, SAS, SRT, SF pass through; EA set).
 #[test]
 fn an_injected_sea_has_tf_rmms_syndrome() {
     assert_eq!(rmm_model::sea_esr_el1(0x93df_8006, true), 0x97df_8210);

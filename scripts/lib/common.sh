@@ -13,6 +13,14 @@ qemu_common
 QEMU_TFA_MACHINE=(-M virt,virtualization=on,secure=on,gic-version=3 -cpu max,x-rme=on)
 
 die() { printf 'FAIL: %s\n' "$*"; exit 1; }
+# The bundled scenarios: the feature scenarios, then the hostile ones (scenarios/hostile/).
+BUNDLED_SCENARIOS=(scenarios/*.scn scenarios/hostile/*.scn)
+# A scenario file's name in logs and reports: scenarios/hostile/rsi.scn is "hostile-rsi".
+scenario_name() {
+  local n=${1%.scn}
+  case $n in *scenarios/*) n=${n##*scenarios/} ;; *) n=${n##*/} ;; esac
+  echo "${n//\//-}"
+}
 
 # --- command lines ------------------------------------------------------------------------------
 # print_help SCRIPT: the script's leading comment block (after the #! line), without the "# ".
