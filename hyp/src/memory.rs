@@ -140,4 +140,52 @@ mod tests {
         }
         assert!(f.alloc(1).is_none());
     }
+
+    /// Isolation (issue 16): whatever the RAM and the reservations (image, stack and heap, DTB,
+    /// bundle, the firmware's carve-outs — page-aligned or not, overlapping or not), no free range
+    /// and no frame the allocator hands out — hence no memslot's backing, RTT or REC — touches a
+    /// reserved byte or leaves RAM.
+    mod isolation {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn range(max: u64) -> impl Strategy<Value = MemRange> {
+            (0..max, 1..max / 4).prop_map(|(s, len)| r(s, s + len))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn free_frames_never_touch_a_reservation(
+                ram in proptest::collection::vec(range(1 << 28), 1..4),
+                holes in proptest::collection::vec(range(1 << 28), 0..8),
+                blocks in proptest::collection::vec(0u32..10, 1..64),
+            ) {
+                // Disjoint RAM ranges, as a DTB describes them.
+                let mut ram: Vec<MemRange> = ram;
+                ram.sort();
+                ram.dedup_by(|b, a| a.overlaps(b));
+                let free = free_ranges(&ram, &holes);
+                let clear = |x: &MemRange| {
+                    ram.iter().any(|m| m.start <= x.start && x.end <= m.end)
+                        && holes.iter().all(|h| !h.overlaps(x))
+                };
+                for f in &free {
+                    prop_assert!(f.start.is_aligned(PAGE_SIZE) && f.end.is_aligned(PAGE_SIZE), "{f:?}");
+                    prop_assert!(clear(f), "{f:?} from RAM {ram:?} minus {holes:?}");
+                }
+                let mut frames = Frames::new();
+                for f in &free {
+                    frames.add(*f);
+                }
+                for order in blocks {
+                    let n = 1usize << order;
+                    let Some(pa) = frames.alloc(n) else { continue };
+                    let got = MemRange { start: pa, end: PhysAddr(pa.0 + n as u64 * PAGE_SIZE) };
+                    prop_assert!(clear(&got), "frames {got:?} from RAM {ram:?} minus {holes:?}");
+                    prop_assert!(free.iter().any(|f| f.start <= got.start && got.end <= f.end), "{got:?}");
+                }
+            }
+        }
+    }
 }
