@@ -80,6 +80,8 @@ impl Vm {
                 Err(e) => warn!("realm teardown: RMI_RTT_DESTROY {level} at {base}: {e}"),
             }
         }
+        // Whether the realm, its RTTs and so its unprotected mappings of host memory outlive this.
+        let mut realm_left = false;
         if self.realm_created {
             match rmm.realm_destroy(self.rd) {
                 Ok(()) => {
@@ -89,7 +91,10 @@ impl Vm {
                         self.give_back(rmm, frames, g);
                     }
                 }
-                Err(e) => warn!("realm teardown: RMI_REALM_DESTROY: {e}"),
+                Err(e) => {
+                    warn!("realm teardown: RMI_REALM_DESTROY: {e}");
+                    realm_left = true;
+                }
             }
         } else {
             // REALM_CREATE never succeeded (or was never reached): the RD and the roots are
@@ -111,13 +116,17 @@ impl Vm {
             self.ledger.lose(g, format!("still in use as {u:?} after teardown"));
         }
         // A memslot holding a leaked granule (still in the Realm PAS) is never handed back to
-        // the host allocator: its pages could be reused and faulted on.
+        // the host allocator: its pages could be reused and faulted on. Nor is any memslot of a
+        // realm the RMM would not destroy: its RTTs may still map the memslot's pages through the
+        // unprotected alias, and a page handed to someone else would stay visible to the realm.
         for slot in self.slots.iter_mut() {
             let tainted = self.ledger.leaked.iter().any(|l| slot.backs(PhysAddr(l.pa.get())));
-            if tainted {
+            if tainted || (realm_left && slot.size > 0) {
                 warn!(
-                    "realm teardown: memslot {}+{:#x} kept out of the allocator (it holds a leaked granule)",
-                    slot.backing, slot.size
+                    "realm teardown: memslot {}+{:#x} kept out of the allocator ({})",
+                    slot.backing,
+                    slot.size,
+                    if tainted { "it holds a leaked granule" } else { "the realm was not destroyed" }
                 );
             } else if slot.size > 0 {
                 frames.free(slot.backing, (slot.size / PAGE_SIZE) as usize);

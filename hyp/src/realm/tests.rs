@@ -448,6 +448,27 @@ fn a_failed_undelegate_is_reported_as_a_leak() {
     }
 }
 
+/// A realm the RMM would not destroy keeps every memslot out of the allocator (issue 16, shared
+/// mappings that outlive a teardown): its RTTs may still map the pages, here a shared page through
+/// the unprotected alias, and a page handed to another user would stay visible to the realm.
+#[test]
+fn a_realm_left_alive_keeps_its_memslots() {
+    let mut w = world();
+    let mut v = vm(&mut w, cfg(true, true));
+    let shared = v.layout.shared_gpa.0 | v.shared_bit();
+    assert_eq!(run(&mut w, &mut v, &[Act::Touch(shared, true)]), Stop::PowerOff);
+    let slot_pages: u64 = v.slots.iter().map(|s| s.size / 4096).sum();
+    w.rmm.inner.fail_nth_call(Some(Fid::RealmDestroy), 1, RmiError::INPUT);
+    let leaks = v.teardown(&mut w.rmm, &mut w.frames);
+    assert!(leaks.iter().any(|l| l.pa == v.rd), "the RD is reported: {leaks:?}");
+    assert!(w.rmm.inner.realm(v.rd).is_some(), "the realm is still there");
+    assert!(
+        w.frames.frames_in_use() >= slot_pages,
+        "{} frames in use, the memslots hold {slot_pages}",
+        w.frames.frames_in_use()
+    );
+}
+
 #[test]
 fn a_fault_on_a_page_already_mapped_is_a_race_unless_the_page_is_lost() {
     let mut w = world();
