@@ -302,3 +302,70 @@ unsafe fn load_regs(pa_bits: u32, root: u64) {
 pub fn with<T>(f: impl FnOnce(&mut Stage1) -> T) -> Option<T> {
     STAGE1.get().map(|m| f(&mut m.lock()))
 }
+
+/// Stage-1 descriptor bits the lock-free path reads (Arm ARM D8.3): VALID, and at levels 1–2
+/// TABLE (with VALID: a table descriptor; at level 3 the same bit marks a page), and the output
+/// address field of a 4 KiB-granule descriptor.
+const DESC_VALID: u64 = 1 << 0;
+const DESC_TABLE_OR_PAGE: u64 = 1 << 1;
+const DESC_ADDRESS: u64 = 0x0000_ffff_ffff_f000;
+
+/// [`Stage1::set_page_mapped`] without the map's lock, for the RMM model's DELEGATE/UNDELEGATE
+/// on several CPUs at once: RAM is mapped with 4 KiB pages that are never split or freed, so the
+/// level-3 descriptor of `pa` stays where the walk finds it and only its VALID bit changes — a
+/// single atomic update of one word that no other CPU changes at the same time (the model
+/// delegates a granule under that granule's lock). Falls back to the locked path (and its
+/// error) if the walk does not end at a level-3 page descriptor.
+pub fn set_page_mapped_concurrent(pa: PhysAddr, mapped: bool) -> Option<Result<(), MapError>> {
+    let root = ROOT.load(core::sync::atomic::Ordering::Acquire);
+    if root == 0 || pa.0 >= 1 << VA_BITS {
+        return with(|s| s.set_page_mapped(pa, mapped));
+    }
+    let mut table = root;
+    let mut entry = core::ptr::null_mut::<u64>();
+    for level in ROOT_LEVEL..=3 {
+        let shift = 12 + 9 * (3 - level);
+        let slot = (table + ((pa.0 >> shift) & 511) * 8) as *mut u64;
+        // SAFETY: `table` is a live table of the installed map (the root, or the address in a
+        // valid table descriptor read at the level above), identity-mapped; tables are never
+        // freed. A volatile read of one aligned word.
+        let desc = unsafe { core::ptr::read_volatile(slot) };
+        let table_or_page = desc & (DESC_VALID | DESC_TABLE_OR_PAGE) == DESC_VALID | DESC_TABLE_OR_PAGE;
+        if level < 3 {
+            if !table_or_page {
+                return with(|s| s.set_page_mapped(pa, mapped));
+            }
+            table = desc & DESC_ADDRESS;
+        } else if desc & DESC_TABLE_OR_PAGE != 0 && desc & DESC_ADDRESS == pa.0 & DESC_ADDRESS {
+            entry = slot;
+        }
+    }
+    if entry.is_null() {
+        return with(|s| s.set_page_mapped(pa, mapped));
+    }
+    // SAFETY: `entry` is the aligned level-3 descriptor of `pa` in a table that lives forever;
+    // every change to it after the map was installed is this atomic update (the locked path
+    // changes it only through the same VALID bit, and never for a granule the model is
+    // delegating on another CPU).
+    let e = unsafe { core::sync::atomic::AtomicU64::from_ptr(entry) };
+    if mapped {
+        e.fetch_or(DESC_VALID, core::sync::atomic::Ordering::Release);
+    } else {
+        e.fetch_and(!DESC_VALID, core::sync::atomic::Ordering::Release);
+    }
+    let page = pa.0 >> 12;
+    // SAFETY: TLB maintenance only: the descriptor write reaches the table walker (dsb ishst)
+    // before this CPU's entry for the page goes (tlbi vae2, as El2ThisCpu does; the other CPUs
+    // drop theirs at their next guest exit), and later accesses see the new mapping.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vae2, {}",
+            "dsb ish",
+            "isb",
+            in(reg) page,
+            options(nostack, preserves_flags)
+        )
+    };
+    Some(Ok(()))
+}

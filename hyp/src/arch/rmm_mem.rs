@@ -78,7 +78,7 @@ impl Memory for RmmMemory {
     }
 
     fn set_realm_pas(&self, pa: u64, realm: bool) {
-        let r = mmu::with(|s| s.set_page_mapped(PhysAddr(pa), !realm));
+        let r = mmu::set_page_mapped_concurrent(PhysAddr(pa), !realm);
         if !matches!(r, Some(Ok(()))) {
             log::error!(
                 "embedded RMM: could not {} {pa:#x} in the host map",
