@@ -373,10 +373,12 @@ impl<M: Memory, G: Guest> Model<M, G> {
         ipa: Ipa,
         src: Option<&Page>,
     ) -> Result<(), RmiError> {
-        if !self.is(data, GState::Delegated) || !self.is(rd, GState::Rd) {
+        // (A granule is an RD exactly while `realms` holds it — REALM_CREATE and REALM_DESTROY
+        // change both, alone — so the RD check reads the map rather than locking the RD's
+        // shard, which every CPU's DATA_CREATE_UNKNOWN would otherwise take in turn.)
+        let Some(realm) = self.realms.get(&rd.get()).filter(|_| self.is(data, GState::Delegated)) else {
             return Err(INPUT);
-        }
-        let realm = &self.realms[&rd.get()];
+        };
         let ctx = realm.s2;
         if src.is_some() && realm.state != RealmState::New {
             return Err(REALM);

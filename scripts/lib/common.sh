@@ -332,6 +332,10 @@ boot_prepare() {
   fi
   if [ -n "${HYP_MEM:-}" ]; then mem_value HYP_MEM "$HYP_MEM"; fi
   qemu_common
+  # A benchmark boot has QEMU allocate all guest RAM up front: otherwise the first touch of each
+  # page (the RMM zeroing a granule it delegates) is a page fault of the machine QEMU runs on,
+  # whose cost varies by 3x from one boot to the next (huge pages or not) and lands in fault-in.
+  if [ "$bench" = 1 ]; then QEMU_COMMON+=(-mem-prealloc); fi
 
   local setup_args=()
   [ "$firmware" != embedded ] && setup_args+=(--tfa)
