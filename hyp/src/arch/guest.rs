@@ -105,6 +105,9 @@ const LOWER_FIQ: u64 = 10;
 use rmi::esr::mask;
 const ESR_IL: u64 = mask::IL;
 const PSTATE_M_MASK: u64 = 0xf;
+/// VTTBR_EL2.VMID's position (Arm ARM D24.2.196); with 8-bit VMIDs the top byte is RES0, and
+/// REALM_CREATE refuses a VMID above 255 then (the model's `vmid16` check, as TF-RMM's).
+pub(super) const VTTBR_VMID_SHIFT: u64 = 48;
 const PSTATE_EL1H: u64 = 0b0101;
 const PSTATE_EL1T: u64 = 0b0100;
 const VECTOR_CUR_SP0: u64 = 0x000;
@@ -351,7 +354,7 @@ impl ElGuest {
 /// not free it while the guest runs.
 unsafe fn load_stage2(vtcr: u64, s2: &Stage2Config, hcr: u64) {
     VTCR_EL2.set(vtcr);
-    VTTBR_EL2.set(s2.root | (s2.vmid as u64) << 48);
+    VTTBR_EL2.set(s2.root | (s2.vmid as u64) << VTTBR_VMID_SHIFT);
     barrier::isb(barrier::SY);
     // This CPU only: entries another realm with the same VMID left (the self-check's realm).
     // Changes to live RTTs are invalidated everywhere when they are made (RmmMemory).

@@ -2,8 +2,11 @@
 //! `RMM_ALIAS_OFFSET` (never unmapped), while DELEGATE/UNDELEGATE unmap and remap the granule in
 //! the hypervisor's own identity map, so a host access to a delegated granule faults like a GPF.
 
+use super::guest::VTTBR_VMID_SHIFT;
 use super::mmu::{self, RMM_ALIAS_OFFSET};
 use crate::addr::{MemRange, PAGE_SIZE, PhysAddr};
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{Readable, VTTBR_EL2, Writeable};
 use alloc::vec::Vec;
 use rmm_model::Memory;
 
@@ -61,13 +64,17 @@ impl Memory for RmmMemory {
         }
     }
 
-    fn invalidate_s2(&self, _vmid: u16) {
-        // Every CPU runs the one realm, so VTTBR_EL2 holds its VMID here too (or no entries of it
-        // are cached yet); the IS form reaches the other CPUs.
-        // SAFETY: TLB maintenance only; `dsb ish` orders the table writes before it and waits
-        // for completion everywhere.
+    fn invalidate_s2(&self, vmid: u16) {
+        // As TF-RMM's stage2_tlbi_ipa: make `vmid` the current VMID (VTTBR_EL2 holds whichever
+        // realm last ran on this CPU, maybe another), invalidate its stage-2 and combined entries
+        // on every CPU (IS), then put VTTBR_EL2 back. Nothing at EL2 translates through it.
+        let old = VTTBR_EL2.get();
+        VTTBR_EL2.set(u64::from(vmid) << VTTBR_VMID_SHIFT);
+        // SAFETY: TLB maintenance only; `dsb ishst` orders the table writes before it, `dsb ish`
+        // waits for completion everywhere.
         unsafe {
             core::arch::asm!(
+                "isb",
                 "dsb ishst",
                 "tlbi vmalls12e1is",
                 "dsb ish",
@@ -75,6 +82,8 @@ impl Memory for RmmMemory {
                 options(nostack, preserves_flags)
             )
         };
+        VTTBR_EL2.set(old);
+        barrier::isb(barrier::SY);
     }
 
     fn set_realm_pas(&self, pa: u64, realm: bool) {
