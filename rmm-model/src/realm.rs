@@ -38,6 +38,11 @@ pub struct Config {
     /// RTT_INIT_RIPAS extends the RIM (RMM 1.0, TF-RMM `measurement_init_ripas_measure`); RMI
     /// 2.0 (TF-RMM tf-rmm-v0.9.0 `smc_rtt_init_ripas`) measures nothing there.
     pub measure_init_ripas: bool,
+    /// A data abort at an unprotected IPA with no valid syndrome (ISV clear) is reported with
+    /// the non-emulated fields plus IL, no FAR offset and no written value (RMI 2.0, TF-RMM
+    /// tf-rmm-v0.9.0 `handle_data_abort`, spec rule RRYVFL). RMM 1.0 (rmm-spec-v1.0-rel0) reports
+    /// it as it does an emulatable one (ESR_EMULATED_ABORT_MASK, FAR's page offset, the value).
+    pub nisv_abort_il: bool,
 }
 
 impl Default for Config {
@@ -55,6 +60,7 @@ impl Default for Config {
             pmu_num_ctrs: 6,
             vmid16: true,
             measure_init_ripas: true,
+            nisv_abort_il: false,
         }
     }
 }

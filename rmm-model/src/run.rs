@@ -410,6 +410,9 @@ impl<M: Memory, G: Guest> Model<M, G> {
                 if ctx.in_par(ipa) {
                     return Self::sync_exit(run, esr & ESR_NONEMULATED_ABORT_MASK, 0, hpfar);
                 }
+                if esr & mask::ISV == 0 && self.config.nisv_abort_il {
+                    return Self::sync_exit(run, esr & (ESR_NONEMULATED_ABORT_MASK | mask::IL), 0, hpfar);
+                }
                 // TF-RMM `get_dabt_write_value`: SRT and SAS as they are, ISV or not.
                 if esr & mask::WNR != 0 {
                     let srt = syndrome.srt_and_size_unchecked().0 as usize;

@@ -10,7 +10,11 @@ use rmm_model::HwExit;
 /// An ACTIVE realm whose REC 0 starts at 0x0 (RAM), with tables down to L3 around 0 and around the
 /// shared alias of 0; RIPAS RAM over [0, 2 MiB) and EMPTY above.
 fn running_realm() -> (Env, GranuleAddr, GranuleAddr) {
-    let mut e = Env::new();
+    running_realm_with(rmm_model::Config::default())
+}
+
+fn running_realm_with(config: rmm_model::Config) -> (Env, GranuleAddr, GranuleAddr) {
+    let mut e = Env::with(config);
     let rd = e.realm();
     e.tables(rd, 0, 3);
     e.tables(rd, 1 << 38, 3);
@@ -333,4 +337,22 @@ fn an_injected_sea_has_tf_rmms_syndrome() {
     assert_eq!(rmm_model::sea_esr_el1(0x9200_0487, false), 0x9200_0210);
     // An instruction abort: IABT_SAME.
     assert_eq!(rmm_model::sea_esr_el1(0x8200_0007, true), 0x8600_0210);
+}
+
+/// A load pair from the unprotected console (no ISV): RMM 1.0 (rmm-spec-v1.0-rel0) reports it as
+/// an emulatable abort would be (ESR_EMULATED_ABORT_MASK: IL dropped, FAR's page offset); RMI 2.0
+/// (tf-rmm-v0.9.0, rule RRYVFL) with the non-emulated fields plus IL and no FAR — seen on both
+/// firmwares with scenarios/hostile/aborts.scn: 0x90000006 and 0x92000006.
+#[test]
+fn an_unprotected_abort_without_syndrome_reports_as_each_abi_does() {
+    let uart = (1u64 << 38) | 0x0900_0000;
+    let ldp = (0x24 << 26) | (1 << 25) | 0x06;
+    for (il, esr, far) in [(false, 0x9000_0006, 0x10), (true, 0x9200_0006, 0)] {
+        let (mut e, _rd, rec) =
+            running_realm_with(rmm_model::Config { nisv_abort_il: il, ..Default::default() });
+        let (r, run) = enter(&mut e, rec, &[HwExit::Sync { esr: ldp, far: uart + 0x10, hpfar: hpfar(uart) }]);
+        assert_eq!(r, Ok(()));
+        assert_eq!((run.exit.esr, run.exit.far), (esr, far), "nisv_abort_il {il}");
+        assert_eq!(run.exit.hpfar, hpfar(uart));
+    }
 }

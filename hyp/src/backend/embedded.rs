@@ -33,6 +33,7 @@ pub fn embedded_rmm(hyp: &Hyp) -> Result<EmbeddedRmm, String> {
         gic_max_vintid: if id24 { (1 << 24) - 1 } else { (1 << 16) - 1 },
         // `--rmi 2.0`: as tf-rmm-v0.9.0, whose RTT_INIT_RIPAS extends no measurement.
         measure_init_ripas: !hyp.opts.rmi2,
+        nisv_abort_il: hyp.opts.rmi2,
         ..rmm_model::Config::default()
     };
     Ok(rmm_model::Model::new(

@@ -70,7 +70,10 @@ impl Default for Env {
 
 impl Env {
     pub fn new() -> Self {
-        Self { m: Model::new(Arena::new(BASE, SIZE), Scripted::default(), Config::default()), next: BASE }
+        Self::with(Config::default())
+    }
+    pub fn with(config: Config) -> Self {
+        Self { m: Model::new(Arena::new(BASE, SIZE), Scripted::default(), config), next: BASE }
     }
     /// A fresh NS granule.
     pub fn ns(&mut self) -> GranuleAddr {
