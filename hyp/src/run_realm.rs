@@ -247,7 +247,9 @@ pub fn secondary_loop(cpu: usize) -> ! {
     loop {
         crate::diag::scaling::poll(cpu);
         if let Some(job) = JOB.get() {
-            if job.finished.load(Ordering::Acquire) {
+            // Done, or a realm with fewer vCPUs than this CPU's number: nothing more for it (one
+            // realm per boot).
+            if job.finished.load(Ordering::Acquire) || cpu >= job.vcpus {
                 break;
             }
             let started = cpu < job.vcpus && job.host.lock().vm.started.get(cpu).copied().unwrap_or(false);
