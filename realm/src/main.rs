@@ -49,12 +49,10 @@ core::arch::global_asm!(
     "    isb",
     "    bl   realm_secondary",
     "2:  b 2b",
-    // IRQ from EL1 (the vector below): save the registers a Rust call may clobber — x0-x18, the
-    // frame pointer and the link register, 21 words in a 176-byte frame so SP stays 16-byte
-    // aligned — call `realm_irq` (IRQs stay masked), restore, return to the interrupted code.
-    // ELR_EL1 and SPSR_EL1 (with NZCV) survive, as nothing in the handler takes an exception.
-    ".global realm_irq_entry",
-    "realm_irq_entry:",
+    // The registers a Rust call may clobber — x0-x18, the frame pointer and the link register,
+    // 21 words in a 176-byte frame so SP stays 16-byte aligned — saved on exception entry and
+    // restored before the ERET back to the interrupted code.
+    ".macro SAVE_CALLER_SAVED",
     "    sub  sp, sp, #176",
     "    stp  x0, x1, [sp, #0]",
     "    stp  x2, x3, [sp, #16]",
@@ -67,7 +65,8 @@ core::arch::global_asm!(
     "    stp  x16, x17, [sp, #128]",
     "    stp  x18, x29, [sp, #144]",
     "    str  x30, [sp, #160]",
-    "    bl   realm_irq",
+    ".endm",
+    ".macro RESTORE_CALLER_SAVED_AND_ERET",
     "    ldp  x0, x1, [sp, #0]",
     "    ldp  x2, x3, [sp, #16]",
     "    ldp  x4, x5, [sp, #32]",
@@ -81,42 +80,27 @@ core::arch::global_asm!(
     "    ldr  x30, [sp, #160]",
     "    add  sp, sp, #176",
     "    eret",
+    ".endm",
+    // IRQ from EL1 (the vector below): call `realm_irq` (IRQs stay masked) between the two.
+    // ELR_EL1 and SPSR_EL1 (with NZCV) survive, as nothing in the handler takes an exception.
+    ".global realm_irq_entry",
+    "realm_irq_entry:",
+    "    SAVE_CALLER_SAVED",
+    "    bl   realm_irq",
+    "    RESTORE_CALLER_SAVED_AND_ERET",
     // A synchronous exception from EL1 (the vector below): the same frame as for an IRQ; x0-x1 =
     // ESR_EL1, FAR_EL1 for `realm_sync`, which returns only if a step expected this exception —
     // then the instruction that took it is skipped.
     ".global realm_sync_entry",
     "realm_sync_entry:",
-    "    sub  sp, sp, #176",
-    "    stp  x0, x1, [sp, #0]",
-    "    stp  x2, x3, [sp, #16]",
-    "    stp  x4, x5, [sp, #32]",
-    "    stp  x6, x7, [sp, #48]",
-    "    stp  x8, x9, [sp, #64]",
-    "    stp  x10, x11, [sp, #80]",
-    "    stp  x12, x13, [sp, #96]",
-    "    stp  x14, x15, [sp, #112]",
-    "    stp  x16, x17, [sp, #128]",
-    "    stp  x18, x29, [sp, #144]",
-    "    str  x30, [sp, #160]",
+    "    SAVE_CALLER_SAVED",
     "    mrs  x0, esr_el1",
     "    mrs  x1, far_el1",
     "    bl   realm_sync",
     "    mrs  x9, elr_el1",
     "    add  x9, x9, #4",
     "    msr  elr_el1, x9",
-    "    ldp  x0, x1, [sp, #0]",
-    "    ldp  x2, x3, [sp, #16]",
-    "    ldp  x4, x5, [sp, #32]",
-    "    ldp  x6, x7, [sp, #48]",
-    "    ldp  x8, x9, [sp, #64]",
-    "    ldp  x10, x11, [sp, #80]",
-    "    ldp  x12, x13, [sp, #96]",
-    "    ldp  x14, x15, [sp, #112]",
-    "    ldp  x16, x17, [sp, #128]",
-    "    ldp  x18, x29, [sp, #144]",
-    "    ldr  x30, [sp, #160]",
-    "    add  sp, sp, #176",
-    "    eret",
+    "    RESTORE_CALLER_SAVED_AND_ERET",
     // EL1 vectors (VBAR_EL1; Arm ARM D1.3, 16 entries of 128 bytes): entry 4 (offset 0x200,
     // current EL with SP_ELx, synchronous) goes to `realm_sync`, entry 5 (0x280, IRQ) handles
     // interrupts; every other reports and powers off (its index in x0).
