@@ -123,7 +123,7 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
     } else {
         let model = embedded_rmm(hyp)?;
         let (pa_bits, vmid16) = crate::backend::embedded::world_switch_params()?;
-        let model = MODEL.call_once(|| ModelLock::new(model));
+        let model = MODEL.call_once(|| ModelLock::new(model, arch::gic::now));
         let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
         if hyp.opts.rmi2 {
             info!(
@@ -421,6 +421,7 @@ fn drive<R: Rmm>(
     });
     job.claimed[0].store(true, Ordering::Release);
     let run0 = arch::timer::uptime_us();
+    let waits0 = MODEL.get().map(|m| m.waits());
     // CPU 0 reports progress on long runs, at most once a second.
     let mut progress = Progress::new();
     // A Linux realm: when its /init spoke first (its lines start "hyp-linux:"), checked at most
@@ -470,6 +471,17 @@ fn drive<R: Rmm>(
     }
     job.finished.store(true, Ordering::Release);
     let run_us = arch::timer::uptime_us() - run0;
+    if let (Some(m), Some(w0)) = (MODEL.get(), waits0) {
+        let w = m.waits().since(&w0);
+        let ms = |t: u64| t as f64 * 1000.0 / arch::gic::counter_hz().max(1) as f64;
+        println!(
+            "model lock while the realm ran: writers waited {} time(s), {:.1} ms in all; readers {} time(s), {:.1} ms",
+            w.writers.0,
+            ms(w.writers.1),
+            w.readers.0,
+            ms(w.readers.1)
+        );
+    }
     let run_ms = (arch::timer::uptime_us() - start) / 1000;
     // Calls of the other vCPUs; CPU 0's handle keeps counting through teardown and is added last.
     let mut counts = CallCounts::default();

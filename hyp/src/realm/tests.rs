@@ -517,11 +517,10 @@ fn run_more(w: &mut World, v: &mut Vm, acts: &[Act]) -> Option<Stop> {
 /// REC_ENTER driven in phases through `SharedModel` — the same outcome as the direct path.
 #[test]
 fn shared_model_and_host_lock_run_the_same_realm() {
-    let model = crate::backend::ModelLock::<Arena, Script>::new(Model::new(
-        Arena::new(BASE, SIZE as usize),
-        Script::default(),
-        Config::default(),
-    ));
+    let model = crate::backend::ModelLock::<Arena, Script>::new(
+        Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default()),
+        || 0,
+    );
     let mut frames = Frames::new();
     frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
     // The world switch each CPU would bring; here the script, shared through the model's guest.

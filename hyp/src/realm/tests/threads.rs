@@ -25,11 +25,10 @@ fn start_others(model: &ModelLock<Arena, Script>, host: &spin::Mutex<Host>) {
 }
 
 fn hammer(blocks: bool, rounds: usize) {
-    let model = ModelLock::<Arena, Script>::new(Model::new(
-        Arena::new(BASE, SIZE as usize),
-        Script::default(),
-        Config::default(),
-    ));
+    let model = ModelLock::<Arena, Script>::new(
+        Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default()),
+        || 0,
+    );
     let mut frames = Frames::new();
     frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
     let c = VmConfig { vcpus: VCPUS, ..cfg(blocks, false) };
@@ -145,11 +144,10 @@ fn jobs_unwind_under_error_injection() {
     for blocks in [false, true] {
         for (fid, then) in sites {
             for nth in [1u64, 2, 3, 40, 300, 513, 600] {
-                let model = ModelLock::<Arena, Script>::new(Model::new(
-                    Arena::new(BASE, SIZE as usize),
-                    Script::default(),
-                    Config::default(),
-                ));
+                let model = ModelLock::<Arena, Script>::new(
+                    Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default()),
+                    || 0,
+                );
                 let mut frames = Frames::new();
                 frames.add(MemRange { start: PhysAddr(BASE), end: PhysAddr(BASE + SIZE) });
                 let mut rmm = Counted::new(SharedModel { model: &model, guest: Script::default() }, None);
@@ -244,4 +242,35 @@ fn prefault_maps_everything_and_unwinds_cleanly() {
             teardown_clean(w, v);
         }
     }
+}
+
+/// Writers first: once a writer waits, a new reader waits behind it (it looks, it does not try —
+/// `backend::shared::ModelLock`), and both waits are counted.
+#[test]
+fn a_waiting_writer_holds_new_readers_back() {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    let model = ModelLock::<Arena, Script>::new(
+        Model::new(Arena::new(BASE, SIZE as usize), Script::default(), Config::default()),
+        || 0,
+    );
+    let reader_in = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let first = model.read();
+        let writer = s.spawn(|| drop(model.write()));
+        while !model.writer_waiting() {
+            std::thread::yield_now();
+        }
+        let reader = s.spawn(|| {
+            drop(model.read());
+            reader_in.store(true, Ordering::Release);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!reader_in.load(Ordering::Acquire), "a new reader got in ahead of the waiting writer");
+        drop(first);
+        writer.join().unwrap();
+        reader.join().unwrap();
+    });
+    assert!(reader_in.into_inner());
+    let w = model.waits();
+    assert_eq!((w.writers.0, w.readers.0), (1, 1));
 }
