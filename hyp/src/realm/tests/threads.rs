@@ -254,6 +254,7 @@ fn a_waiting_writer_holds_new_readers_back() {
         || 0,
     );
     let reader_in = AtomicBool::new(false);
+    let before = model.waits();
     std::thread::scope(|s| {
         let first = model.read();
         let writer = s.spawn(|| drop(model.write()));
@@ -271,6 +272,6 @@ fn a_waiting_writer_holds_new_readers_back() {
         reader.join().unwrap();
     });
     assert!(reader_in.into_inner());
-    let w = model.waits();
+    let w = model.waits().since(&before);
     assert_eq!((w.writers.0, w.readers.0), (1, 1));
 }
