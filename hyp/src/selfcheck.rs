@@ -207,6 +207,25 @@ fn conformance<R: Rmm>(c: &mut Checks, rmm: &mut R, hyp: &mut Hyp) -> Result<(),
     } else {
         info!("self-check: RMI conformance probe: {} results (scripts/run --verbose prints them)", out.len());
     }
+    isolation(c, rmm, hyp)
+}
+
+/// Print the RMI isolation transcript (diag::isolation: two realms, a hostile host): diffed
+/// between RMMs like the conformance one; a realm that saw the other's page fails the boot.
+fn isolation<R: Rmm>(c: &mut Checks, rmm: &mut R, hyp: &mut Hyp) -> Result<(), String> {
+    let out = crate::diag::isolation::run(rmm, &mut hyp.frames, crate::arch::testguest::isolation_code())
+        .map_err(|e| format!("isolation probe: {e}"))?;
+    if c.verbose {
+        for (name, result) in &out {
+            crate::println!("isolation: {name:<34} {result}");
+        }
+        info!("self-check: RMI isolation probe (two realms): {} results printed", out.len());
+    } else {
+        info!(
+            "self-check: RMI isolation probe (two realms): {} results (scripts/run --verbose prints them)",
+            out.len()
+        );
+    }
     Ok(())
 }
 

@@ -2,6 +2,11 @@
 //! at IPA 0 with RMI_DATA_CREATE. RSI_VERSION (served by the RMM), a load from IPA 0x1000 (RIPAS
 //! RAM, not yet assigned: a SYNC exit the host answers with DATA_CREATE_UNKNOWN), then PSCI
 //! SYSTEM_OFF. x19 keeps RSI_VERSION's status and x2 the loaded value for the host to inspect.
+//!
+//! The isolation probe's guest (`isolation_code`, diag::isolation) loads the word at IPA 0x1000
+//! and stores it to the first unprotected IPA of a 39-bit realm (1 << 38, mapped by no one): an
+//! emulatable data abort, whose exit hands the host the value written (TF-RMM
+//! `get_write_value`: REC exit x0) — how the host learns what the realm read.
 
 core::arch::global_asm!(
     ".section .rodata.testguest, \"a\"",
@@ -23,9 +28,25 @@ core::arch::global_asm!(
     "testguest_end:",
 );
 
+core::arch::global_asm!(
+    ".section .rodata.testguest, \"a\"",
+    ".balign 4",
+    ".global isolationguest_start",
+    ".global isolationguest_end",
+    "isolationguest_start:",
+    "    mov x1, #0x1000",
+    "    ldr x2, [x1]",
+    "    movz x3, #0x40, lsl #32", // 1 << 38: the unprotected half of a 39-bit IPA space
+    "    str x2, [x3]",
+    "1:  b 1b",
+    "isolationguest_end:",
+);
+
 unsafe extern "C" {
     static testguest_start: u8;
     static testguest_end: u8;
+    static isolationguest_start: u8;
+    static isolationguest_end: u8;
 }
 
 /// The guest's machine code.
@@ -34,6 +55,16 @@ pub fn code() -> &'static [u8] {
     unsafe {
         let start = &raw const testguest_start;
         let end = &raw const testguest_end;
+        core::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
+
+/// The isolation probe's guest's machine code.
+pub fn isolation_code() -> &'static [u8] {
+    // SAFETY: both symbols bound the instructions above in .rodata, which is never written.
+    unsafe {
+        let start = &raw const isolationguest_start;
+        let end = &raw const isolationguest_end;
         core::slice::from_raw_parts(start, end as usize - start as usize)
     }
 }

@@ -13,18 +13,18 @@ use rmi::{
     WithTop,
 };
 
-fn r<T>(x: &Result<T, RmiError>) -> String {
+pub(crate) fn r<T>(x: &Result<T, RmiError>) -> String {
     match x {
         Ok(_) => String::from("SUCCESS"),
         Err(e) => format!("{e}"),
     }
 }
-fn t<T>(x: &WithTop<T>) -> String {
+pub(crate) fn t<T>(x: &WithTop<T>) -> String {
     format!("{} top {}", r(&x.result), x.top)
 }
 /// RTT_READ_ENTRY's result, with the descriptor's address named after the granule it points at
 /// (addresses differ between boots; what they point at must not).
-fn e(x: &Result<RttEntry, RmiError>, known: &[(&str, u64)]) -> String {
+pub(crate) fn e(x: &Result<RttEntry, RmiError>, known: &[(&str, u64)]) -> String {
     match x {
         Ok(e) => {
             let pa = e.desc & !0xfff;

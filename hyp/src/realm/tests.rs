@@ -24,6 +24,8 @@ enum Act {
     TouchPair(u64),
     /// An SMC with these x0..x4.
     Smc([u64; 5]),
+    /// A store of this value (from x1) to this IPA faults at stage 2 (ISV, WnR).
+    Store(u64, u64),
 }
 
 #[derive(Default)]
@@ -44,6 +46,18 @@ impl Guest for Script {
                     | (1 << 16)
                     | (1 << 15)
                     | (u64::from(write) << 6)
+                    | 0x07;
+                HwExit::Sync { esr, far: ipa, hpfar: (ipa >> 12) << 4 }
+            }
+            Some(Act::Store(ipa, value)) => {
+                vcpu.gprs[1] = value;
+                let esr = (0x24 << 26)
+                    | (1 << 25)
+                    | (1 << 24)
+                    | (3 << 22)
+                    | (1 << 16)
+                    | (1 << 15)
+                    | (1 << 6)
                     | 0x07;
                 HwExit::Sync { esr, far: ipa, hpfar: (ipa >> 12) << 4 }
             }
@@ -619,6 +633,32 @@ fn conformance_probe_transcript() {
     assert_eq!(get("REC_ENTER with ICH_HCR.En"), "(RMI_ERROR_REC, 0)");
     assert_eq!(w.rmm.inner.granules().count(), 0);
     assert_eq!(w.frames.frames_in_use(), 0);
+}
+
+/// The isolation probe's transcript on the model, pinned to what TF-RMM rmm-spec-v1.0-rel0
+/// printed for it (scripts/run --rmm … --verbose, its "isolation:" lines, verbatim). The scripted
+/// guest cannot read memory, so here each REC stores what the test says; a realm that stores
+/// the other's pattern fails the probe.
+#[test]
+fn isolation_probe_transcript() {
+    use crate::diag::isolation::{PATTERN_A, PATTERN_B, run};
+    const TF_RMM: &str = include_str!("tests/isolation-tf-rmm.txt");
+    let unprotected = 1 << 38;
+    let mut w = world();
+    w.rmm.inner.guest.acts.extend([Act::Store(unprotected, PATTERN_A), Act::Store(unprotected, PATTERN_B)]);
+    let out = run(&mut w.rmm, &mut w.frames, &[0; 16]).unwrap();
+    let got: Vec<String> =
+        out.iter().map(|(name, result)| format!("isolation: {name:<34} {result}")).collect();
+    let want: Vec<&str> = TF_RMM.lines().collect();
+    assert_eq!(got, want);
+    assert_eq!(w.rmm.inner.granules().count(), 0);
+    assert_eq!(w.frames.frames_in_use(), 0);
+
+    // A realm that sees the other's page is a failure, not a line.
+    let mut w = world();
+    w.rmm.inner.guest.acts.extend([Act::Store(unprotected, PATTERN_B)]);
+    let e = run(&mut w.rmm, &mut w.frames, &[0; 16]).unwrap_err();
+    assert!(e.contains("the other realm's pattern"), "{e}");
 }
 
 mod hostile;
