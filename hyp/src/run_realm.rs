@@ -4,6 +4,7 @@
 //! for it completes), check what the realm wrote to shared memory, tear down, summarise.
 
 use crate::addr::Gpa;
+use crate::addr::PhysAddr;
 use crate::arch::guest::ElGuest;
 use crate::arch::guest::HostIch;
 use crate::arch::nsmem::{self, Bundle};
@@ -20,6 +21,7 @@ use crate::realm::counted::CallCounts;
 use crate::realm::counted::TraceFilter;
 use crate::realm::memslot::SlotKind;
 use crate::realm::vm::Payload;
+use crate::realm::vmids::Vmids;
 use crate::realm::{Counted, Host, HostError, PhysCpu, Stop, Vm, VmConfig, run_shared};
 use crate::{arch, println};
 use alloc::boxed::Box;
@@ -45,25 +47,52 @@ enum Backend {
     Embedded2(u32, bool),
 }
 
-/// What the secondary CPUs need to run their vCPUs.
+/// One realm of the boot, as the CPUs running its vCPUs share it.
 struct Job {
+    /// The realm's name in the log ("" when it is the boot's only realm).
+    name: &'static str,
     host: Mutex<Host>,
-    backend: Backend,
-    trace: Option<TraceFilter>,
     vcpus: usize,
+    /// Its vCPU n runs on CPU `first_cpu + n`.
+    first_cpu: usize,
     /// Per vCPU: why it stopped and the RMI calls it made (set when its loop ends).
     results: Mutex<Vec<Option<(Stop, CallCounts)>>>,
     claimed: [AtomicBool; arch::smp::MAX_CPUS],
+}
+
+/// What the secondary CPUs need to run their vCPUs: every realm of the boot.
+struct Run {
+    backend: Backend,
+    trace: Option<TraceFilter>,
+    jobs: Vec<Job>,
     finished: AtomicBool,
 }
 
-static JOB: Once<Job> = Once::new();
+impl Run {
+    /// The realm and vCPU that run on `cpu`, if any.
+    fn on_cpu(&self, cpu: usize) -> Option<(&Job, usize)> {
+        self.jobs
+            .iter()
+            .find(|j| (j.first_cpu..j.first_cpu + j.vcpus).contains(&cpu))
+            .map(|j| (j, cpu - j.first_cpu))
+    }
+}
+
+static RUN: Once<Run> = Once::new();
 static MODEL: Once<ModelLock<crate::arch::rmm_mem::RmmMemory, ElGuest, arch::smp::Yield>> = Once::new();
 
-/// Run the bundle's scenario; `Ok(summary line)` or `Err(reason)`.
+/// One realm to create: its name in the log, its scenario ("" for Linux) and its shape.
+struct Spec {
+    name: &'static str,
+    text: &'static str,
+    cfg: VmConfig,
+}
+
+/// Run the bundle's realms (one scenario, several joined by `scripts/run --scenario A --scenario
+/// B`, or Linux); `Ok(summary line)` or `Err(reason)`.
 pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
     let cpus = (0..arch::smp::MAX_CPUS).filter(|i| *i == 0 || arch::smp::is_online(*i)).count();
-    let (text, vm_cfg) = if let Some(l) = bundle.linux {
+    let specs: Vec<Spec> = if let Some(l) = bundle.linux {
         if l.vcpus > cpus {
             return Err(format!("the Linux realm wants {} vCPUs but {cpus} CPU(s) are online", l.vcpus));
         }
@@ -73,53 +102,70 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
             shared_size: 0,
             protected_blocks: true,
             shared_blocks: true,
-            vmid: 1,
+            vmid: 0,
             vcpus: l.vcpus.max(1),
             ipa_bits: None,
         };
-        ("", cfg)
+        Vec::from([Spec { name: "", text: "", cfg }])
     } else {
         let text =
             core::str::from_utf8(bundle.scenario).map_err(|_| String::from("the scenario is not UTF-8"))?;
-        let cfg = scenario::validate(text).map_err(|e| format!("scenario {e}"))?;
-        if cfg.vcpus > cpus {
-            return Err(format!(
-                "the scenario wants {} vCPUs but {cpus} CPU(s) are online (scripts/run --smp N)",
-                cfg.vcpus
-            ));
+        let parts = scenario::realms(text);
+        let mut specs = Vec::new();
+        for (name, part) in parts.iter().copied() {
+            let realm = if name.is_empty() { String::new() } else { format!("realm {name}: ") };
+            let cfg = scenario::validate(part).map_err(|e| format!("{realm}scenario {e}"))?;
+            let vm_cfg = VmConfig {
+                prot_size: cfg.protected_size,
+                shared_size: cfg.shared_size,
+                protected_blocks: cfg.protected_blocks,
+                shared_blocks: cfg.shared_blocks,
+                vmid: 0,
+                vcpus: cfg.vcpus,
+                ipa_bits: cfg.ipa_bits,
+            };
+            specs.push(Spec { name, text: part, cfg: vm_cfg });
         }
-        let vm_cfg = VmConfig {
-            prot_size: cfg.protected_size,
-            shared_size: cfg.shared_size,
-            protected_blocks: cfg.protected_blocks,
-            shared_blocks: cfg.shared_blocks,
-            vmid: 1,
-            vcpus: cfg.vcpus,
-            ipa_bits: cfg.ipa_bits,
-        };
-        (text, vm_cfg)
+        let wanted: usize = specs.iter().map(|s| s.cfg.vcpus).sum();
+        if wanted > cpus {
+            return Err(if specs.len() == 1 {
+                format!(
+                    "the scenario wants {wanted} vCPUs but {cpus} CPU(s) are online (scripts/run --smp N)"
+                )
+            } else {
+                format!(
+                    "the {} realms want {wanted} vCPUs in all but {cpus} CPU(s) are online (a CPU per vCPU: scripts/run --smp N)",
+                    specs.len()
+                )
+            });
+        }
+        specs
     };
     let trace = hyp.opts.trace.clone();
     let bench = hyp.opts.bench;
+    if bench && specs.len() > 1 {
+        return Err(String::from("--bench measures one realm: give one scenario"));
+    }
+    let vcpus: usize = specs.iter().map(|s| s.cfg.vcpus).sum();
     if hyp.rmm_possible {
         let mut smc = SmcRmm::new(Smc);
         let v = smc.version(RmiVersion::V1_0).map_err(|e| format!("RMI_VERSION: {e}"))?;
         if !v.accepted && v.higher.major >= 2 {
             // RMI 2.0 only (activated by the self-check): through the 2.0 adapter.
             info!(
-                "realm backend: the firmware's RMM (RMI {}..{}, through the 2.0 adapter), {} vCPU(s)",
-                v.lower, v.higher, vm_cfg.vcpus
+                "realm backend: the firmware's RMM (RMI {}..{}, through the 2.0 adapter), {vcpus} vCPU(s)",
+                v.lower, v.higher
             );
             let mut list = Box::new(rmi::Page::zeroed());
             let mut rmm2 = Rmi2::new(Smc, HostIch::new(), &mut list);
             activate2(&mut rmm2)?;
-            return drive(hyp, rmm2, Backend::Firmware2, &vm_cfg, bundle, text, trace, bench);
+            return drive(hyp, rmm2, Backend::Firmware2, &specs, bundle, trace, bench);
         }
         if !v.accepted {
             return Err(crate::realm::params::version_refused(&v));
         }
-        info!("realm backend: the firmware's RMM (RMI {}..{}), {} vCPU(s)", v.lower, v.higher, vm_cfg.vcpus);
-        drive(hyp, smc, Backend::Firmware, &vm_cfg, bundle, text, trace, bench)
+        info!("realm backend: the firmware's RMM (RMI {}..{}), {vcpus} vCPU(s)", v.lower, v.higher);
+        drive(hyp, smc, Backend::Firmware, &specs, bundle, trace, bench)
     } else {
         let model = embedded_rmm(hyp)?;
         let (pa_bits, vmid16) = crate::backend::embedded::world_switch_params()?;
@@ -127,31 +173,23 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
         let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
         if hyp.opts.rmi2 {
             info!(
-                "realm backend: the embedded RMM model speaking RMI 2.0 (through the 2.0 adapter), {} vCPU(s)",
-                vm_cfg.vcpus
+                "realm backend: the embedded RMM model speaking RMI 2.0 (through the 2.0 adapter), {vcpus} vCPU(s)"
             );
             let mut list = Box::new(rmi::Page::zeroed());
             let mut rmm2 = Rmi2::over(Front2::new(rmm, HostIch::new()), HostIch::new(), &mut list);
             activate2(&mut rmm2)?;
-            return drive(
-                hyp,
-                rmm2,
-                Backend::Embedded2(pa_bits, vmid16),
-                &vm_cfg,
-                bundle,
-                text,
-                trace,
-                bench,
-            );
+            return drive(hyp, rmm2, Backend::Embedded2(pa_bits, vmid16), &specs, bundle, trace, bench);
         }
-        info!("realm backend: the embedded RMM model, {} vCPU(s)", vm_cfg.vcpus);
-        drive(hyp, rmm, Backend::Embedded(pa_bits, vmid16), &vm_cfg, bundle, text, trace, bench)
+        info!("realm backend: the embedded RMM model, {vcpus} vCPU(s)");
+        drive(hyp, rmm, Backend::Embedded(pa_bits, vmid16), &specs, bundle, trace, bench)
     }
 }
 
-/// The physical CPUs as the vCPU loop sees them: vCPU n runs on CPU n (`secondary_loop`), the
-/// physical GIC kicks and wakes them, the EL2 timer bounds a sleep.
-struct HostCpu;
+/// The physical CPUs as one realm's vCPU loop sees them: its vCPU n runs on CPU `first + n`
+/// (`secondary_loop`), the physical GIC kicks and wakes them, the EL2 timer bounds a sleep.
+struct HostCpu {
+    first: usize,
+}
 
 impl PhysCpu for HostCpu {
     fn now(&self) -> u64 {
@@ -161,7 +199,7 @@ impl PhysCpu for HostCpu {
         arch::gic::park(deadline);
     }
     fn kick(&self, vcpu: usize) {
-        arch::gic::kick(vcpu);
+        arch::gic::kick(self.first + vcpu);
     }
     fn drain(&self) {
         arch::gic::drain();
@@ -172,20 +210,24 @@ impl PhysCpu for HostCpu {
 }
 
 /// Run vCPU `index` of the job on this CPU with a fresh RMI handle, and record how it ended.
-fn run_on_this_cpu<R: Rmm>(job: &Job, rmm: R, index: usize) {
-    let mut rmm = Counted::new(rmm, job.trace.clone());
-    let stop = run_shared(&job.host, &mut rmm, &HostCpu, index, &mut |_| {});
+fn run_on_this_cpu<R: Rmm>(run: &Run, job: &Job, rmm: R, index: usize) {
+    let mut rmm = Counted::new(rmm, run.trace.clone());
+    let stop = run_shared(&job.host, &mut rmm, &HostCpu { first: job.first_cpu }, index, &mut |_| {});
     if let Some(slot) = job.results.lock().get_mut(index) {
         *slot = Some((stop, rmm.counts));
     }
 }
 
-fn run_vcpu(job: &Job, index: usize) {
-    match job.backend {
-        Backend::Firmware => run_on_this_cpu(job, SmcRmm::new(Smc), index),
+fn run_vcpu(run: &Run, job: &Job, index: usize) {
+    let no_model = || {
+        job.results.lock()[index] =
+            Some((Stop::Error(HostError::Internal("no embedded model")), CallCounts::default()));
+    };
+    match run.backend {
+        Backend::Firmware => run_on_this_cpu(run, job, SmcRmm::new(Smc), index),
         Backend::Firmware2 => {
             let mut list = Box::new(rmi::Page::zeroed());
-            run_on_this_cpu(job, Rmi2::new(Smc, HostIch::new(), &mut list), index);
+            run_on_this_cpu(run, job, Rmi2::new(Smc, HostIch::new(), &mut list), index);
         }
         Backend::Embedded2(pa_bits, vmid16) => match MODEL.get() {
             Some(model) => {
@@ -194,21 +236,15 @@ fn run_vcpu(job: &Job, index: usize) {
                 let mut rmm2 = Rmi2::over(Front2::new(rmm, HostIch::new()), HostIch::new(), &mut list);
                 // This CPU's front is activated here (the gate is per front: rmm_model::front2).
                 let _ = rmm2.activate();
-                run_on_this_cpu(job, rmm2, index);
+                run_on_this_cpu(run, job, rmm2, index);
             }
-            None => {
-                job.results.lock()[index] =
-                    Some((Stop::Error(HostError::Internal("no embedded model")), CallCounts::default()));
-            }
+            None => no_model(),
         },
         Backend::Embedded(pa_bits, vmid16) => match MODEL.get() {
             Some(model) => {
-                run_on_this_cpu(job, SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) }, index)
+                run_on_this_cpu(run, job, SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) }, index)
             }
-            None => {
-                job.results.lock()[index] =
-                    Some((Stop::Error(HostError::Internal("no embedded model")), CallCounts::default()));
-            }
+            None => no_model(),
         },
     }
 }
@@ -241,20 +277,25 @@ fn probe_runner(task: &crate::diag::scaling::Task, iters: u64) -> Result<u64, St
     }
 }
 
-/// A secondary CPU's life: wait for a realm whose vCPU `cpu` has been started, run it, repeat
-/// (and take part in the benchmark's scaling probe, which runs before the realm).
+/// A secondary CPU's life: wait for the realm vCPU that runs on it to be started (a realm's
+/// vCPU 0 at once, the others by the realm's PSCI CPU_ON), run it, and when it is done, or no
+/// realm has a vCPU for this CPU, wait in WFI (and before the realms, take part in the
+/// benchmark's scaling probe).
 pub fn secondary_loop(cpu: usize) -> ! {
     loop {
         crate::diag::scaling::poll(cpu);
-        if let Some(job) = JOB.get() {
-            // Done, or a realm with fewer vCPUs than this CPU's number: nothing more for it (one
-            // realm per boot).
-            if job.finished.load(Ordering::Acquire) || cpu >= job.vcpus {
+        if let Some(run) = RUN.get() {
+            if run.finished.load(Ordering::Acquire) {
                 break;
             }
-            let started = cpu < job.vcpus && job.host.lock().vm.started.get(cpu).copied().unwrap_or(false);
-            if started && !job.claimed[cpu].swap(true, Ordering::AcqRel) {
-                run_vcpu(job, cpu);
+            let Some((job, index)) = run.on_cpu(cpu) else { break };
+            if job.claimed[index].load(Ordering::Acquire) {
+                break;
+            }
+            let started = job.host.lock().vm.started.get(index).copied().unwrap_or(false);
+            if started && !job.claimed[index].swap(true, Ordering::AcqRel) {
+                run_vcpu(run, job, index);
+                break;
             }
         }
         // Not too often: the vCPUs that run take the same lock for every exit.
@@ -281,145 +322,102 @@ fn idle_spin() {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A realm created and ready to run, before its CPUs share it.
+struct Made {
+    vm: Vm,
+    frames: Frames,
+    /// The host RAM it was given (`None`: all of it, the boot's only realm).
+    chunk: Option<(PhysAddr, usize)>,
+    /// RMI calls and time its creation took (prefault included).
+    counts: CallCounts,
+    create_us: u64,
+    prefault_us: u64,
+}
+
 fn drive<R: Rmm>(
     hyp: &mut Hyp,
     rmm: R,
     backend: Backend,
-    cfg: &VmConfig,
+    specs: &[Spec],
     bundle: &Bundle,
-    text: &str,
     trace: Option<TraceFilter>,
     bench: bool,
 ) -> Result<String, String> {
     let start = arch::timer::uptime_us();
     let heap0 = crate::host::heap_in_use();
     let mut rmm = Counted::new(rmm, trace.clone());
-    let mut frames = core::mem::replace(&mut hyp.frames, Frames::new());
+    let several = specs.len() > 1;
     if bench {
         // How far this machine lets the CPUs go together (diag::scaling), before the workload.
         PROBE_BACKEND.call_once(|| backend);
-        let online = (0..cfg.vcpus.max(1)).filter(|i| *i == 0 || arch::smp::is_online(*i)).count();
+        let online = (0..specs[0].cfg.vcpus.max(1)).filter(|i| *i == 0 || arch::smp::is_online(*i)).count();
         let iters = match backend {
             Backend::Firmware | Backend::Firmware2 => (200, 60),
             Backend::Embedded(..) | Backend::Embedded2(..) => (1500, 500),
         };
-        let probed = crate::diag::scaling::probe(&mut rmm, &mut frames, online, iters, probe_runner);
+        let probed = crate::diag::scaling::probe(&mut rmm, &mut hyp.frames, online, iters, probe_runner);
         // The run's own call counts start after it.
         rmm.counts = CallCounts::default();
-        if let Err(e) = probed {
-            hyp.frames = frames;
-            return Err(format!("scaling probe: {e}"));
-        }
+        probed.map_err(|e| format!("scaling probe: {e}"))?;
     }
-    // `--virtio`: the disk's hash goes on the realm's command line, for /init to check it read
-    // what the host loaded.
-    let disk = bundle.linux.and_then(|l| l.disk);
-    let disk_sha256 = disk.map(|d| {
-        let sha = disk_hash(&nsmem::NsDisk(d));
-        info!("virtio-blk: disk image {} MiB at {d}, sha256 {}", d.size() >> 20, crate::linux::hex(&sha));
-        sha
+    // Every realm of the boot, each with its own VMID, memory, memslots, RTTs and RECs.
+    let mut vmids = Vmids::new({
+        use aarch64_cpu::registers::{ID_AA64MMFR1_EL1, Readable};
+        ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VMIDBits) == 0b10
     });
-    let payload = match bundle.linux {
-        Some(l) => Payload::Linux(LinuxBoot {
-            kernel: bundle.realm,
-            initrd: bundle.scenario,
-            cmdline: l.cmdline,
-            disk_sha256,
-        }),
-        None => Payload::TestRealm { image: bundle.realm, scenario: bundle.scenario },
-    };
-    let vm = match Vm::create_with(&mut rmm, &mut frames, cfg, &payload) {
-        Ok(mut vm) => {
-            if bench {
-                vm.trace = Some(Vec::new());
-            }
-            vm
-        }
-        Err(e) => {
-            hyp.frames = frames;
-            return Err(e);
-        }
-    };
-    let ram = &hyp.platform.ram;
-    // Pre-fill every shared-only memslot with the host's pattern, and say where everything is.
-    for slot in vm.slots.iter() {
-        if slot.kind == SlotKind::Shared {
-            let range = crate::addr::MemRange { start: slot.backing, end: slot.backing.add(slot.size) };
-            nsmem::fill(range, ram, scenario::host_pattern);
-        }
-        info!(
-            "realm: memslot {}+{:#x} ({}) on {}",
-            slot.gpa,
-            slot.size,
-            if slot.kind == SlotKind::Ram { "RAM: private, shared in place" } else { "shared, pre-filled" },
-            slot.backing
-        );
-    }
-    info!("realm: console at GPA {}", vm.layout.console_gpa);
-    let mut vm = vm;
-    // Virtio devices: the Linux realm's with `--virtio` (the disk image from the bundle), the
-    // test realm's when its scenario has virtio-blk steps (a zeroed scratch disk).
-    let virtio_disk: Option<Box<dyn Disk>> = match disk {
-        Some(d) => Some(Box::new(nsmem::NsDisk(d))),
-        None if scenario::validate(text).is_ok_and(|c| c.virtio) => {
-            Some(Box::new(VecDisk(alloc::vec![0; scenario::VIRTIO_DISK as usize])))
-        }
-        None => None,
-    };
-    if let Some(disk) = virtio_disk {
-        let mib = disk.size() >> 20;
-        // The devices reach only the memslots' backing (and of that, only what the realm shared).
-        let backing =
-            vm.slots.iter().map(|s| crate::addr::MemRange { start: s.backing, end: s.backing.add(s.size) });
-        vm.attach_virtio(Box::new(nsmem::NsRam(backing.collect())), Some(disk));
-        info!(
-            "virtio: console (hvc0) at GPA {}, block (vda, {mib} MiB) at GPA {}",
-            Gpa(board::virtio(board::virtio_slot::CONSOLE).base),
-            Gpa(board::virtio(board::virtio_slot::BLOCK).base)
-        );
-    }
-    if bundle.linux.is_some_and(|l| l.interactive) {
-        match crate::console::enable_input() {
-            Ok(()) => {
-                vm.input_hz = arch::gic::counter_hz();
-                info!("linux: interactive: what you type goes to the realm's console once its UART receives");
-            }
-            Err(e) => log::warn!("linux: interactive: {e}; the realm gets no input"),
-        }
-    }
-    // `--prefault` / `config prefault on`: every memslot mapped before the first entry.
-    let mut prefault_us = 0;
-    if hyp.opts.prefault || scenario::validate(text).is_ok_and(|c| c.prefault) {
-        let t0 = arch::timer::uptime_us();
-        let c0 = rmm.counts;
-        match vm.prefault(&mut rmm, &mut frames) {
-            Ok(bytes) => {
-                prefault_us = arch::timer::uptime_us() - t0;
-                info!(
-                    "realm: prefaulted {} MiB before the first entry in {} ms ({} RMI calls)",
-                    bytes >> 20,
-                    prefault_us / 1000,
-                    rmm.counts.since(&c0).total()
-                );
-            }
+    let mut made: Vec<Made> = Vec::new();
+    for (k, spec) in specs.iter().enumerate() {
+        let made_k = match vmids.alloc() {
+            Ok(vmid) => create(hyp, &mut rmm, spec, vmid, several, bundle, bench),
+            Err(e) => Err(e),
+        };
+        match made_k {
+            Ok(m) => made.push(m),
             Err(e) => {
-                let leaks = vm.teardown(&mut rmm, &mut frames);
-                hyp.frames = frames;
-                return Err(format!("prefault: {e} (realm torn down; {} granule(s) leaked)", leaks.len()));
+                // The realms made so far go back, and the reason names the one that failed.
+                for m in made.iter_mut() {
+                    let leaks = m.vm.teardown(&mut rmm, &mut m.frames);
+                    give_back(hyp, m.chunk, &mut m.frames, leaks.is_empty());
+                }
+                let which = if several {
+                    format!("realm {} of {} ({}): ", k + 1, specs.len(), spec.name)
+                } else {
+                    String::new()
+                };
+                return Err(format!("{which}{e}"));
             }
         }
     }
-    let job = JOB.call_once(|| Job {
-        host: Mutex::new(Host { vm, frames }),
-        backend,
-        trace,
-        vcpus: cfg.vcpus,
-        results: Mutex::new((0..cfg.vcpus).map(|_| None).collect()),
-        claimed: [const { AtomicBool::new(false) }; arch::smp::MAX_CPUS],
-        finished: AtomicBool::new(false),
-    });
-    job.claimed[0].store(true, Ordering::Release);
+    if several {
+        let us: u64 = made.iter().map(|m| m.create_us).sum();
+        info!(
+            "realms: {} created in {} ms ({:.1} per second), VMIDs {}",
+            made.len(),
+            us / 1000,
+            made.len() as f64 * 1e6 / us.max(1) as f64,
+            made.iter().map(|m| format!("{}", m.vm.vmid)).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut first_cpu = 0;
+    let mut jobs = Vec::new();
+    let mut extras = Vec::new();
+    for (spec, m) in specs.iter().zip(made) {
+        let Made { vm, frames, chunk, counts, create_us, prefault_us } = m;
+        jobs.push(Job {
+            name: spec.name,
+            host: Mutex::new(Host { vm, frames }),
+            vcpus: spec.cfg.vcpus,
+            first_cpu,
+            results: Mutex::new((0..spec.cfg.vcpus).map(|_| None).collect()),
+            claimed: [const { AtomicBool::new(false) }; arch::smp::MAX_CPUS],
+        });
+        extras.push((chunk, counts, create_us, prefault_us));
+        first_cpu += spec.cfg.vcpus;
+    }
+    let run = RUN.call_once(|| Run { backend, trace, jobs, finished: AtomicBool::new(false) });
+    let job0 = &run.jobs[0];
+    job0.claimed[0].store(true, Ordering::Release);
+    let c_run = rmm.counts;
     let run0 = arch::timer::uptime_us();
     let waits0 = MODEL.get().map(|m| m.waits());
     // CPU 0 reports progress on long runs, at most once a second.
@@ -429,7 +427,7 @@ fn drive<R: Rmm>(
     let mut init_at: Option<u64> = None;
     let mut next_look = 0u64;
     let linux = bundle.linux.is_some();
-    let stop0 = run_shared(&job.host, &mut rmm, &HostCpu, 0, &mut |vm| {
+    let stop0 = run_shared(&job0.host, &mut rmm, &HostCpu { first: 0 }, 0, &mut |vm| {
         if linux && init_at.is_none() {
             let now = arch::timer::uptime_us();
             if now >= next_look {
@@ -458,19 +456,23 @@ fn drive<R: Rmm>(
             );
         }
     });
-    // Wait for every vCPU that was started to finish (the realm powers off only after its other
+    job0.results.lock()[0] = Some((stop0, rmm.counts.since(&c_run)));
+    // Wait for every vCPU that was started to finish (a realm powers off only after its other
     // vCPUs turned themselves off; a realm that does not is stopped by the QEMU timeout).
-    loop {
-        let started: Vec<bool> = job.host.lock().vm.started.clone();
-        let results = job.results.lock();
-        if (1..cfg.vcpus).all(|i| !started[i] || results[i].is_some()) {
-            break;
+    for job in &run.jobs {
+        loop {
+            let started: Vec<bool> = job.host.lock().vm.started.clone();
+            let results = job.results.lock();
+            if (0..job.vcpus).all(|i| !started[i] || results[i].is_some()) {
+                break;
+            }
+            drop(results);
+            idle_spin();
         }
-        drop(results);
-        idle_spin();
     }
-    job.finished.store(true, Ordering::Release);
+    run.finished.store(true, Ordering::Release);
     let run_us = arch::timer::uptime_us() - run0;
+    let run_ms = (arch::timer::uptime_us() - start) / 1000;
     if let (Some(m), Some(w0)) = (MODEL.get(), waits0) {
         let w = m.waits().since(&w0);
         let ms = |t: u64| t as f64 * 1000.0 / arch::gic::counter_hz().max(1) as f64;
@@ -482,22 +484,280 @@ fn drive<R: Rmm>(
             ms(w.readers.1)
         );
     }
-    let run_ms = (arch::timer::uptime_us() - start) / 1000;
-    // Calls of the other vCPUs; CPU 0's handle keeps counting through teardown and is added last.
-    let mut counts = CallCounts::default();
-    let mut stops = Vec::from([(0usize, stop0)]);
-    for (i, r) in job.results.lock().iter().enumerate().skip(1) {
+
+    // Each realm's checks, teardown and verdict, in order.
+    let ctx = Finish { linux, bench, bundle, run0, run_us, run_ms, heap0, init_at };
+    let mut verdicts = Vec::new();
+    for (k, (job, (chunk, counts, create_us, prefault_us))) in run.jobs.iter().zip(extras).enumerate() {
+        if several {
+            println!(
+                "== realm {} of {} ({}): VMID {}, CPUs {}..{} ==",
+                k + 1,
+                run.jobs.len(),
+                job.name,
+                job.host.lock().vm.vmid,
+                job.first_cpu,
+                job.first_cpu + job.vcpus - 1
+            );
+        }
+        let t0 = arch::timer::uptime_us();
+        let mut guard = job.host.lock();
+        let outcome = finish(hyp, &mut rmm, &mut guard, job, &ctx, &specs[k], counts, prefault_us);
+        let Host { vm, frames } = &mut *guard;
+        let teardown_ms = (arch::timer::uptime_us() - t0) / 1000;
+        if outcome.destroyed {
+            vmids.free(vm.vmid);
+        }
+        give_back(hyp, chunk, frames, outcome.leaks == 0);
+        drop(guard);
+        if several {
+            println!(
+                "realm {} ({}): {} — created in {} ms, torn down in {teardown_ms} ms",
+                k + 1,
+                job.name,
+                match &outcome.verdict {
+                    Ok(v) => format!("PASS: {v}"),
+                    Err(e) => format!("FAIL: {e}"),
+                },
+                create_us / 1000
+            );
+        }
+        verdicts.push((job.name, outcome.verdict));
+    }
+    if !several {
+        return verdicts.pop().map(|(_, v)| v).unwrap_or_else(|| Err(String::from("no realm")));
+    }
+    let failed: Vec<String> =
+        verdicts.iter().filter_map(|(name, v)| v.as_ref().err().map(|e| format!("{name}: {e}"))).collect();
+    let n = verdicts.len();
+    if failed.is_empty() {
+        Ok(format!("{n} realms passed, each with 0 leaks"))
+    } else {
+        Err(format!("{} of {n} realms failed: {}", failed.len(), failed.join("; ")))
+    }
+}
+
+/// Create realm `spec` with VMID `vmid`: its share of the host's RAM, its memslots (the shared
+/// one pre-filled with the host's pattern), its devices, and with prefault its stage 2.
+fn create<R: Rmm>(
+    hyp: &mut Hyp,
+    rmm: &mut Counted<R>,
+    spec: &Spec,
+    vmid: u16,
+    several: bool,
+    bundle: &Bundle,
+    bench: bool,
+) -> Result<Made, String> {
+    let t0 = arch::timer::uptime_us();
+    let c0 = rmm.counts;
+    let cfg = VmConfig { vmid, ..spec.cfg };
+    let tag = if several { format!("realm {}: ", spec.name) } else { String::from("realm: ") };
+    // The boot's only realm gets all the host's frames; several realms, each a share: a buddy
+    // block (`Frames`) holding its memslots as the allocator hands them out (each rounded up to a
+    // power of two; the RAM memslot has 2 MiB more for the realm's image) and room for its tables
+    // (1/64 of the memslots, and 8 MiB for RECs, RDs and the memcache).
+    let (mut frames, chunk) = if several {
+        let slots = cfg.prot_size + cfg.shared_size;
+        let bytes = ((cfg.prot_size + (2 << 20)).next_power_of_two()
+            + cfg.shared_size.next_power_of_two()
+            + slots / 64
+            + (8 << 20))
+            .next_power_of_two();
+        let pages = (bytes / 4096) as usize;
+        let Some(pa) = hyp.frames.alloc(pages) else {
+            return Err(format!(
+                "the host has not {} MiB of RAM left for it ({} MiB free; scripts/run --mem)",
+                bytes >> 20,
+                ((hyp.frames.total_frames() - hyp.frames.frames_in_use()) * 4096) >> 20
+            ));
+        };
+        let mut f = Frames::new();
+        f.add(crate::addr::MemRange { start: pa, end: pa.add(bytes) });
+        (f, Some((pa, pages)))
+    } else {
+        (core::mem::replace(&mut hyp.frames, Frames::new()), None)
+    };
+    let back = |hyp: &mut Hyp, frames: Frames| match chunk {
+        Some((pa, pages)) => hyp.frames.free(pa, pages),
+        None => hyp.frames = frames,
+    };
+    // `--virtio`: the disk's hash goes on the realm's command line, for /init to check it read
+    // what the host loaded.
+    let disk = bundle.linux.and_then(|l| l.disk);
+    let disk_sha256 = disk.map(|d| {
+        let sha = disk_hash(&nsmem::NsDisk(d));
+        info!("virtio-blk: disk image {} MiB at {d}, sha256 {}", d.size() >> 20, crate::linux::hex(&sha));
+        sha
+    });
+    let payload = match bundle.linux {
+        Some(l) => Payload::Linux(LinuxBoot {
+            kernel: bundle.realm,
+            initrd: bundle.scenario,
+            cmdline: l.cmdline,
+            disk_sha256,
+        }),
+        None => Payload::TestRealm { image: bundle.realm, scenario: spec.text.as_bytes() },
+    };
+    let mut vm = match Vm::create_with(rmm, &mut frames, &cfg, &payload) {
+        Ok(vm) => vm,
+        Err(e) => {
+            back(hyp, frames);
+            return Err(e);
+        }
+    };
+    if bench {
+        vm.trace = Some(Vec::new());
+    }
+    if several {
+        vm.uart.console.tag = format!("realm {}", spec.name);
+    }
+    let ram = &hyp.platform.ram;
+    // Pre-fill every shared-only memslot with the host's pattern, and say where everything is.
+    for slot in vm.slots.iter() {
+        if slot.kind == SlotKind::Shared {
+            let range = crate::addr::MemRange { start: slot.backing, end: slot.backing.add(slot.size) };
+            nsmem::fill(range, ram, scenario::host_pattern);
+        }
+        info!(
+            "{tag}memslot {}+{:#x} ({}) on {}",
+            slot.gpa,
+            slot.size,
+            if slot.kind == SlotKind::Ram { "RAM: private, shared in place" } else { "shared, pre-filled" },
+            slot.backing
+        );
+    }
+    info!("{tag}console at GPA {}", vm.layout.console_gpa);
+    // Virtio devices: the Linux realm's with `--virtio` (the disk image from the bundle), the
+    // test realm's when its scenario has virtio-blk steps (a zeroed scratch disk).
+    let virtio_disk: Option<Box<dyn Disk>> = match disk {
+        Some(d) => Some(Box::new(nsmem::NsDisk(d))),
+        None if scenario::validate(spec.text).is_ok_and(|c| c.virtio) => {
+            Some(Box::new(VecDisk(alloc::vec![0; scenario::VIRTIO_DISK as usize])))
+        }
+        None => None,
+    };
+    if let Some(disk) = virtio_disk {
+        let mib = disk.size() >> 20;
+        // The devices reach only the memslots' backing (and of that, only what the realm shared).
+        let backing =
+            vm.slots.iter().map(|s| crate::addr::MemRange { start: s.backing, end: s.backing.add(s.size) });
+        vm.attach_virtio(Box::new(nsmem::NsRam(backing.collect())), Some(disk));
+        info!(
+            "virtio: console (hvc0) at GPA {}, block (vda, {mib} MiB) at GPA {}",
+            Gpa(board::virtio(board::virtio_slot::CONSOLE).base),
+            Gpa(board::virtio(board::virtio_slot::BLOCK).base)
+        );
+    }
+    if bundle.linux.is_some_and(|l| l.interactive) {
+        match crate::console::enable_input() {
+            Ok(()) => {
+                vm.input_hz = arch::gic::counter_hz();
+                info!("linux: interactive: what you type goes to the realm's console once its UART receives");
+            }
+            Err(e) => log::warn!("linux: interactive: {e}; the realm gets no input"),
+        }
+    }
+    // `--prefault` / `config prefault on`: every memslot mapped before the first entry.
+    let mut prefault_us = 0;
+    if hyp.opts.prefault || scenario::validate(spec.text).is_ok_and(|c| c.prefault) {
+        let t0 = arch::timer::uptime_us();
+        let c0 = rmm.counts;
+        match vm.prefault(rmm, &mut frames) {
+            Ok(bytes) => {
+                prefault_us = arch::timer::uptime_us() - t0;
+                info!(
+                    "{tag}prefaulted {} MiB before the first entry in {} ms ({} RMI calls)",
+                    bytes >> 20,
+                    prefault_us / 1000,
+                    rmm.counts.since(&c0).total()
+                );
+            }
+            Err(e) => {
+                let leaks = vm.teardown(rmm, &mut frames);
+                if leaks.is_empty() {
+                    back(hyp, frames);
+                }
+                return Err(format!("prefault: {e} (realm torn down; {} granule(s) leaked)", leaks.len()));
+            }
+        }
+    }
+    Ok(Made {
+        vm,
+        frames,
+        chunk,
+        counts: rmm.counts.since(&c0),
+        create_us: arch::timer::uptime_us() - t0,
+        prefault_us,
+    })
+}
+
+/// A realm's frames back to the hypervisor: its share of RAM whole, or, when it leaked, nothing
+/// (a leaked granule is still in the Realm PAS; the rest of the share is lost with it).
+fn give_back(hyp: &mut Hyp, chunk: Option<(PhysAddr, usize)>, frames: &mut Frames, clean: bool) {
+    match chunk {
+        Some((pa, pages)) if clean && frames.frames_in_use() == 0 => hyp.frames.free(pa, pages),
+        Some((pa, pages)) => log::warn!(
+            "realm teardown: its {} MiB of host RAM at {pa} kept out of the allocator ({} frame(s) still in use)",
+            (pages * 4096) >> 20,
+            frames.frames_in_use()
+        ),
+        None => hyp.frames = core::mem::replace(frames, Frames::new()),
+    }
+}
+
+/// What every realm's finish shares.
+struct Finish<'a> {
+    linux: bool,
+    bench: bool,
+    bundle: &'a Bundle,
+    run0: u64,
+    run_us: u64,
+    run_ms: u64,
+    heap0: usize,
+    init_at: Option<u64>,
+}
+
+/// How a realm ended.
+struct Outcome {
+    verdict: Result<String, String>,
+    leaks: usize,
+    /// REALM_DESTROY succeeded: its VMID is free.
+    destroyed: bool,
+}
+
+/// One realm after its run: check what it wrote to shared memory, tear it down, print its summary
+/// and decide its verdict.
+#[allow(clippy::too_many_arguments)]
+fn finish<R: Rmm>(
+    hyp: &mut Hyp,
+    rmm: &mut Counted<R>,
+    host: &mut Host,
+    job: &Job,
+    ctx: &Finish,
+    spec: &Spec,
+    create_counts: CallCounts,
+    prefault_us: u64,
+) -> Outcome {
+    let text = spec.text;
+    let cfg = &spec.cfg;
+    let linux = ctx.linux;
+    // Its creation's calls, each vCPU's, then its teardown's.
+    let mut counts = create_counts;
+    let mut stops = Vec::new();
+    for (i, r) in job.results.lock().iter().enumerate() {
         if let Some((stop, c)) = r {
             counts.add(c);
             stops.push((i, stop.clone()));
         }
     }
-
-    let mut guard = job.host.lock();
-    let Host { vm, frames } = &mut *guard;
+    let Some(stop0) = stops.iter().find(|(i, _)| *i == 0).map(|(_, s)| s.clone()) else {
+        return Outcome { verdict: Err(String::from("vCPU 0 never ran")), leaks: 0, destroyed: false };
+    };
+    let Host { vm, frames } = host;
+    let ram = &hyp.platform.ram;
     let rtts_live = vm.rtts_live();
     let rtts_min = vm.rtts_minimum();
-    let heap_bytes = crate::host::heap_in_use().saturating_sub(heap0);
+    let heap_bytes = crate::host::heap_in_use().saturating_sub(ctx.heap0);
     let signature = vm.final_state();
     let fault_trace = vm.trace.take();
     // What the realm wrote to shared memory must be in the host's backing pages (later writes win).
@@ -534,7 +794,8 @@ fn drive<R: Rmm>(
             ));
         }
     }
-    let leaks = vm.teardown_with(&mut rmm, frames, &mut |ledger| {
+    let c_down = rmm.counts;
+    let leaks = vm.teardown_with(rmm, frames, &mut |ledger| {
         if progress.due() {
             info!(
                 "realm teardown: {} of {} delegated granules undelegated so far ({} s)",
@@ -544,7 +805,8 @@ fn drive<R: Rmm>(
             );
         }
     });
-    counts.add(&rmm.counts);
+    counts.add(&rmm.counts.since(&c_down));
+    let destroyed = !leaks.iter().any(|l| l.pa == vm.rd);
     for line in summary::lines(
         &vm.stats,
         &counts,
@@ -552,7 +814,7 @@ fn drive<R: Rmm>(
         vm.ledger.undelegated,
         &leaks,
         rtts_live,
-        run_ms,
+        ctx.run_ms,
     ) {
         println!("{line}");
     }
@@ -586,17 +848,17 @@ fn drive<R: Rmm>(
         let faults: u64 =
             vm.stats.by_class.iter().filter(|((c, _), _)| c.mapped_bytes() > 0).map(|(_, (n, _))| n).sum();
         crate::linux::verdict(&crate::linux::Outcome {
-            stop: &stops[0].1,
+            stop: &stop0,
             secondary_error: bad_secondary.clone(),
             lines: &vm.uart.console.lines,
             vcpus: cfg.vcpus,
-            init_ms: init_at.map(|t| (t - run0) / 1000),
-            run_ms: run_us / 1000,
+            init_ms: ctx.init_at.map(|t| (t - ctx.run0) / 1000),
+            run_ms: ctx.run_us / 1000,
             faults,
             virtio: vm.virtio.as_ref().map(virtio_report),
         })
     } else {
-        match (&stops[0].1, expects_stop) {
+        match (&stop0, expects_stop) {
             (Stop::Error(e @ HostError::Outside { .. }), true) => {
                 Ok(format!("the host stopped the realm as the scenario expects ({e})"))
             }
@@ -617,15 +879,13 @@ fn drive<R: Rmm>(
             (Stop::CpuOff, false) => Err(String::from("vCPU 0 turned itself off before the scenario ended")),
         }
     };
-    // Give the frames back to the hypervisor for the final checks.
-    hyp.frames = core::mem::replace(frames, Frames::new());
     let stats = vm.stats.clone();
-    drop(guard);
-    if let (true, Some(t)) = (bench, fault_trace) {
+    let n_leaks = leaks.len();
+    if let (true, Some(t)) = (ctx.bench, fault_trace) {
         let m = crate::diag::bench::Measured {
             // Between the realm's marks where the scenario has them (the workload alone, not the
             // realm's start, its other vCPUs' CPU_ON and its teardown).
-            run_us: stats.marked_us().unwrap_or(run_us),
+            run_us: stats.marked_us().unwrap_or(ctx.run_us),
             prefault_us,
             rtts_live,
             rtts_min,
@@ -633,19 +893,29 @@ fn drive<R: Rmm>(
             stats: &stats,
             counts: &counts,
         };
-        crate::diag::bench::measure(hyp, &mut rmm, cfg, bundle, &t, &m)?;
+        // The measurement replays on the hypervisor's frames: lend it this realm's.
+        core::mem::swap(&mut hyp.frames, frames);
+        let cfg = VmConfig { vmid: vm.vmid, ..*cfg };
+        let measured = crate::diag::bench::measure(hyp, rmm, &cfg, ctx.bundle, &t, &m);
+        core::mem::swap(&mut hyp.frames, frames);
+        if let Err(e) = measured {
+            return Outcome { verdict: Err(e), leaks: n_leaks, destroyed };
+        }
     }
-    let verdict = verdict?;
-    if let Some(bad) = shared_bad {
-        return Err(bad);
-    }
-    if !leaks.is_empty() {
-        return Err(format!("{} granule(s) leaked", leaks.len()));
-    }
-    if linux {
-        return Ok(format!("{verdict}, 0 leaks"));
-    }
-    Ok(format!("{verdict}; {words} shared words checked in the host's pages; 0 leaks"))
+    let verdict = (|| {
+        let verdict = verdict?;
+        if let Some(bad) = shared_bad {
+            return Err(bad);
+        }
+        if n_leaks > 0 {
+            return Err(format!("{n_leaks} granule(s) leaked"));
+        }
+        if linux {
+            return Ok(format!("{verdict}, 0 leaks"));
+        }
+        Ok(format!("{verdict}; {words} shared words checked in the host's pages; 0 leaks"))
+    })();
+    Outcome { verdict, leaks: n_leaks, destroyed }
 }
 
 /// SHA-256 of a disk, read in 64 KiB pieces.

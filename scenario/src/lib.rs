@@ -647,6 +647,38 @@ pub fn parse_line(line_no: usize, line: &str) -> Option<Result<Step<'_>, ParseEr
     Some(step)
 }
 
+/// Several realms in one boot (`scripts/run --scenario A.scn --scenario B.scn`): the bundle holds
+/// each realm's scenario after a line `%%realm NAME`. No scenario step starts with `%`, so a
+/// single scenario file is never split, and a joined text given to [`validate`] is refused.
+pub const REALM_MARK: &str = "%%realm";
+
+/// The realms of a bundle's scenario text: `(name, scenario)` for each `%%realm NAME` part, or the
+/// whole text, unnamed, when it has no mark (text before the first mark, if any, is an unnamed
+/// realm of its own). Line numbers in a part count from its first line.
+#[cfg(feature = "alloc")]
+pub fn realms(text: &str) -> alloc::vec::Vec<(&str, &str)> {
+    let mut out = alloc::vec::Vec::new();
+    let mut current: Option<(&str, usize)> = None;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let next = at + line.len();
+        if let Some(rest) = line.trim_end().strip_prefix(REALM_MARK) {
+            match current.take() {
+                Some((name, start)) => out.push((name, &text[start..at])),
+                None if !text[..at].trim().is_empty() => out.push(("", &text[..at])),
+                None => {}
+            }
+            current = Some((rest.trim(), next));
+        }
+        at = next;
+    }
+    match current {
+        Some((name, start)) => out.push((name, &text[start..])),
+        None => out.push(("", text)),
+    }
+    out
+}
+
 /// Every step of `text`, in order, with its line number.
 pub fn steps(text: &str) -> impl Iterator<Item = (usize, Result<Step<'_>, ParseError>)> {
     text.lines().enumerate().filter_map(|(i, l)| parse_line(i + 1, l).map(|s| (i + 1, s)))
@@ -850,6 +882,20 @@ pub fn alias_words(text: &str) -> alloc::collections::BTreeMap<u64, u64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn a_joined_bundle_splits_into_its_realms() {
+        let one = "write prot 0 4K 4K 1\nend\n";
+        assert_eq!(realms(one), [("", one)]);
+        let joined = "%%realm a\nwrite prot 0 4K 4K 1\nend\n%%realm b two\nend\n";
+        assert_eq!(realms(joined), [("a", "write prot 0 4K 4K 1\nend\n"), ("b two", "end\n")]);
+        for (_, text) in realms(joined) {
+            assert!(validate(text).is_ok());
+        }
+        assert_eq!(realms("end\n%%realm b\nend"), [("", "end\n"), ("b", "end")]);
+        assert!(validate(joined).is_err(), "a joined text is not one scenario");
+    }
     extern crate std;
     use super::*;
     use std::vec::Vec;

@@ -56,7 +56,7 @@ trace_words() {
 
 # --- the boot scripts/run and scripts/gdb share ----------------------------------------------
 # Their common flags, parsed by boot_flag into these variables:
-firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0
+firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0 scenarios=()
 trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0 ipa_bits=""
 linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size="" virtio=0 disk_size=16M rmi2=0 prefault=0
 # boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
@@ -73,8 +73,9 @@ boot_flag() {
       BOOT_SHIFT=2 ;;
     --rmm) need_value "$1" "$#" "${2-}"; firmware=rmm rmm_img=$2 BOOT_SHIFT=2 ;;
     --firmware-dir) need_value "$1" "$#" "${2-}"; firmware=dir fw_dir=$2 BOOT_SHIFT=2 ;;
-    --scenario) need_value "$1" "$#" "${2-}"; scenario=$2 scenario_given=1 BOOT_SHIFT=2 ;;
-    --no-realm) scenario="" scenario_given=1 ;;
+    # Given more than once: one realm per file, all in the same boot (joined in boot_prepare).
+    --scenario) need_value "$1" "$#" "${2-}"; scenario=$2 scenario_given=1 scenarios+=("$2") BOOT_SHIFT=2 ;;
+    --no-realm) scenario="" scenario_given=1 scenarios=() ;;
     --verbose) verbose=1 ;;
     --map) map=1 ;;
     --trace) trace=1 ;;
@@ -304,18 +305,43 @@ boot_prepare() {
     && die "--map draws a realm's IPA map, and this boot runs no realm (--no-realm, or --firmware trp without --scenario)"
   [ -n "$ipa_bits" ] && [ -z "$scenario" ] && die "--ipa-bits sets a realm's IPA width, and this boot runs no realm"
   if [ -n "$scenario" ]; then
-    [ -f "$scenario" ] || die "--scenario: no scenario file '$scenario'"
-    # --ipa-bits N wins over the scenario's own "config ipa-bits": a copy with the line added
-    # before its "end" (config lines after "end" are refused).
-    if [ -n "$ipa_bits" ]; then
-      awk -v bits="$ipa_bits" '!done && $1 == "end" { print "config ipa-bits " bits; done = 1 } { print }' \
-        "$scenario" >"$work/$(basename "$scenario")"
-      scenario=$work/$(basename "$scenario")
+    # Several --scenario files: one realm each, in one boot. Each file gets its own copy (below),
+    # then the copies are joined, each after a "%%realm NAME" line (scenario::realms).
+    local files=("$scenario") k=0 cpus=0 joined=()
+    [ ${#scenarios[@]} -gt 1 ] && files=("${scenarios[@]}")
+    [ ${#files[@]} -gt 1 ] && [ "$map" = 1 ] && die "--map draws one realm's IPA map: give one --scenario"
+    for f in "${files[@]}"; do
+      k=$((k + 1))
+      [ -f "$f" ] || die "--scenario: no scenario file '$f'"
+      # --ipa-bits N wins over the scenario's own "config ipa-bits": a copy with the line added
+      # before its "end" (config lines after "end" are refused).
+      if [ -n "$ipa_bits" ]; then
+        awk -v bits="$ipa_bits" '!done && $1 == "end" { print "config ipa-bits " bits; done = 1 } { print }' \
+          "$f" >"$work/$k-$(basename "$f")"
+        f=$work/$k-$(basename "$f")
+      fi
+      # A scenario with "config vcpus N" needs N CPUs; several realms, the sum of theirs.
+      n=$(sed -n 's/^config[[:space:]]\+vcpus[[:space:]]\+\([0-9]\+\).*/\1/p' "$f" | tail -n1)
+      cpus=$((cpus + ${n:-1}))
+      joined+=("$f")
+    done
+    if [ ${#joined[@]} -gt 1 ]; then
+      : >"$work/realms.scn"
+      for f in "${joined[@]}"; do
+        printf '%%%%realm %s\n' "$(scenario_name "$f")" >>"$work/realms.scn"
+        cat "$f" >>"$work/realms.scn"
+        # A file whose last line has no newline must not run into the next mark.
+        [ -z "$(tail -c1 "$f")" ] || echo >>"$work/realms.scn"
+      done
+      scenario=$work/realms.scn
+    else
+      scenario=${joined[0]}
     fi
-    # A scenario with "config vcpus N" gets N CPUs unless --smp says otherwise.
-    if [ -z "${HYP_SMP:-}" ]; then
-      n=$(sed -n 's/^config[[:space:]]\+vcpus[[:space:]]\+\([0-9]\+\).*/\1/p' "$scenario" | tail -n1)
-      [ -n "$n" ] && export HYP_SMP=$n
+    # The scenarios get the CPUs they need unless --smp says otherwise; several realms get a CPU
+    # per vCPU, so fewer is refused here rather than after the boot.
+    if [ -z "${HYP_SMP:-}" ] && { [ ${#joined[@]} -gt 1 ] || [ -n "${n:-}" ]; }; then export HYP_SMP=$cpus; fi
+    if [ ${#joined[@]} -gt 1 ] && [ "${HYP_SMP:-1}" -lt "$cpus" ] 2>/dev/null; then
+      die "the ${#joined[@]} realms want $cpus vCPUs in all but --smp gives $HYP_SMP CPU(s) (a CPU per vCPU)"
     fi
   fi
   if [ -n "${HYP_SMP:-}" ]; then int_value HYP_SMP "$HYP_SMP" 1 8; fi

@@ -29,11 +29,17 @@ pub struct Console {
     /// CPU and ended on another), instead of a line per vCPU (the test realm's vCPUs print at
     /// once).
     pub single_stream: bool,
+    /// How its lines are tagged in the log ("realm", or "realm NAME" when a boot runs several).
+    pub tag: String,
 }
 
 impl Console {
     pub fn new(vcpus: usize) -> Self {
-        Self { partial: (0..vcpus).map(|_| String::new()).collect(), ..Self::default() }
+        Self {
+            partial: (0..vcpus).map(|_| String::new()).collect(),
+            tag: String::from("realm"),
+            ..Self::default()
+        }
     }
 
     /// Bytes from a device with one stream (the virtio console), as vCPU 0's.
@@ -54,9 +60,9 @@ impl Console {
         }
         let line = core::mem::take(buf);
         if vcpu == 0 {
-            info!("[realm] {line}");
+            info!("[{}] {line}", self.tag);
         } else {
-            info!("[realm:{vcpu}] {line}");
+            info!("[{}:{vcpu}] {line}", self.tag);
         }
         if self.first_failure.is_none() && line.starts_with("realm: FAIL") {
             self.first_failure = Some(line.clone());

@@ -15,7 +15,8 @@
 //! * `params`   — realm parameters from RMI_FEATURES;
 //! * `ledger`   — every delegated granule and its fate;
 //! * `counted`  — RMI calls by command, and the `--trace` log;
-//! * `ranges`   — the RIPAS EMPTY ranges, as a bounded set.
+//! * `ranges`   — the RIPAS EMPTY ranges, as a bounded set;
+//! * `vmids`    — VMIDs for the realms of a boot.
 
 mod convert;
 pub mod counted;
@@ -33,6 +34,7 @@ pub mod ranges;
 mod teardown;
 mod vcpu;
 pub mod vm;
+pub mod vmids;
 
 #[cfg(test)]
 mod tests;

@@ -661,6 +661,47 @@ fn isolation_probe_transcript() {
     assert!(e.contains("the other realm's pattern"), "{e}");
 }
 
+/// Two realms at once on one RMM (issue 17): VMIDs from `Vmids`, the same IPAs faulted in by
+/// each, each its own granules; a third realm given a live VMID is refused (and loses nothing),
+/// and once a realm is gone its VMID serves the next one.
+#[test]
+fn two_realms_share_the_rmm_with_their_own_vmids() {
+    use crate::realm::vmids::Vmids;
+    let mut w = world();
+    let mut vmids = Vmids::new(false);
+    let mut a = vm(&mut w, VmConfig { vmid: vmids.alloc().unwrap(), ..cfg(true, true) });
+    let mut b = vm(&mut w, VmConfig { vmid: vmids.alloc().unwrap(), ..cfg(true, true) });
+    assert_eq!((a.vmid, b.vmid), (1, 2));
+    let p = a.layout.prot_base.0;
+    assert_eq!(b.layout.prot_base.0, p, "the same IPAs");
+    for v in [&mut a, &mut b] {
+        assert_eq!(run(&mut w, v, &[Act::Touch(p, true), Act::Touch(p + 0x1000, true)]), Stop::PowerOff);
+    }
+    let (ea, eb) = (entry(&mut w, &a, p, 3), entry(&mut w, &b, p, 3));
+    assert_eq!((ea.state, eb.state), (RttEntryState::Assigned, RttEntryState::Assigned));
+    assert_ne!(ea.desc & !0xfff, eb.desc & !0xfff, "each realm's page is its own granule");
+    // A live VMID again: REALM_CREATE refuses it, and the half-built realm gives everything back.
+    let before = w.rmm.inner.granules().count();
+    let e = Vm::create(
+        &mut w.rmm,
+        &mut w.frames,
+        &VmConfig { vmid: a.vmid, ..cfg(true, true) },
+        &[0; 64],
+        b"end\n",
+    )
+    .err()
+    .unwrap();
+    assert!(e.contains("REALM_CREATE"), "{e}");
+    assert_eq!(w.rmm.inner.granules().count(), before);
+    // A torn-down realm's VMID is free again.
+    assert!(a.teardown(&mut w.rmm, &mut w.frames).is_empty());
+    vmids.free(a.vmid);
+    let c = vm(&mut w, VmConfig { vmid: vmids.alloc().unwrap(), ..cfg(true, true) });
+    assert_eq!(c.vmid, 1);
+    assert!(b.teardown(&mut w.rmm, &mut w.frames).is_empty());
+    teardown_clean(w, c);
+}
+
 mod hostile;
 
 mod convert;

@@ -117,6 +117,8 @@ impl FaultStats {
 /// A realm and everything the host knows about it.
 pub struct Vm {
     pub rd: GranuleAddr,
+    /// The VMID it was created with (`VmConfig::vmid`).
+    pub vmid: u16,
     pub shape: Shape,
     pub space: IpaSpace,
     pub layout: Layout,
@@ -406,6 +408,7 @@ impl Vm {
             parked: 0,
             stopping: false,
             realm_created: false,
+            vmid: cfg.vmid,
             input_hz: 0,
             started: Vec::new(),
             trace: None,
