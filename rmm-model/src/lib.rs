@@ -38,7 +38,7 @@ pub fn realm_shape_valid(s2sz: u64, sl: i64, num_root: u64) -> bool {
         && realm::start_level_consistent(s2sz, sl)
         && realm::num_root_tables(s2sz, sl) == num_root
 }
-pub use rec::{FpRegs, PSTATE_EL1H_MASKED, VcpuContext};
+pub use rec::{El1Sysregs, FpRegs, PSTATE_EL1H_MASKED, SCTLR_EL1_RESET, VcpuContext};
 pub use rtt::S2Ctx;
 pub use run::{Entered, Guest, HwExit, Inject, Stage2Config, Step, sea_esr_el1};
 

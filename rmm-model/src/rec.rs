@@ -14,8 +14,8 @@ pub struct VcpuContext {
     pub pc: u64,
     /// SPSR_EL2 to enter with (PSTATE of the guest).
     pub pstate: u64,
-    /// False until the first entry: the world switch resets the guest's EL1 system registers.
-    pub started: bool,
+    /// The EL1 and EL0 system registers, restored before and saved after every run.
+    pub el1: El1Sysregs,
     pub fp: FpRegs,
     /// The virtual GIC CPU interface (ICH_* registers), loaded and saved by the world switch.
     pub gic: crate::gic::GicState,
@@ -36,6 +36,54 @@ pub struct FpRegs {
     pub fpsr: u64,
 }
 
+/// The EL1 (and EL0) system registers a REC keeps between runs: TF-RMM `struct sysreg_state`,
+/// which `save_sysreg_state` / `restore_sysreg_state` (runtime/core/run.c) save after and restore
+/// before every run, so that RECs of different realms can share a CPU and none sees another's.
+/// The timers are [`VcpuContext::timers`]; left out, as the realm gets no PMU, MPAM, RAS or debug
+/// communication channel here: PMCR_EL0, MPAM0_EL1, DISR_EL1, MDCCINT_EL1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct El1Sysregs {
+    pub sp_el0: u64,
+    pub sp_el1: u64,
+    pub elr_el1: u64,
+    pub spsr_el1: u64,
+    pub tpidrro_el0: u64,
+    pub tpidr_el0: u64,
+    pub csselr_el1: u64,
+    pub sctlr_el1: u64,
+    pub actlr_el1: u64,
+    pub cpacr_el1: u64,
+    pub ttbr0_el1: u64,
+    pub ttbr1_el1: u64,
+    pub tcr_el1: u64,
+    pub esr_el1: u64,
+    pub afsr0_el1: u64,
+    pub afsr1_el1: u64,
+    pub far_el1: u64,
+    pub mair_el1: u64,
+    pub vbar_el1: u64,
+    pub contextidr_el1: u64,
+    pub tpidr_el1: u64,
+    pub amair_el1: u64,
+    pub cntkctl_el1: u64,
+    pub par_el1: u64,
+    pub mdscr_el1: u64,
+}
+
+/// SCTLR_EL1 a new REC starts with: TF-RMM `SCTLR_EL1_FLAGS` (MMU and caches off, RES1 bits).
+pub const SCTLR_EL1_RESET: u64 = 0x00c5_0878;
+/// MDSCR_EL1 a new REC starts with: TDCC, EL0 access to the debug communication channel trapped
+/// (TF-RMM `init_rec_sysregs`).
+pub const MDSCR_EL1_TDCC: u64 = 1 << 12;
+
+impl El1Sysregs {
+    /// At REC_CREATE (TF-RMM `init_rec_sysregs`: zero but for SCTLR_EL1 and MDSCR_EL1; CPACR_EL1
+    /// is 0, so FP/SIMD traps at EL1 until the realm enables it).
+    pub fn reset() -> Self {
+        Self { sctlr_el1: SCTLR_EL1_RESET, mdscr_el1: MDSCR_EL1_TDCC, ..Self::default() }
+    }
+}
+
 /// PSTATE for a fresh vCPU: EL1h with D, A, I, F masked (as TF-RMM `rec_create` sets SPSR_EL2).
 pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 
@@ -45,7 +93,7 @@ impl VcpuContext {
             gprs: [0; 31],
             pc,
             pstate: PSTATE_EL1H_MASKED,
-            started: false,
+            el1: El1Sysregs::reset(),
             fp: FpRegs::default(),
             gic: crate::gic::GicState::default(),
             timers: crate::timer::Timers::default(),

@@ -9,8 +9,14 @@
 //! (a VMID can be reused by the next realm); RTT changes that remove live translations are
 //! broadcast by the model's memory layer. Between entries HCR_EL2 goes back to RW only.
 //!
+//! EL1/EL0 system registers (TF-RMM `restore_sysreg_state` / `save_sysreg_state`): loaded from
+//! the REC before every run and saved back after it (`rmm_model::El1Sysregs`), so RECs of
+//! different realms may take turns on a CPU and none finds another's SCTLR, TTBRs, VBAR, TPIDRs
+//! or fault registers; an exception the model injects goes into the saved ESR/FAR/ELR/SPSR_EL1.
+//!
 //! FP/SIMD: the realm may use FP/SIMD once it has enabled it (CPACR_EL1.FPEN; a vCPU starts with
-//! it trapped, as on TF-RMM), and the hypervisor's own Rust code uses
+//! it trapped, as on TF-RMM: its REC's CPACR_EL1 is 0 — measured, a realm that uses FP without
+//! enabling it takes ESR_EL1 0x1fe00000 (EC 0x07) on TF-RMM), and the hypervisor's own Rust code uses
 //! NEON registers too, so `run_guest` (boot/vectors.S) loads the vCPU's q0..q31, FPCR and FPSR
 //! right before the eret and saves them right at the exit, with the host's callee-saved d8..d15
 //! and FPCR/FPSR around it — eagerly, as TF-RMM does for a REC. The state lives in the model's
@@ -27,13 +33,10 @@
 //! entry.
 
 use aarch64_cpu::asm::barrier;
-use aarch64_cpu::registers::{
-    CNTHCTL_EL2, CPACR_EL1, ELR_EL1, ESR_EL1, FAR_EL1, HCR_EL2, Readable, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
-    VTCR_EL2, VTTBR_EL2, Writeable,
-};
+use aarch64_cpu::registers::{CNTHCTL_EL2, HCR_EL2, Readable, VTCR_EL2, VTTBR_EL2, Writeable};
 use rmm_model::gic::GicState;
 use rmm_model::timer::{self, Timers};
-use rmm_model::{FpRegs, Guest, HwExit, Stage2Config, VcpuContext};
+use rmm_model::{El1Sysregs, FpRegs, Guest, HwExit, Stage2Config, VcpuContext};
 
 /// A vCPU's registers across the switch; layout shared with boot/vectors.S via `offset_of!`
 /// (the pairs it stores with one `stp` are asserted adjacent in arch/boot.rs).
@@ -86,14 +89,6 @@ const HCR_GUEST: u64 = HCR_VM
     | HCR_FWB
     | HCR_API
     | HCR_APK;
-
-/// SCTLR_EL1 a new vCPU starts with: TF-RMM's `SCTLR_EL1_FLAGS` (MMU and caches off).
-const SCTLR_EL1_RESET: u64 = 0x00c5_0878;
-/// CPACR_EL1 a new vCPU starts with: 0, as TF-RMM rmm-spec-v1.0-rel0 leaves it (its REC's saved
-/// `cpacr_el1` is never initialised), so FP/SIMD traps at EL1 until the realm enables it itself
-/// (FPEN = 0b11), as an OS does. Measured: a realm that uses FP without enabling it takes
-/// ESR_EL1 0x1fe00000 (EC 0x07) on TF-RMM.
-const CPACR_EL1_RESET: u64 = 0;
 
 /// Vector indices of exceptions from a lower EL (AArch64): sync, IRQ, FIQ, SError.
 const LOWER_SYNC: u64 = 8;
@@ -336,15 +331,86 @@ impl ElGuest {
             PSTATE_EL1T => VECTOR_CUR_SP0,
             _ => VECTOR_LOWER_A64,
         };
-        ESR_EL1.set(esr);
+        // Into the REC's saved EL1 registers, which the next run restores.
+        let el1 = &mut vcpu.el1;
+        el1.esr_el1 = esr;
         if let Some(far) = far {
-            FAR_EL1.set(far);
+            el1.far_el1 = far;
         }
-        ELR_EL1.set(vcpu.pc);
-        SPSR_EL1.set(vcpu.pstate);
-        vcpu.pc = VBAR_EL1.get() + offset;
+        el1.elr_el1 = vcpu.pc;
+        el1.spsr_el1 = vcpu.pstate;
+        vcpu.pc = el1.vbar_el1 + offset;
         vcpu.pstate = PSTATE_EL1H_MASKED;
     }
+}
+
+/// The REC's EL1 and EL0 system registers, one list for both directions (TF-RMM
+/// `save_sysreg_state` / `restore_sysreg_state`; `rmm_model::El1Sysregs` says which and why).
+macro_rules! el1_sysregs {
+    ($m:ident) => {
+        $m!(
+            sp_el0,
+            sp_el1,
+            elr_el1,
+            spsr_el1,
+            tpidrro_el0,
+            tpidr_el0,
+            csselr_el1,
+            sctlr_el1,
+            actlr_el1,
+            cpacr_el1,
+            ttbr0_el1,
+            ttbr1_el1,
+            tcr_el1,
+            esr_el1,
+            afsr0_el1,
+            afsr1_el1,
+            far_el1,
+            mair_el1,
+            vbar_el1,
+            contextidr_el1,
+            tpidr_el1,
+            amair_el1,
+            cntkctl_el1,
+            par_el1,
+            mdscr_el1
+        )
+    };
+}
+
+/// Load a REC's EL1/EL0 system registers before it runs.
+///
+/// # Safety
+/// Only between runs of a guest: the hypervisor at EL2 must not depend on any of them.
+unsafe fn restore_el1(r: &El1Sysregs) {
+    macro_rules! restore {
+        ($($reg:ident),*) => {$(
+            // SAFETY: the caller's promise: nothing at EL2 uses this register.
+            unsafe {
+                core::arch::asm!(concat!("msr ", stringify!($reg), ", {}"), in(reg) r.$reg, options(nomem, nostack, preserves_flags))
+            };
+        )*};
+    }
+    el1_sysregs!(restore);
+    barrier::isb(barrier::SY);
+}
+
+/// A REC's EL1/EL0 system registers after it ran.
+///
+/// # Safety
+/// Reads only; called after a run, before anything at EL2 writes them.
+unsafe fn save_el1() -> El1Sysregs {
+    let mut r = El1Sysregs::default();
+    macro_rules! save {
+        ($($reg:ident),*) => {$(
+            // SAFETY: a system register read has no side effects.
+            unsafe {
+                core::arch::asm!(concat!("mrs {}, ", stringify!($reg)), out(reg) r.$reg, options(nomem, nostack, preserves_flags))
+            };
+        )*};
+    }
+    el1_sysregs!(save);
+    r
 }
 
 /// Program stage 2 and the traps for a guest entry.
@@ -366,12 +432,8 @@ unsafe fn load_stage2(vtcr: u64, s2: &Stage2Config, hcr: u64) {
 
 impl Guest for ElGuest {
     fn run(&mut self, vcpu: &mut VcpuContext, s2: &Stage2Config) -> HwExit {
-        if !vcpu.started {
-            SCTLR_EL1.set(SCTLR_EL1_RESET);
-            CPACR_EL1.set(CPACR_EL1_RESET);
-            VBAR_EL1.set(0);
-            vcpu.started = true;
-        }
+        // SAFETY: EL1/EL0 system registers; the hypervisor runs at EL2 on SP_EL2 and uses none.
+        unsafe { restore_el1(&vcpu.el1) };
         restore_gic(&vcpu.gic, self.nr_lrs, self.nr_aprs);
         let live = restore_timers(&vcpu.timers);
         if live.changed_since(&vcpu.timers_reported) {
@@ -400,6 +462,8 @@ impl Guest for ElGuest {
         // returns through guest_exit when the guest traps to EL2 (HCR_EL2 routes SMC, aborts,
         // IRQ/FIQ/SError to EL2), with the guest's state written back into `frame`.
         let kind = unsafe { run_guest(&mut frame) };
+        // SAFETY: reads of EL1/EL0 system registers.
+        vcpu.el1 = unsafe { save_el1() };
         vcpu.timers = save_timers();
         save_gic(&mut vcpu.gic, self.nr_lrs, self.nr_aprs);
         HCR_EL2.set(HCR_HOST);

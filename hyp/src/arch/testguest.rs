@@ -3,10 +3,11 @@
 //! RAM, not yet assigned: a SYNC exit the host answers with DATA_CREATE_UNKNOWN), then PSCI
 //! SYSTEM_OFF. x19 keeps RSI_VERSION's status and x2 the loaded value for the host to inspect.
 //!
-//! The isolation probe's guest (`isolation_code`, diag::isolation) loads the word at IPA 0x1000
-//! and stores it to the first unprotected IPA of a 39-bit realm (1 << 38, mapped by no one): an
-//! emulatable data abort, whose exit hands the host the value written (TF-RMM
-//! `get_write_value`: REC exit x0) — how the host learns what the realm read.
+//! The isolation probe's guest (`isolation_code`, diag::isolation) stores TPIDR_EL1 as it finds
+//! it, then loads the word at IPA 0x1000, puts it in TPIDR_EL1 and stores it, each store to the
+//! first unprotected IPA of a 39-bit realm (1 << 38, mapped by no one): an emulatable data abort,
+//! whose exit hands the host the value written (TF-RMM `get_write_value`: REC exit x0) — how the
+//! host learns what the realm saw.
 
 core::arch::global_asm!(
     ".section .rodata.testguest, \"a\"",
@@ -34,10 +35,13 @@ core::arch::global_asm!(
     ".global isolationguest_start",
     ".global isolationguest_end",
     "isolationguest_start:",
+    "    movz x3, #0x40, lsl #32", // 1 << 38: the unprotected half of a 39-bit IPA space
+    "    mrs x2, tpidr_el1",
+    "    str x2, [x3]", // what TPIDR_EL1 holds as the REC starts
     "    mov x1, #0x1000",
     "    ldr x2, [x1]",
-    "    movz x3, #0x40, lsl #32", // 1 << 38: the unprotected half of a 39-bit IPA space
-    "    str x2, [x3]",
+    "    msr tpidr_el1, x2", // left there for whatever runs on this CPU next
+    "    str x2, [x3]",      // the realm's word at IPA 0x1000
     "1:  b 1b",
     "isolationguest_end:",
 );

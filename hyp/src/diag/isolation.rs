@@ -159,32 +159,41 @@ pub fn run<R: Rmm>(
     }
     out.push(("REALM_DESTROY A while live", r(&rmm.realm_destroy(a_rd))));
 
-    // Both realms still run, and each sees its own page at the same IPA.
+    // Both realms still run, one after the other on this CPU: each first stores what TPIDR_EL1
+    // holds as it starts (a REC's EL1 registers are its own: 0 at REC_CREATE, whatever ran on
+    // the CPU before), then the word at 0x1000, which it leaves in TPIDR_EL1 for the next REC
+    // to find if EL1 state leaked.
     let mut run = Box::new(RecRun::zeroed());
-    for (name, rec, own, other) in [
-        ("A's REC loads 0x1000", a.rec, PATTERN_A, PATTERN_B),
-        ("B's REC loads 0x1000", b.rec, PATTERN_B, PATTERN_A),
-    ] {
+    for (who, rec, own, other) in
+        [("A's REC", a.rec, PATTERN_A, PATTERN_B), ("B's REC", b.rec, PATTERN_B, PATTERN_A)]
+    {
         *run = RecRun::zeroed();
-        let entered = rmm.rec_enter(rec, &mut run);
-        let x = &run.exit;
-        let syndrome = Syndrome::decode(x.esr);
-        let seen = if entered.is_err() {
-            r(&entered)
-        } else if x.exit_reason != exit_reason::SYNC
-            || syndrome.class != ExceptionClass::DataAbortLower
-            || x.esr & mask::ISV == 0
-            || x.esr & mask::WNR == 0
-        {
-            format!("exit reason {} ESR {:#x}, not the store", x.exit_reason, x.esr)
-        } else if x.gprs[0] == own {
-            String::from("stores its own realm's pattern")
-        } else if x.gprs[0] == other {
-            return Err(format!("{name}: it stored the other realm's pattern {other:#x}"));
-        } else {
-            format!("stores {:#x}", x.gprs[0])
+        let (tpidr, tpidr_line) = match stored(rmm, rec, &mut run) {
+            Ok(v) if v == other || v == own => {
+                return Err(format!("{who} found {v:#x} in TPIDR_EL1 on entry: a realm's value"));
+            }
+            Ok(v) => (true, format!("{v:#x}")),
+            Err(line) => (false, line),
         };
-        out.push((name, seen));
+        out.push((
+            if who.starts_with('A') { "A's REC: TPIDR_EL1 on entry" } else { "B's REC: TPIDR_EL1 on entry" },
+            tpidr_line,
+        ));
+        if !tpidr {
+            continue;
+        }
+        // The store was emulated: the RMM steps over it.
+        run.enter.flags = rmi::enter_flags::EMUL_MMIO;
+        let loaded = match stored(rmm, rec, &mut run) {
+            Ok(v) if v == own => String::from("stores its own realm's pattern"),
+            Ok(v) if v == other => return Err(format!("{who} stored the other realm's pattern {other:#x}")),
+            Ok(v) => format!("stores {v:#x}"),
+            Err(line) => line,
+        };
+        out.push((
+            if who.starts_with('A') { "A's REC loads 0x1000" } else { "B's REC loads 0x1000" },
+            loaded,
+        ));
     }
 
     // Teardown, each realm on its own; every granule must come back.
@@ -197,6 +206,25 @@ pub fn run<R: Rmm>(
     }
     out.push(("granules given back", format!("{n} of {n}")));
     Ok(out)
+}
+
+/// Enter `rec` and expect the guest's store to the unprotected IPA: `Ok(the value stored)`, or
+/// `Err(the line saying what happened instead)`.
+fn stored<R: Rmm>(rmm: &mut R, rec: GranuleAddr, run: &mut RecRun) -> Result<u64, String> {
+    let entered = rmm.rec_enter(rec, run);
+    let x = &run.exit;
+    if entered.is_err() {
+        return Err(r(&entered));
+    }
+    let syndrome = Syndrome::decode(x.esr);
+    if x.exit_reason != exit_reason::SYNC
+        || syndrome.class != ExceptionClass::DataAbortLower
+        || x.esr & mask::ISV == 0
+        || x.esr & mask::WNR == 0
+    {
+        return Err(format!("exit reason {} ESR {:#x}, not the store", x.exit_reason, x.esr));
+    }
+    Ok(x.gprs[0])
 }
 
 /// A realm's tables (L2 and L3 at IPA 0), RIPAS RAM over [0, 2 MiB), the code at 0, the pattern

@@ -645,7 +645,14 @@ fn isolation_probe_transcript() {
     const TF_RMM: &str = include_str!("tests/isolation-tf-rmm.txt");
     let unprotected = 1 << 38;
     let mut w = world();
-    w.rmm.inner.guest.acts.extend([Act::Store(unprotected, PATTERN_A), Act::Store(unprotected, PATTERN_B)]);
+    // Each REC stores TPIDR_EL1 as it finds it (0: the model's REC starts with its own), then its
+    // word.
+    w.rmm.inner.guest.acts.extend([
+        Act::Store(unprotected, 0),
+        Act::Store(unprotected, PATTERN_A),
+        Act::Store(unprotected, 0),
+        Act::Store(unprotected, PATTERN_B),
+    ]);
     let out = run(&mut w.rmm, &mut w.frames, &[0; 16]).unwrap();
     let got: Vec<String> =
         out.iter().map(|(name, result)| format!("isolation: {name:<34} {result}")).collect();
@@ -654,11 +661,20 @@ fn isolation_probe_transcript() {
     assert_eq!(w.rmm.inner.granules().count(), 0);
     assert_eq!(w.frames.frames_in_use(), 0);
 
-    // A realm that sees the other's page is a failure, not a line.
+    // A realm that sees the other's page, or finds a realm's value in its EL1 registers, is a
+    // failure, not a line.
     let mut w = world();
-    w.rmm.inner.guest.acts.extend([Act::Store(unprotected, PATTERN_B)]);
+    w.rmm.inner.guest.acts.extend([Act::Store(unprotected, 0), Act::Store(unprotected, PATTERN_B)]);
     let e = run(&mut w.rmm, &mut w.frames, &[0; 16]).unwrap_err();
     assert!(e.contains("the other realm's pattern"), "{e}");
+    let mut w = world();
+    w.rmm.inner.guest.acts.extend([
+        Act::Store(unprotected, 0),
+        Act::Store(unprotected, PATTERN_A),
+        Act::Store(unprotected, PATTERN_A),
+    ]);
+    let e = run(&mut w.rmm, &mut w.frames, &[0; 16]).unwrap_err();
+    assert!(e.contains("B's REC found 0xa11ce0000000000a in TPIDR_EL1 on entry"), "{e}");
 }
 
 /// Two realms at once on one RMM (issue 17): VMIDs from `Vmids`, the same IPAs faulted in by
