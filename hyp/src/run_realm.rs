@@ -58,14 +58,27 @@ struct Job {
     /// Per vCPU: why it stopped and the RMI calls it made (set when its loop ends).
     results: Mutex<Vec<Option<(Stop, CallCounts)>>>,
     claimed: [AtomicBool; arch::smp::MAX_CPUS],
+    /// Its scenario and shape.
+    spec: Spec,
+    /// Its share of host RAM, and its creation's calls and times.
+    made: MadeFacts,
+    /// How it ended, once it is torn down (by the CPU that ran its vCPU 0, as soon as its vCPUs
+    /// are done: the other realms keep running).
+    done: Mutex<Option<Outcome>>,
 }
 
-/// What the secondary CPUs need to run their vCPUs: every realm of the boot.
+/// What the secondary CPUs need to run their vCPUs: every realm of the boot, and what a CPU
+/// tearing one down needs to check it.
 struct Run {
     backend: Backend,
     trace: Option<TraceFilter>,
     jobs: Vec<Job>,
     finished: AtomicBool,
+    /// The host's RAM (the realms' shared memory is checked through it).
+    ram: Vec<crate::addr::MemRange>,
+    /// When the realms started running, and the heap in use before they were made.
+    run0: u64,
+    heap0: usize,
 }
 
 impl Run {
@@ -82,6 +95,7 @@ static RUN: Once<Run> = Once::new();
 static MODEL: Once<ModelLock<crate::arch::rmm_mem::RmmMemory, ElGuest, arch::smp::Yield>> = Once::new();
 
 /// One realm to create: its name in the log, its scenario ("" for Linux) and its shape.
+#[derive(Clone)]
 struct Spec {
     name: &'static str,
     text: &'static str,
@@ -209,12 +223,42 @@ impl PhysCpu for HostCpu {
     }
 }
 
-/// Run vCPU `index` of the job on this CPU with a fresh RMI handle, and record how it ended.
+/// Run vCPU `index` of the job on this CPU with a fresh RMI handle, and record how it ended. The
+/// CPU of vCPU 0 then waits for the realm's other vCPUs and tears the realm down (CPU 0 does
+/// that for the first realm, in `drive`).
 fn run_on_this_cpu<R: Rmm>(run: &Run, job: &Job, rmm: R, index: usize) {
     let mut rmm = Counted::new(rmm, run.trace.clone());
     let stop = run_shared(&job.host, &mut rmm, &HostCpu { first: job.first_cpu }, index, &mut |_| {});
     if let Some(slot) = job.results.lock().get_mut(index) {
         *slot = Some((stop, rmm.counts));
+    }
+    if index == 0 && job.first_cpu != 0 {
+        wait_for_vcpus(job);
+        let ctx = Finish {
+            linux: false,
+            bench: false,
+            map: false,
+            run_us: arch::timer::uptime_us() - run.run0,
+            heap0: run.heap0,
+            init_at: None,
+            run0: run.run0,
+        };
+        let outcome = finish(&run.ram, &mut rmm, &mut job.host.lock(), job, &ctx).0;
+        *job.done.lock() = Some(outcome);
+    }
+}
+
+/// Wait until every vCPU of the job that was started has stopped (a realm powers off only after
+/// its other vCPUs turned themselves off; a realm that does not is stopped by the QEMU timeout).
+fn wait_for_vcpus(job: &Job) {
+    loop {
+        let started: Vec<bool> = job.host.lock().vm.started.clone();
+        let results = job.results.lock();
+        if (0..job.vcpus).all(|i| !started[i] || results[i].is_some()) {
+            return;
+        }
+        drop(results);
+        idle_spin();
     }
 }
 
@@ -326,6 +370,12 @@ fn idle_spin() {
 struct Made {
     vm: Vm,
     frames: Frames,
+    facts: MadeFacts,
+}
+
+/// What making a realm took.
+#[derive(Clone, Copy, Default)]
+struct MadeFacts {
     /// The host RAM it was given (`None`: all of it, the boot's only realm).
     chunk: Option<(PhysAddr, usize)>,
     /// RMI calls and time its creation took (prefault included).
@@ -343,7 +393,6 @@ fn drive<R: Rmm>(
     trace: Option<TraceFilter>,
     bench: bool,
 ) -> Result<String, String> {
-    let start = arch::timer::uptime_us();
     let heap0 = crate::host::heap_in_use();
     let mut rmm = Counted::new(rmm, trace.clone());
     let several = specs.len() > 1;
@@ -377,7 +426,7 @@ fn drive<R: Rmm>(
                 // The realms made so far go back, and the reason names the one that failed.
                 for m in made.iter_mut() {
                     let leaks = m.vm.teardown(&mut rmm, &mut m.frames);
-                    give_back(hyp, m.chunk, &mut m.frames, leaks.is_empty());
+                    give_back(hyp, m.facts.chunk, &mut m.frames, leaks.is_empty());
                 }
                 let which = if several {
                     format!("realm {} of {} ({}): ", k + 1, specs.len(), spec.name)
@@ -389,7 +438,7 @@ fn drive<R: Rmm>(
         }
     }
     if several {
-        let us: u64 = made.iter().map(|m| m.create_us).sum();
+        let us: u64 = made.iter().map(|m| m.facts.create_us).sum();
         info!(
             "realms: {} created in {} ms ({:.1} per second), VMIDs {}",
             made.len(),
@@ -400,9 +449,8 @@ fn drive<R: Rmm>(
     }
     let mut first_cpu = 0;
     let mut jobs = Vec::new();
-    let mut extras = Vec::new();
     for (spec, m) in specs.iter().zip(made) {
-        let Made { vm, frames, chunk, counts, create_us, prefault_us } = m;
+        let Made { vm, frames, facts } = m;
         jobs.push(Job {
             name: spec.name,
             host: Mutex::new(Host { vm, frames }),
@@ -410,15 +458,25 @@ fn drive<R: Rmm>(
             first_cpu,
             results: Mutex::new((0..spec.cfg.vcpus).map(|_| None).collect()),
             claimed: [const { AtomicBool::new(false) }; arch::smp::MAX_CPUS],
+            spec: spec.clone(),
+            made: facts,
+            done: Mutex::new(None),
         });
-        extras.push((chunk, counts, create_us, prefault_us));
         first_cpu += spec.cfg.vcpus;
     }
-    let run = RUN.call_once(|| Run { backend, trace, jobs, finished: AtomicBool::new(false) });
+    let run0 = arch::timer::uptime_us();
+    let run = RUN.call_once(|| Run {
+        backend,
+        trace,
+        jobs,
+        finished: AtomicBool::new(false),
+        ram: hyp.platform.ram.clone(),
+        run0,
+        heap0,
+    });
     let job0 = &run.jobs[0];
     job0.claimed[0].store(true, Ordering::Release);
     let c_run = rmm.counts;
-    let run0 = arch::timer::uptime_us();
     let waits0 = MODEL.get().map(|m| m.waits());
     // CPU 0 reports progress on long runs, at most once a second.
     let mut progress = Progress::new();
@@ -457,24 +515,21 @@ fn drive<R: Rmm>(
         }
     });
     job0.results.lock()[0] = Some((stop0, rmm.counts.since(&c_run)));
-    // Wait for every vCPU that was started to finish (a realm powers off only after its other
-    // vCPUs turned themselves off; a realm that does not is stopped by the QEMU timeout).
+    // The first realm: its other vCPUs, then its teardown here (the others' CPUs tear theirs
+    // down themselves as each ends).
+    wait_for_vcpus(job0);
+    let run_us = arch::timer::uptime_us() - run0;
+    let lock_waits = MODEL.get().zip(waits0).map(|(m, w0)| m.waits().since(&w0));
+    let ctx = Finish { linux, bench, map: hyp.opts.map, run0, run_us, heap0, init_at };
+    let (outcome0, bench_data) = finish(&run.ram, &mut rmm, &mut job0.host.lock(), job0, &ctx);
+    *job0.done.lock() = Some(outcome0);
     for job in &run.jobs {
-        loop {
-            let started: Vec<bool> = job.host.lock().vm.started.clone();
-            let results = job.results.lock();
-            if (0..job.vcpus).all(|i| !started[i] || results[i].is_some()) {
-                break;
-            }
-            drop(results);
+        while job.done.lock().is_none() {
             idle_spin();
         }
     }
     run.finished.store(true, Ordering::Release);
-    let run_us = arch::timer::uptime_us() - run0;
-    let run_ms = (arch::timer::uptime_us() - start) / 1000;
-    if let (Some(m), Some(w0)) = (MODEL.get(), waits0) {
-        let w = m.waits().since(&w0);
+    if let Some(w) = lock_waits {
         let ms = |t: u64| t as f64 * 1000.0 / arch::gic::counter_hz().max(1) as f64;
         println!(
             "model lock while the realm ran: writers waited {} time(s), {:.1} ms in all; readers {} time(s), {:.1} ms",
@@ -485,44 +540,59 @@ fn drive<R: Rmm>(
         );
     }
 
-    // Each realm's checks, teardown and verdict, in order.
-    let ctx = Finish { linux, bench, bundle, run0, run_us, run_ms, heap0, init_at };
+    // Each realm's summary, its share of RAM and its VMID back, in order.
     let mut verdicts = Vec::new();
-    for (k, (job, (chunk, counts, create_us, prefault_us))) in run.jobs.iter().zip(extras).enumerate() {
+    for (k, job) in run.jobs.iter().enumerate() {
+        let outcome = job.done.lock().take().unwrap_or_else(|| Outcome::failed("never torn down"));
+        let mut guard = job.host.lock();
+        let Host { vm, frames } = &mut *guard;
         if several {
             println!(
                 "== realm {} of {} ({}): VMID {}, CPUs {}..{} ==",
                 k + 1,
                 run.jobs.len(),
                 job.name,
-                job.host.lock().vm.vmid,
+                vm.vmid,
                 job.first_cpu,
                 job.first_cpu + job.vcpus - 1
             );
         }
-        let t0 = arch::timer::uptime_us();
-        let mut guard = job.host.lock();
-        let outcome = finish(hyp, &mut rmm, &mut guard, job, &ctx, &specs[k], counts, prefault_us);
-        let Host { vm, frames } = &mut *guard;
-        let teardown_ms = (arch::timer::uptime_us() - t0) / 1000;
+        for line in &outcome.lines {
+            println!("{line}");
+        }
         if outcome.destroyed {
             vmids.free(vm.vmid);
         }
-        give_back(hyp, chunk, frames, outcome.leaks == 0);
+        give_back(hyp, job.made.chunk, frames, outcome.leaks == 0);
         drop(guard);
         if several {
             println!(
-                "realm {} ({}): {} — created in {} ms, torn down in {teardown_ms} ms",
+                "realm {} ({}): {} — created in {} ms, ran {} ms, torn down in {} ms",
                 k + 1,
                 job.name,
                 match &outcome.verdict {
                     Ok(v) => format!("PASS: {v}"),
                     Err(e) => format!("FAIL: {e}"),
                 },
-                create_us / 1000
+                job.made.create_us / 1000,
+                outcome.ran_us / 1000,
+                outcome.teardown_us / 1000
             );
         }
         verdicts.push((job.name, outcome.verdict));
+    }
+    if let Some(b) = bench_data {
+        let m = crate::diag::bench::Measured {
+            run_us: b.run_us,
+            prefault_us: job0.made.prefault_us,
+            rtts_live: b.rtts_live,
+            rtts_min: b.rtts_min,
+            heap_bytes: b.heap_bytes,
+            stats: &b.stats,
+            counts: &b.counts,
+        };
+        let cfg = VmConfig { vmid: b.vmid, ..job0.spec.cfg };
+        crate::diag::bench::measure(hyp, &mut rmm, &cfg, bundle, &b.trace, &m)?;
     }
     if !several {
         return verdicts.pop().map(|(_, v)| v).unwrap_or_else(|| Err(String::from("no realm")));
@@ -684,10 +754,12 @@ fn create<R: Rmm>(
     Ok(Made {
         vm,
         frames,
-        chunk,
-        counts: rmm.counts.since(&c0),
-        create_us: arch::timer::uptime_us() - t0,
-        prefault_us,
+        facts: MadeFacts {
+            chunk,
+            counts: rmm.counts.since(&c0),
+            create_us: arch::timer::uptime_us() - t0,
+            prefault_us,
+        },
     })
 }
 
@@ -706,13 +778,14 @@ fn give_back(hyp: &mut Hyp, chunk: Option<(PhysAddr, usize)>, frames: &mut Frame
 }
 
 /// What every realm's finish shares.
-struct Finish<'a> {
+struct Finish {
     linux: bool,
     bench: bool,
-    bundle: &'a Bundle,
+    /// `--map`: print the realm's IPA map.
+    map: bool,
     run0: u64,
+    /// How long the realm ran (until its vCPUs were done).
     run_us: u64,
-    run_ms: u64,
     heap0: usize,
     init_at: Option<u64>,
 }
@@ -720,29 +793,57 @@ struct Finish<'a> {
 /// How a realm ended.
 struct Outcome {
     verdict: Result<String, String>,
+    /// Its summary, printed by CPU 0 in realm order (a realm is torn down by its own CPU as it
+    /// ends).
+    lines: Vec<String>,
     leaks: usize,
     /// REALM_DESTROY succeeded: its VMID is free.
     destroyed: bool,
+    ran_us: u64,
+    teardown_us: u64,
 }
 
-/// One realm after its run: check what it wrote to shared memory, tear it down, print its summary
-/// and decide its verdict.
-#[allow(clippy::too_many_arguments)]
+impl Outcome {
+    fn failed(why: &str) -> Self {
+        Outcome {
+            verdict: Err(String::from(why)),
+            lines: Vec::new(),
+            leaks: 0,
+            destroyed: false,
+            ran_us: 0,
+            teardown_us: 0,
+        }
+    }
+}
+
+/// What the benchmark measures after the run (one realm).
+struct BenchData {
+    trace: Vec<u64>,
+    run_us: u64,
+    rtts_live: usize,
+    rtts_min: usize,
+    heap_bytes: usize,
+    stats: crate::realm::vm::FaultStats,
+    counts: CallCounts,
+    vmid: u16,
+}
+
+/// One realm after its run, on the CPU that ran its vCPU 0: check what it wrote to shared memory,
+/// tear it down, write its summary and decide its verdict.
 fn finish<R: Rmm>(
-    hyp: &mut Hyp,
+    ram: &[crate::addr::MemRange],
     rmm: &mut Counted<R>,
     host: &mut Host,
     job: &Job,
     ctx: &Finish,
-    spec: &Spec,
-    create_counts: CallCounts,
-    prefault_us: u64,
-) -> Outcome {
-    let text = spec.text;
-    let cfg = &spec.cfg;
+) -> (Outcome, Option<BenchData>) {
+    let text = job.spec.text;
+    let cfg = &job.spec.cfg;
     let linux = ctx.linux;
+    let t_down = arch::timer::uptime_us();
+    let mut out = Vec::new();
     // Its creation's calls, each vCPU's, then its teardown's.
-    let mut counts = create_counts;
+    let mut counts = job.made.counts;
     let mut stops = Vec::new();
     for (i, r) in job.results.lock().iter().enumerate() {
         if let Some((stop, c)) = r {
@@ -751,10 +852,9 @@ fn finish<R: Rmm>(
         }
     }
     let Some(stop0) = stops.iter().find(|(i, _)| *i == 0).map(|(_, s)| s.clone()) else {
-        return Outcome { verdict: Err(String::from("vCPU 0 never ran")), leaks: 0, destroyed: false };
+        return (Outcome::failed("vCPU 0 never ran"), None);
     };
     let Host { vm, frames } = host;
-    let ram = &hyp.platform.ram;
     let rtts_live = vm.rtts_live();
     let rtts_min = vm.rtts_minimum();
     let heap_bytes = crate::host::heap_in_use().saturating_sub(ctx.heap0);
@@ -774,10 +874,8 @@ fn finish<R: Rmm>(
         }
     }
     let mut progress = Progress::new();
-    if hyp.opts.map {
-        for line in vm.ipa_map() {
-            println!("{line}");
-        }
+    if ctx.map {
+        out.extend(vm.ipa_map());
     }
     // Words written through the unprotected alias of RAM the realm still has shared must be in
     // the memslot's own page (in-place sharing: one page, no copy).
@@ -814,16 +912,14 @@ fn finish<R: Rmm>(
         vm.ledger.undelegated,
         &leaks,
         rtts_live,
-        ctx.run_ms,
+        (job.made.create_us + ctx.run_us) / 1000,
     ) {
-        println!("{line}");
+        out.push(line);
     }
-    for line in summary::interrupt_lines(&vm.irq.stats) {
-        println!("{line}");
-    }
-    println!("final state: {signature}");
+    out.extend(summary::interrupt_lines(&vm.irq.stats));
+    out.push(format!("final state: {signature}"));
     if leaks.is_empty() {
-        println!("zero leaks: all {} delegated granules were undelegated", vm.ledger.delegated);
+        out.push(format!("zero leaks: all {} delegated granules were undelegated", vm.ledger.delegated));
     }
     let expects_stop = scenario::steps(text).any(|(_, s)| s == Ok(scenario::Step::TouchOutside));
     // The realm's final line, and its first failure (the reason, whichever vCPU printed it).
@@ -840,9 +936,7 @@ fn finish<R: Rmm>(
         Stop::Error(e) if *i > 0 => Some(format!("vCPU {i}: {e}")),
         _ => None,
     });
-    for line in virtio_lines(vm) {
-        println!("{line}");
-    }
+    out.extend(virtio_lines(vm));
     let verdict = if linux {
         // Stage-2 faults that mapped memory (not device accesses, PSCI or host calls).
         let faults: u64 =
@@ -879,29 +973,22 @@ fn finish<R: Rmm>(
             (Stop::CpuOff, false) => Err(String::from("vCPU 0 turned itself off before the scenario ended")),
         }
     };
-    let stats = vm.stats.clone();
     let n_leaks = leaks.len();
-    if let (true, Some(t)) = (ctx.bench, fault_trace) {
-        let m = crate::diag::bench::Measured {
+    let bench = match (ctx.bench, fault_trace) {
+        (true, Some(trace)) => Some(BenchData {
+            trace,
             // Between the realm's marks where the scenario has them (the workload alone, not the
             // realm's start, its other vCPUs' CPU_ON and its teardown).
-            run_us: stats.marked_us().unwrap_or(ctx.run_us),
-            prefault_us,
+            run_us: vm.stats.marked_us().unwrap_or(ctx.run_us),
             rtts_live,
             rtts_min,
             heap_bytes,
-            stats: &stats,
-            counts: &counts,
-        };
-        // The measurement replays on the hypervisor's frames: lend it this realm's.
-        core::mem::swap(&mut hyp.frames, frames);
-        let cfg = VmConfig { vmid: vm.vmid, ..*cfg };
-        let measured = crate::diag::bench::measure(hyp, rmm, &cfg, ctx.bundle, &t, &m);
-        core::mem::swap(&mut hyp.frames, frames);
-        if let Err(e) = measured {
-            return Outcome { verdict: Err(e), leaks: n_leaks, destroyed };
-        }
-    }
+            stats: vm.stats.clone(),
+            counts,
+            vmid: vm.vmid,
+        }),
+        _ => None,
+    };
     let verdict = (|| {
         let verdict = verdict?;
         if let Some(bad) = shared_bad {
@@ -915,7 +1002,15 @@ fn finish<R: Rmm>(
         }
         Ok(format!("{verdict}; {words} shared words checked in the host's pages; 0 leaks"))
     })();
-    Outcome { verdict, leaks: n_leaks, destroyed }
+    let outcome = Outcome {
+        verdict,
+        lines: out,
+        leaks: n_leaks,
+        destroyed,
+        ran_us: ctx.run_us,
+        teardown_us: arch::timer::uptime_us() - t_down,
+    };
+    (outcome, bench)
 }
 
 /// SHA-256 of a disk, read in 64 KiB pieces.
