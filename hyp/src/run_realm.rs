@@ -917,6 +917,9 @@ fn finish<R: Rmm>(
         out.push(line);
     }
     out.extend(summary::interrupt_lines(&vm.irq.stats));
+    if let Some(us) = vm.stats.marked_us() {
+        out.push(format!("workload: {:.1} ms between the realm's marks", us as f64 / 1000.0));
+    }
     out.push(format!("final state: {signature}"));
     if leaks.is_empty() {
         out.push(format!("zero leaks: all {} delegated granules were undelegated", vm.ledger.delegated));
