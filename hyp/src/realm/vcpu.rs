@@ -366,6 +366,9 @@ pub trait PhysCpu {
     fn drain(&self);
     /// Bytes typed at the host's console since the last call, up to `out.len()`.
     fn console_input(&self, out: &mut [u8]) -> usize;
+    /// Take the realm out (an IRQ exit) when the counter reaches `deadline`, or, with `None`, no
+    /// longer: a CPU that runs several vCPUs bounds each one's turn. One vCPU per CPU needs none.
+    fn slice(&self, _deadline: Option<u64>) {}
 }
 
 /// How long a parked vCPU 0 sleeps at most when the realm takes console input, so typing
@@ -388,28 +391,107 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
     index: usize,
     tick: &mut dyn FnMut(&Vm),
 ) -> Stop {
-    let Some(rec) = host.lock().vm.recs.get(index).copied() else {
-        return Stop::Error(HostError::Internal("no such vCPU"));
+    let mut turns = match VcpuTurns::new(host, index) {
+        Ok(t) => t,
+        Err(stop) => return stop,
     };
-    let me = 1u64.checked_shl(index as u32).unwrap_or(0);
-    let mut run = Box::new(RecRun::zeroed());
     loop {
+        match turns.turn(host, rmm, cpu, None, tick) {
+            Turn::Ran => {}
+            Turn::Parked(deadline) => cpu.park(deadline),
+            Turn::Stopped(stop) => return stop,
+        }
+    }
+}
+
+/// What one turn of a vCPU did.
+#[derive(Debug)]
+pub enum Turn {
+    /// It entered the realm once and its exit was handled.
+    Ran,
+    /// It waits (WFI) for an interrupt, a timer (until this counter value) or the realm's end.
+    Parked(Option<u64>),
+    /// It is done.
+    Stopped(Stop),
+}
+
+/// A vCPU's loop taken one turn at a time ([`run_shared`] turns it until it stops; a CPU with
+/// several vCPUs takes turns between them).
+pub struct VcpuTurns {
+    rec: GranuleAddr,
+    index: usize,
+    me: u64,
+    run: Box<RecRun>,
+    parked: bool,
+}
+
+impl VcpuTurns {
+    pub fn new<L: spin::RelaxStrategy>(
+        host: &spin::mutex::Mutex<Host, L>,
+        index: usize,
+    ) -> Result<Self, Stop> {
+        let Some(rec) = host.lock().vm.recs.get(index).copied() else {
+            return Err(Stop::Error(HostError::Internal("no such vCPU")));
+        };
+        let me = 1u64.checked_shl(index as u32).unwrap_or(0);
+        Ok(Self { rec, index, me, run: Box::new(RecRun::zeroed()), parked: false })
+    }
+
+    /// One turn: a parked vCPU looks whether it may run; a runnable one enters the realm once
+    /// (with `slice`, the counter value at which the CPU's timer takes it out again, so that
+    /// the other vCPUs of this CPU get their turn) and handles the exit.
+    pub fn turn<R: Rmm, L: spin::RelaxStrategy>(
+        &mut self,
+        host: &spin::mutex::Mutex<Host, L>,
+        rmm: &mut Counted<R>,
+        cpu: &dyn PhysCpu,
+        slice: Option<u64>,
+        tick: &mut dyn FnMut(&Vm),
+    ) -> Turn {
+        let (rec, index, me) = (self.rec, self.index, self.me);
+        if self.parked {
+            let mut h = host.lock();
+            if h.vm.stopping {
+                return Turn::Stopped(Stop::CpuOff);
+            }
+            if !h.vm.wake(index, &self.run.enter.gicv3_lrs, cpu.now()) {
+                // A long sleep still reports progress, and vCPU 0 brings typed input in.
+                tick(&h.vm);
+                let mut deadline = h.vm.wake_deadline(index);
+                if index == 0 && h.vm.input_hz > 0 {
+                    let kick = h.vm.forward_input(cpu);
+                    for v in (1..64).filter(|v| kick & (1 << v) != 0) {
+                        cpu.kick(v);
+                    }
+                    let poll = cpu.now() + INPUT_POLL_US * h.vm.input_hz / 1_000_000;
+                    deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
+                }
+                return Turn::Parked(deadline);
+            }
+            self.parked = false;
+        }
+        let run = &mut self.run;
         {
             let mut h = host.lock();
             let Host { vm, frames } = &mut *h;
             if let Err(e) = vm.topup(rmm, frames) {
                 vm.stopping = true;
-                return Stop::Error(e);
+                return Turn::Stopped(Stop::Error(e));
             }
-            vm.gic_before_entry(index, &mut run, cpu.now());
+            vm.gic_before_entry(index, run, cpu.now());
         }
-        match rmm.rec_enter(rec, &mut run) {
+        cpu.slice(slice);
+        let entered = rmm.rec_enter(rec, run);
+        cpu.slice(None);
+        match entered {
             Ok(()) => {}
             // Another vCPU powered the realm off while this one was outside it.
-            Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 1 }) => return Stop::PowerOff,
+            Err(RmiError::Status { status: RmiStatus::ErrorRealm, index: 1 }) => {
+                return Turn::Stopped(Stop::PowerOff);
+            }
             Err(e) => {
                 host.lock().vm.stopping = true;
-                return Stop::Error(HostError::rmi(Fid::RecEnter, rec.get(), e));
+                return Turn::Stopped(Stop::Error(HostError::rmi(Fid::RecEnter, rec.get(), e)));
             }
         }
         if run.exit.exit_reason == exit_reason::IRQ {
@@ -417,10 +499,10 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
         }
         let (stop, kick, park) = {
             let mut h = host.lock();
-            let vcpu = h.vm.exit_prologue(rec, &mut run);
+            let vcpu = h.vm.exit_prologue(rec, run);
             let job = {
                 let Host { vm, frames } = &mut *h;
-                vm.job(rmm, frames, &run)
+                vm.job(rmm, frames, run)
             };
             let stop = match job {
                 Some(Job::Busy { gpa }) => {
@@ -449,13 +531,13 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
                 None => {
                     // Anything that may change protected mappings waits for the page jobs in
                     // flight to land.
-                    while h.vm.needs_drain(&run) {
+                    while h.vm.needs_drain(run) {
                         drop(h);
                         L::relax();
                         h = host.lock();
                     }
                     let Host { vm, frames } = &mut *h;
-                    vm.dispatch_exit(rmm, frames, rec, vcpu, &mut run)
+                    vm.dispatch_exit(rmm, frames, rec, vcpu, run)
                 }
             };
             let vm = &mut h.vm;
@@ -477,33 +559,9 @@ pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
             cpu.kick(v);
         }
         if let Some(stop) = stop {
-            return stop;
+            return Turn::Stopped(stop);
         }
-        if park {
-            loop {
-                let deadline = {
-                    let mut h = host.lock();
-                    if h.vm.stopping {
-                        return Stop::CpuOff;
-                    }
-                    if h.vm.wake(index, &run.enter.gicv3_lrs, cpu.now()) {
-                        break;
-                    }
-                    // A long sleep still reports progress, and vCPU 0 brings typed input in.
-                    tick(&h.vm);
-                    let mut deadline = h.vm.wake_deadline(index);
-                    if index == 0 && h.vm.input_hz > 0 {
-                        let kick = h.vm.forward_input(cpu);
-                        for v in (1..64).filter(|v| kick & (1 << v) != 0) {
-                            cpu.kick(v);
-                        }
-                        let poll = cpu.now() + INPUT_POLL_US * h.vm.input_hz / 1_000_000;
-                        deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
-                    }
-                    deadline
-                };
-                cpu.park(deadline);
-            }
-        }
+        self.parked = park;
+        Turn::Ran
     }
 }
