@@ -22,7 +22,7 @@ use crate::realm::counted::TraceFilter;
 use crate::realm::memslot::SlotKind;
 use crate::realm::vm::Payload;
 use crate::realm::vmids::Vmids;
-use crate::realm::{Counted, Host, HostError, PhysCpu, Stop, Vm, VmConfig, run_shared};
+use crate::realm::{Counted, Host, HostError, PhysCpu, Stop, Turn, VcpuTurns, Vm, VmConfig};
 use crate::{arch, println};
 use alloc::boxed::Box;
 use alloc::format;
@@ -53,8 +53,9 @@ struct Job {
     name: &'static str,
     host: Mutex<Host>,
     vcpus: usize,
-    /// Its vCPU n runs on CPU `first_cpu + n`.
-    first_cpu: usize,
+    /// The CPU each of its vCPUs runs on (a CPU per vCPU while there are enough; beyond that
+    /// CPUs take turns between vCPUs: `cpu_loop`).
+    cpus: Vec<usize>,
     /// Per vCPU: why it stopped and the RMI calls it made (set when its loop ends).
     results: Mutex<Vec<Option<(Stop, CallCounts)>>>,
     claimed: [AtomicBool; arch::smp::MAX_CPUS],
@@ -79,16 +80,6 @@ struct Run {
     /// When the realms started running, and the heap in use before they were made.
     run0: u64,
     heap0: usize,
-}
-
-impl Run {
-    /// The realm and vCPU that run on `cpu`, if any.
-    fn on_cpu(&self, cpu: usize) -> Option<(&Job, usize)> {
-        self.jobs
-            .iter()
-            .find(|j| (j.first_cpu..j.first_cpu + j.vcpus).contains(&cpu))
-            .map(|j| (j, cpu - j.first_cpu))
-    }
 }
 
 static RUN: Once<Run> = Once::new();
@@ -140,18 +131,12 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
             };
             specs.push(Spec { name, text: part, cfg: vm_cfg });
         }
-        let wanted: usize = specs.iter().map(|s| s.cfg.vcpus).sum();
-        if wanted > cpus {
-            return Err(if specs.len() == 1 {
-                format!(
-                    "the scenario wants {wanted} vCPUs but {cpus} CPU(s) are online (scripts/run --smp N)"
-                )
-            } else {
-                format!(
-                    "the {} realms want {wanted} vCPUs in all but {cpus} CPU(s) are online (a CPU per vCPU: scripts/run --smp N)",
-                    specs.len()
-                )
-            });
+        // One realm gets a CPU per vCPU; several realms' vCPUs take turns on the CPUs there are.
+        let wanted = specs[0].cfg.vcpus;
+        if specs.len() == 1 && wanted > cpus {
+            return Err(format!(
+                "the scenario wants {wanted} vCPUs but {cpus} CPU(s) are online (scripts/run --smp N)"
+            ));
         }
         specs
     };
@@ -199,13 +184,14 @@ pub fn run(hyp: &mut Hyp, bundle: &Bundle) -> Result<String, String> {
     }
 }
 
-/// The physical CPUs as one realm's vCPU loop sees them: its vCPU n runs on CPU `first + n`
-/// (`secondary_loop`), the physical GIC kicks and wakes them, the EL2 timer bounds a sleep.
-struct HostCpu {
-    first: usize,
+/// The physical CPUs as one realm's vCPU loop sees them: its vCPU n runs on CPU `cpus[n]`
+/// (`cpu_loop`), the physical GIC kicks and wakes them, the EL2 timer bounds a sleep and, on a
+/// CPU taking turns between vCPUs, a turn.
+struct HostCpu<'a> {
+    cpus: &'a [usize],
 }
 
-impl PhysCpu for HostCpu {
+impl PhysCpu for HostCpu<'_> {
     fn now(&self) -> u64 {
         arch::gic::now()
     }
@@ -213,7 +199,9 @@ impl PhysCpu for HostCpu {
         arch::gic::park(deadline);
     }
     fn kick(&self, vcpu: usize) {
-        arch::gic::kick(self.first + vcpu);
+        if let Some(cpu) = self.cpus.get(vcpu) {
+            arch::gic::kick(*cpu);
+        }
     }
     fn drain(&self) {
         arch::gic::drain();
@@ -221,75 +209,169 @@ impl PhysCpu for HostCpu {
     fn console_input(&self, out: &mut [u8]) -> usize {
         crate::console::read_input(out)
     }
-}
-
-/// Run vCPU `index` of the job on this CPU with a fresh RMI handle, and record how it ended. The
-/// CPU of vCPU 0 then waits for the realm's other vCPUs and tears the realm down (CPU 0 does
-/// that for the first realm, in `drive`).
-fn run_on_this_cpu<R: Rmm>(run: &Run, job: &Job, rmm: R, index: usize) {
-    let mut rmm = Counted::new(rmm, run.trace.clone());
-    let stop = run_shared(&job.host, &mut rmm, &HostCpu { first: job.first_cpu }, index, &mut |_| {});
-    if let Some(slot) = job.results.lock().get_mut(index) {
-        *slot = Some((stop, rmm.counts));
-    }
-    if index == 0 && job.first_cpu != 0 {
-        wait_for_vcpus(job);
-        let ctx = Finish {
-            linux: false,
-            bench: false,
-            map: false,
-            run_us: arch::timer::uptime_us() - run.run0,
-            heap0: run.heap0,
-            init_at: None,
-            run0: run.run0,
-        };
-        let outcome = finish(&run.ram, &mut rmm, &mut job.host.lock(), job, &ctx).0;
-        *job.done.lock() = Some(outcome);
+    fn slice(&self, deadline: Option<u64>) {
+        arch::gic::slice(deadline);
     }
 }
 
-/// Wait until every vCPU of the job that was started has stopped (a realm powers off only after
-/// its other vCPUs turned themselves off; a realm that does not is stopped by the QEMU timeout).
-fn wait_for_vcpus(job: &Job) {
+/// How long a vCPU runs before the next one on its CPU gets a turn (when a CPU has several).
+const SLICE_US: u64 = 5_000;
+
+/// One vCPU a CPU runs.
+struct Slot<'a> {
+    job: &'a Job,
+    index: usize,
+    turns: Option<VcpuTurns>,
+    /// The RMI calls its turns made (the CPU's handle is shared by its slots).
+    counts: CallCounts,
+    done: bool,
+}
+
+/// A CPU's share of the run: every vCPU placed on it, each started when its realm starts it,
+/// taking turns (a turn is one REC_ENTER and its exit, at most `SLICE_US` when the CPU has
+/// several vCPUs: no realm starves another; a vCPU waiting in WFI gets no turn until it may
+/// run), and the teardown of every realm whose vCPU 0 ran here, once its vCPUs are all done (the
+/// first realm's is left to CPU 0's `drive`). Returns when nothing is left for this CPU.
+fn cpu_loop<R: Rmm>(run: &Run, cpu: usize, rmm: &mut Counted<R>, tick: &mut dyn FnMut(&Vm)) {
+    let mut slots: Vec<Slot> = run
+        .jobs
+        .iter()
+        .flat_map(|job| {
+            job.cpus.iter().enumerate().filter(move |(_, c)| **c == cpu).map(move |(index, _)| Slot {
+                job,
+                index,
+                turns: None,
+                counts: CallCounts::default(),
+                done: false,
+            })
+        })
+        .collect();
+    let several = slots.len() > 1;
+    let mut teardowns: Vec<&Job> = run.jobs.iter().skip(1).filter(|j| j.cpus.first() == Some(&cpu)).collect();
+    let slice_ticks = SLICE_US * arch::gic::counter_hz() / 1_000_000;
     loop {
-        let started: Vec<bool> = job.host.lock().vm.started.clone();
-        let results = job.results.lock();
-        if (0..job.vcpus).all(|i| !started[i] || results[i].is_some()) {
+        let (mut ran, mut waiting, mut deadline) = (false, false, None::<u64>);
+        for slot in slots.iter_mut().filter(|s| !s.done) {
+            let job = slot.job;
+            if slot.turns.is_none() {
+                let started = job.host.lock().vm.started.get(slot.index).copied().unwrap_or(false);
+                if !started {
+                    // Not started (yet): until the realm's vCPU 0 is done.
+                    if job.results.lock()[0].is_some() {
+                        slot.done = true;
+                    } else {
+                        waiting = true;
+                    }
+                    continue;
+                }
+                if job.claimed[slot.index].swap(true, Ordering::AcqRel) {
+                    slot.done = true;
+                    continue;
+                }
+                match VcpuTurns::new(&job.host, slot.index) {
+                    Ok(t) => slot.turns = Some(t),
+                    Err(stop) => {
+                        job.results.lock()[slot.index] = Some((stop, CallCounts::default()));
+                        slot.done = true;
+                        continue;
+                    }
+                }
+            }
+            let Some(turns) = slot.turns.as_mut() else { continue };
+            let c0 = rmm.counts;
+            let slice = several.then(|| arch::gic::now() + slice_ticks);
+            let first = core::ptr::eq(job, &run.jobs[0]) && slot.index == 0;
+            let mut quiet = |_: &Vm| {};
+            let report: &mut dyn FnMut(&Vm) = if first { &mut *tick } else { &mut quiet };
+            let turn = turns.turn(&job.host, rmm, &HostCpu { cpus: &job.cpus }, slice, report);
+            slot.counts.add(&rmm.counts.since(&c0));
+            match turn {
+                Turn::Ran => ran = true,
+                Turn::Parked(d) => {
+                    deadline = match (deadline, d) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    // With no deadline the vCPU sleeps until a kick.
+                }
+                Turn::Stopped(stop) => {
+                    job.results.lock()[slot.index] = Some((stop, slot.counts));
+                    slot.done = true;
+                }
+            }
+        }
+        // Realms whose vCPU 0 ran here and whose vCPUs are all done: torn down now, while the
+        // others run.
+        teardowns.retain(|job| {
+            if !vcpus_done(job) {
+                return true;
+            }
+            let ctx = Finish {
+                linux: false,
+                bench: false,
+                map: false,
+                run_us: arch::timer::uptime_us() - run.run0,
+                heap0: run.heap0,
+                init_at: None,
+                run0: run.run0,
+            };
+            let outcome = finish(&run.ram, rmm, &mut job.host.lock(), job, &ctx).0;
+            *job.done.lock() = Some(outcome);
+            false
+        });
+        if slots.iter().all(|s| s.done) && teardowns.is_empty() {
             return;
         }
-        drop(results);
-        idle_spin();
+        if !ran {
+            if waiting || !teardowns.is_empty() {
+                // A vCPU not started yet, or a realm with vCPUs elsewhere: look again soon.
+                idle_spin();
+            } else {
+                // Every vCPU here waits: sleep until a kick or the nearest timer.
+                HostCpu { cpus: &[] }.park(deadline);
+            }
+        }
     }
 }
 
-fn run_vcpu(run: &Run, job: &Job, index: usize) {
-    let no_model = || {
-        job.results.lock()[index] =
-            Some((Stop::Error(HostError::Internal("no embedded model")), CallCounts::default()));
-    };
+/// Whether every vCPU of the job that was started has stopped (a realm powers off only after
+/// its other vCPUs turned themselves off; a realm that does not is stopped by the QEMU timeout).
+fn vcpus_done(job: &Job) -> bool {
+    let started: Vec<bool> = job.host.lock().vm.started.clone();
+    let results = job.results.lock();
+    (0..job.vcpus).all(|i| !started[i] || results[i].is_some())
+}
+
+/// A secondary CPU's share of the run (`cpu_loop`), through its own handle on the run's backend.
+fn secondary_run(run: &Run, cpu: usize) {
+    let trace = run.trace.clone();
     match run.backend {
-        Backend::Firmware => run_on_this_cpu(run, job, SmcRmm::new(Smc), index),
+        Backend::Firmware => cpu_loop(run, cpu, &mut Counted::new(SmcRmm::new(Smc), trace), &mut |_| {}),
         Backend::Firmware2 => {
             let mut list = Box::new(rmi::Page::zeroed());
-            run_on_this_cpu(run, job, Rmi2::new(Smc, HostIch::new(), &mut list), index);
+            cpu_loop(
+                run,
+                cpu,
+                &mut Counted::new(Rmi2::new(Smc, HostIch::new(), &mut list), trace),
+                &mut |_| {},
+            );
         }
-        Backend::Embedded2(pa_bits, vmid16) => match MODEL.get() {
-            Some(model) => {
+        Backend::Embedded2(pa_bits, vmid16) => {
+            if let Some(model) = MODEL.get() {
                 let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
                 let mut list = Box::new(rmi::Page::zeroed());
                 let mut rmm2 = Rmi2::over(Front2::new(rmm, HostIch::new()), HostIch::new(), &mut list);
                 // This CPU's front is activated here (the gate is per front: rmm_model::front2).
                 let _ = rmm2.activate();
-                run_on_this_cpu(run, job, rmm2, index);
+                cpu_loop(run, cpu, &mut Counted::new(rmm2, trace), &mut |_| {});
             }
-            None => no_model(),
-        },
-        Backend::Embedded(pa_bits, vmid16) => match MODEL.get() {
-            Some(model) => {
-                run_on_this_cpu(run, job, SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) }, index)
+        }
+        Backend::Embedded(pa_bits, vmid16) => {
+            if let Some(model) = MODEL.get() {
+                let rmm = SharedModel { model, guest: ElGuest::new(pa_bits, vmid16) };
+                cpu_loop(run, cpu, &mut Counted::new(rmm, trace), &mut |_| {});
             }
-            None => no_model(),
-        },
+        }
     }
 }
 
@@ -321,28 +403,17 @@ fn probe_runner(task: &crate::diag::scaling::Task, iters: u64) -> Result<u64, St
     }
 }
 
-/// A secondary CPU's life: wait for the realm vCPU that runs on it to be started (a realm's
-/// vCPU 0 at once, the others by the realm's PSCI CPU_ON), run it, and when it is done, or no
-/// realm has a vCPU for this CPU, wait in WFI (and before the realms, take part in the
-/// benchmark's scaling probe).
+/// A secondary CPU's life: take part in the benchmark's scaling probe (before the realms),
+/// then run its share of the realms' vCPUs (`cpu_loop`), then wait in WFI.
 pub fn secondary_loop(cpu: usize) -> ! {
     loop {
         crate::diag::scaling::poll(cpu);
         if let Some(run) = RUN.get() {
-            if run.finished.load(Ordering::Acquire) {
-                break;
+            if !run.finished.load(Ordering::Acquire) {
+                secondary_run(run, cpu);
             }
-            let Some((job, index)) = run.on_cpu(cpu) else { break };
-            if job.claimed[index].load(Ordering::Acquire) {
-                break;
-            }
-            let started = job.host.lock().vm.started.get(index).copied().unwrap_or(false);
-            if started && !job.claimed[index].swap(true, Ordering::AcqRel) {
-                run_vcpu(run, job, index);
-                break;
-            }
+            break;
         }
-        // Not too often: the vCPUs that run take the same lock for every exit.
         idle_spin();
     }
     // Nothing more for this CPU: WFI (no interrupt is enabled) lets QEMU stop spending a host
@@ -447,22 +518,31 @@ fn drive<R: Rmm>(
             made.iter().map(|m| format!("{}", m.vm.vmid)).collect::<Vec<_>>().join(", ")
         );
     }
-    let mut first_cpu = 0;
+    // vCPUs to CPUs in order, a CPU each while there are enough, then round the CPUs again.
+    let online = (0..arch::smp::MAX_CPUS).filter(|i| *i == 0 || arch::smp::is_online(*i)).count().max(1);
+    let mut next = 0;
     let mut jobs = Vec::new();
     for (spec, m) in specs.iter().zip(made) {
         let Made { vm, frames, facts } = m;
+        let cpus: Vec<usize> = (0..spec.cfg.vcpus).map(|i| (next + i) % online).collect();
+        next += spec.cfg.vcpus;
         jobs.push(Job {
             name: spec.name,
             host: Mutex::new(Host { vm, frames }),
             vcpus: spec.cfg.vcpus,
-            first_cpu,
+            cpus,
             results: Mutex::new((0..spec.cfg.vcpus).map(|_| None).collect()),
             claimed: [const { AtomicBool::new(false) }; arch::smp::MAX_CPUS],
             spec: spec.clone(),
             made: facts,
             done: Mutex::new(None),
         });
-        first_cpu += spec.cfg.vcpus;
+    }
+    if next > online {
+        info!(
+            "realms: {next} vCPUs on {online} CPU(s): CPUs take turns ({} ms each at most)",
+            SLICE_US / 1000
+        );
     }
     let run0 = arch::timer::uptime_us();
     let run = RUN.call_once(|| Run {
@@ -475,8 +555,6 @@ fn drive<R: Rmm>(
         heap0,
     });
     let job0 = &run.jobs[0];
-    job0.claimed[0].store(true, Ordering::Release);
-    let c_run = rmm.counts;
     let waits0 = MODEL.get().map(|m| m.waits());
     // CPU 0 reports progress on long runs, at most once a second.
     let mut progress = Progress::new();
@@ -485,7 +563,9 @@ fn drive<R: Rmm>(
     let mut init_at: Option<u64> = None;
     let mut next_look = 0u64;
     let linux = bundle.linux.is_some();
-    let stop0 = run_shared(&job0.host, &mut rmm, &HostCpu { first: 0 }, 0, &mut |vm| {
+    // CPU 0's share: the first realm's vCPU 0 (its progress reported), and whatever else the
+    // placement gave it.
+    cpu_loop(run, 0, &mut rmm, &mut |vm| {
         if linux && init_at.is_none() {
             let now = arch::timer::uptime_us();
             if now >= next_look {
@@ -514,10 +594,11 @@ fn drive<R: Rmm>(
             );
         }
     });
-    job0.results.lock()[0] = Some((stop0, rmm.counts.since(&c_run)));
     // The first realm: its other vCPUs, then its teardown here (the others' CPUs tear theirs
     // down themselves as each ends).
-    wait_for_vcpus(job0);
+    while !vcpus_done(job0) {
+        idle_spin();
+    }
     let run_us = arch::timer::uptime_us() - run0;
     let lock_waits = MODEL.get().zip(waits0).map(|(m, w0)| m.waits().since(&w0));
     let ctx = Finish { linux, bench, map: hyp.opts.map, run0, run_us, heap0, init_at };
@@ -548,13 +629,12 @@ fn drive<R: Rmm>(
         let Host { vm, frames } = &mut *guard;
         if several {
             println!(
-                "== realm {} of {} ({}): VMID {}, CPUs {}..{} ==",
+                "== realm {} of {} ({}): VMID {}, CPUs {} ==",
                 k + 1,
                 run.jobs.len(),
                 job.name,
                 vm.vmid,
-                job.first_cpu,
-                job.first_cpu + job.vcpus - 1
+                job.cpus.iter().map(|c| format!("{c}")).collect::<Vec<_>>().join(",")
             );
         }
         for line in &outcome.lines {

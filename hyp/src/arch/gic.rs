@@ -234,6 +234,22 @@ pub fn park(deadline: Option<u64>) {
     drain();
 }
 
+/// Bound a realm's turn on this CPU: the EL2 timer fires at `deadline` (an IRQ exit), or, with
+/// `None`, is off again.
+pub fn slice(deadline: Option<u64>) {
+    if !READY.load(Ordering::Acquire) {
+        return;
+    }
+    match deadline {
+        Some(d) => {
+            write_cnthp_cval(d);
+            CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
+            barrier::isb(barrier::SY);
+        }
+        None => stop_hyp_timer(),
+    }
+}
+
 fn stop_hyp_timer() {
     CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::CLEAR + CNTHP_CTL_EL2::IMASK::SET);
     barrier::isb(barrier::SY);

@@ -44,5 +44,8 @@ pub use memslot::VmConfig;
 #[cfg_attr(test, allow(unused_imports))]
 pub use outcome::{FaultClass, HostError, Stop};
 #[cfg_attr(test, allow(unused_imports))]
-pub use vcpu::{Host, PhysCpu, run_shared};
+#[cfg_attr(not(test), allow(unused_imports))]
+pub use vcpu::run_shared;
+#[cfg_attr(test, allow(unused_imports))]
+pub use vcpu::{Host, PhysCpu, Turn, VcpuTurns};
 pub use vm::Vm;

@@ -718,6 +718,57 @@ fn two_realms_share_the_rmm_with_their_own_vmids() {
     teardown_clean(w, c);
 }
 
+/// Two realms' vCPUs taking turns on one CPU (issue 17: more vCPUs than CPUs): each turn is
+/// one entry and its exit, and the turns interleave the realms on the same RMM; each maps its own
+/// pages and powers off on its own.
+#[test]
+fn two_realms_take_turns_on_one_cpu() {
+    use crate::realm::vcpu::{Turn, VcpuTurns};
+    let mut w = world();
+    let a = vm(&mut w, VmConfig { vmid: 1, ..cfg(false, true) });
+    let b = vm(&mut w, VmConfig { vmid: 2, ..cfg(false, true) });
+    let p = a.layout.prot_base.0;
+    let hosts = [
+        spin::Mutex::new(Host { vm: a, frames: Frames::new() }),
+        spin::Mutex::new(Host { vm: b, frames: Frames::new() }),
+    ];
+    // The scripted guest is one queue: the turns take its acts in order, A, B, A, B, …
+    w.rmm.inner.guest.acts.extend([
+        Act::Touch(p, true),
+        Act::Touch(p, true),
+        Act::Touch(p + 0x1000, true),
+        Act::Touch(p + 0x2000, true),
+    ]);
+    let mut turns = [VcpuTurns::new(&hosts[0], 0).unwrap(), VcpuTurns::new(&hosts[1], 0).unwrap()];
+    let mut stops = [None, None];
+    let mut order = Vec::new();
+    while stops.iter().any(Option::is_none) {
+        for k in 0..2 {
+            if stops[k].is_some() {
+                continue;
+            }
+            // Frames for the memcache and tables: the world's, lent to the realm for its turn.
+            core::mem::swap(&mut hosts[k].lock().frames, &mut w.frames);
+            let t = turns[k].turn(&hosts[k], &mut w.rmm, &NoCpu, None, &mut |_| {});
+            core::mem::swap(&mut hosts[k].lock().frames, &mut w.frames);
+            order.push(k);
+            match t {
+                Turn::Ran => {}
+                Turn::Stopped(s) => stops[k] = Some(s),
+                Turn::Parked(_) => panic!("nothing here waits"),
+            }
+        }
+    }
+    assert_eq!(stops, [Some(Stop::PowerOff), Some(Stop::PowerOff)]);
+    assert_eq!(order, [0, 1, 0, 1, 0, 1], "A and B alternate, turn by turn");
+    let [ha, hb] = hosts;
+    let (mut a, b) = (ha.into_inner().vm, hb.into_inner().vm);
+    assert_eq!((a.stats.mapped_bytes, b.stats.mapped_bytes), (2 * 4096, 2 * 4096));
+    assert_ne!(entry(&mut w, &a, p, 3).desc & !0xfff, entry(&mut w, &b, p, 3).desc & !0xfff);
+    assert!(a.teardown(&mut w.rmm, &mut w.frames).is_empty());
+    teardown_clean(w, b);
+}
+
 mod hostile;
 
 mod convert;

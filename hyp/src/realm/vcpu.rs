@@ -375,7 +375,8 @@ pub trait PhysCpu {
 /// reaches it.
 pub const INPUT_POLL_US: u64 = 20_000;
 
-/// Run vCPU `index` until it stops, on the calling physical CPU.
+/// Run vCPU `index` until it stops, on the calling physical CPU (a CPU with one vCPU; the
+/// hypervisor's CPUs take turns between theirs with [`VcpuTurns`], the host tests use this).
 ///
 /// `tick` is called with the realm after every exit, under the lock (the caller's progress
 /// report: it must be cheap and decide itself how often to print).
@@ -384,6 +385,7 @@ pub const INPUT_POLL_US: u64 = 20_000;
 /// after each exit it takes them back. vCPUs an exit made an interrupt pending for are kicked
 /// once the lock is released; a vCPU that exited on WFI parks — outside the lock — until it has
 /// an interrupt to take, a timer comes due, or the realm stops.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn run_shared<R: Rmm, L: spin::RelaxStrategy>(
     host: &spin::mutex::Mutex<Host, L>,
     rmm: &mut Counted<R>,
