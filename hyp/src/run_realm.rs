@@ -254,10 +254,13 @@ fn cpu_loop<R: Rmm>(run: &Run, cpu: usize, rmm: &mut Counted<R>, tick: &mut dyn 
         for slot in slots.iter_mut().filter(|s| !s.done) {
             let job = slot.job;
             if slot.turns.is_none() {
+                // Whether vCPU 0 is done first, then whether this one was started: a vCPU 0 that
+                // started it before stopping is seen as having done so.
+                let over = job.results.lock()[0].is_some();
                 let started = job.host.lock().vm.started.get(slot.index).copied().unwrap_or(false);
                 if !started {
                     // Not started (yet): until the realm's vCPU 0 is done.
-                    if job.results.lock()[0].is_some() {
+                    if over {
                         slot.done = true;
                     } else {
                         waiting = true;
