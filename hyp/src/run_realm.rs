@@ -498,16 +498,23 @@ fn drive<R: Rmm>(
             Ok(m) => made.push(m),
             Err(e) => {
                 // The realms made so far go back, and the reason names the one that failed.
+                let (mut back, mut leaked) = (0, 0);
                 for m in made.iter_mut() {
                     let leaks = m.vm.teardown(&mut rmm, &mut m.frames);
+                    leaked += leaks.len();
+                    back += m.vm.ledger.undelegated;
                     give_back(hyp, m.facts.chunk, &mut m.frames, leaks.is_empty());
                 }
-                let which = if several {
-                    format!("realm {} of {} ({}): ", k + 1, specs.len(), spec.name)
-                } else {
-                    String::new()
-                };
-                return Err(format!("{which}{e}"));
+                if !several {
+                    return Err(e);
+                }
+                return Err(format!(
+                    "realm {} of {} ({}): {e} (the {} realm(s) made before it torn down: {back} granule(s) undelegated, {leaked} leaked)",
+                    k + 1,
+                    specs.len(),
+                    spec.name,
+                    made.len()
+                ));
             }
         }
     }
