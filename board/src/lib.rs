@@ -115,3 +115,18 @@ mod tests {
         );
     }
 }
+
+/// The RSI_HOST_CALL services the host understands (the call's `imm`), for the test realm that
+/// makes them and the hypervisor that answers them.
+pub mod host_call {
+    /// Back the shared 2 MiB block at offset x0 with a huge page from now on.
+    pub const COLLAPSE: u64 = 1;
+    /// `timer` reports its latency (deadline to the realm's handler) in nanoseconds in x0, for the
+    /// host's figures; the host answers 0.
+    pub const TIMER_LATENCY: u64 = 2;
+    /// `mark start` / `mark end`: the realm's virtual counter in nanoseconds in x0 where the
+    /// scenario's timed part starts / ends (the bench times workloads between them); the host
+    /// answers 0.
+    pub const MARK_START: u64 = 3;
+    pub const MARK_END: u64 = 4;
+}

@@ -44,14 +44,11 @@ pub fn hvc(fid: u64) {
     };
 }
 
-/// Host call numbers the host understands.
-pub const HOST_CALL_COLLAPSE: u64 = 1;
-/// `timer` reports its latency (deadline to the realm's handler) in nanoseconds in x0, for the
-/// host's figures; the host answers 0.
-pub const HOST_CALL_TIMER_LATENCY: u64 = 2;
-/// `mark start` / `mark end`: the virtual counter in nanoseconds in x0; the host answers 0.
-pub const HOST_CALL_MARK_START: u64 = 3;
-pub const HOST_CALL_MARK_END: u64 = 4;
+/// Host call numbers the host understands (`board::host_call`).
+pub use board::host_call::{
+    COLLAPSE as HOST_CALL_COLLAPSE, MARK_END as HOST_CALL_MARK_END, MARK_START as HOST_CALL_MARK_START,
+    TIMER_LATENCY as HOST_CALL_TIMER_LATENCY,
+};
 
 /// RSI_REALM_CONFIG: (IPA width, hash algorithm). Its buffer is a .bss page: the first touch of
 /// it is a stage-2 fault the host services.

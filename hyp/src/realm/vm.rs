@@ -51,15 +51,11 @@ pub(super) const ENTRIES: u64 = 512;
 /// RTT granules kept delegated for the fault path: a table per level below the root, plus the
 /// temporary level-3 table of a protected block.
 pub const MEMCACHE_TARGET: usize = 4;
-/// Host call: back the shared 2 MiB block at offset x0 with a huge page from now on.
-pub const HOST_CALL_COLLAPSE: u64 = 1;
-/// RSI_HOST_CALL service 2: the realm reports a timer's latency (deadline → its handler) in ns
-/// in x0, for the summary's figures.
-pub const HOST_CALL_TIMER_LATENCY: u64 = 2;
-/// RSI_HOST_CALL services 3 and 4 (`mark start` / `mark end`): the realm's virtual counter in ns
-/// in x0 where the scenario's timed part starts / ends (the bench times workloads between them).
-pub const HOST_CALL_MARK_START: u64 = 3;
-pub const HOST_CALL_MARK_END: u64 = 4;
+/// The host call services the test realm makes (`board::host_call`).
+pub use board::host_call::{
+    COLLAPSE as HOST_CALL_COLLAPSE, MARK_END as HOST_CALL_MARK_END, MARK_START as HOST_CALL_MARK_START,
+    TIMER_LATENCY as HOST_CALL_TIMER_LATENCY,
+};
 /// What a realm runs.
 pub enum Payload<'a> {
     /// The test realm: its image at GPA 0, its scenario at 1 MiB.
