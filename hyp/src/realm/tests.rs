@@ -34,33 +34,26 @@ struct Script {
     seas: usize,
 }
 
+/// A 64-bit load or store of x1 (holding `value`) to `ipa` that faults at stage 2: level 3
+/// translation fault, ISV, as `ldr`/`str x1` would report.
+fn access(vcpu: &mut VcpuContext, ipa: u64, write: bool, value: u64) -> HwExit {
+    vcpu.gprs[1] = value;
+    let esr = (0x24 << 26)
+        | (1 << 25)
+        | (1 << 24)
+        | (3 << 22)
+        | (1 << 16)
+        | (1 << 15)
+        | (u64::from(write) << 6)
+        | 0x07;
+    HwExit::Sync { esr, far: ipa, hpfar: (ipa >> 12) << 4 }
+}
+
 impl Guest for Script {
     fn run(&mut self, vcpu: &mut VcpuContext, _: &Stage2Config) -> HwExit {
         match self.acts.pop_front() {
-            Some(Act::Touch(ipa, write)) => {
-                vcpu.gprs[1] = 0x5eed;
-                let esr = (0x24 << 26)
-                    | (1 << 25)
-                    | (1 << 24)
-                    | (3 << 22)
-                    | (1 << 16)
-                    | (1 << 15)
-                    | (u64::from(write) << 6)
-                    | 0x07;
-                HwExit::Sync { esr, far: ipa, hpfar: (ipa >> 12) << 4 }
-            }
-            Some(Act::Store(ipa, value)) => {
-                vcpu.gprs[1] = value;
-                let esr = (0x24 << 26)
-                    | (1 << 25)
-                    | (1 << 24)
-                    | (3 << 22)
-                    | (1 << 16)
-                    | (1 << 15)
-                    | (1 << 6)
-                    | 0x07;
-                HwExit::Sync { esr, far: ipa, hpfar: (ipa >> 12) << 4 }
-            }
+            Some(Act::Touch(ipa, write)) => access(vcpu, ipa, write, 0x5eed),
+            Some(Act::Store(ipa, value)) => access(vcpu, ipa, true, value),
             Some(Act::TouchPair(ipa)) => {
                 let esr = (0x24 << 26) | (1 << 25) | 0x07;
                 HwExit::Sync { esr, far: ipa, hpfar: (ipa >> 12) << 4 }
