@@ -367,7 +367,9 @@ boot_prepare() {
   # A benchmark boot has QEMU allocate all guest RAM up front: otherwise the first touch of each
   # page (the RMM zeroing a granule it delegates) is a page fault of the machine QEMU runs on,
   # whose cost varies by 3x from one boot to the next (huge pages or not) and lands in fault-in.
-  if [ "$bench" = 1 ]; then QEMU_COMMON+=(-mem-prealloc); fi
+  # (Both boots take it: the embedded one through scripts/qemu.sh, which builds its own command.)
+  QEMU_BENCH=()
+  if [ "$bench" = 1 ]; then QEMU_BENCH=(-mem-prealloc); fi
 
   local setup_args=()
   [ "$firmware" != embedded ] && setup_args+=(--tfa)
@@ -395,7 +397,7 @@ boot_prepare() {
     bundle=(-device "loader,file=$work/bundle.bin,addr=0x50000000,force-raw=on")
   fi
   case $firmware in
-    embedded) BOOT_QEMU=("$ROOT/scripts/qemu.sh" "$HYP_ELF" "${bundle[@]}") ;;
+    embedded) BOOT_QEMU=("$ROOT/scripts/qemu.sh" "$HYP_ELF" "${bundle[@]}" "${QEMU_BENCH[@]}") ;;
     *)
       case $firmware in
         trp) fw=$(tfa_build) || die "${fw##*FAIL: }" ;;
@@ -403,6 +405,6 @@ boot_prepare() {
         dir) fw=$fw_dir ;;
       esac
       flash_image "$fw" "$HYP_ELF" "$work/flash.bin"
-      BOOT_QEMU=(qemu-system-aarch64 "${QEMU_TFA_MACHINE[@]}" "${QEMU_COMMON[@]}" -bios "$work/flash.bin" "${bundle[@]}") ;;
+      BOOT_QEMU=(qemu-system-aarch64 "${QEMU_TFA_MACHINE[@]}" "${QEMU_COMMON[@]}" "${QEMU_BENCH[@]}" -bios "$work/flash.bin" "${bundle[@]}") ;;
   esac
 }
