@@ -143,6 +143,15 @@ impl Vm {
         self.data.insert(base, level.prev());
     }
 
+    /// The level-3 table at `base` folded into a block before its pages were recorded one by one
+    /// (a block job: `realm::parallel`): the same mirror as [`Vm::note_folded`] after 512 page
+    /// entries.
+    pub(super) fn note_block_folded(&mut self, base: Gpa, rtt: GranuleAddr) {
+        self.tables.remove(&Self::table_key(RttLevel::PAGE, self.prot_ipa(base)));
+        self.cache_rtt(rtt);
+        self.data.insert(base, RttLevel::BLOCK);
+    }
+
     /// A table created under a block entry unfolds it into 512 entries of the next level.
     fn note_unfolded(&mut self, level: RttLevel, base: Ipa) {
         let (gpa, alias) = self.space.split(base);

@@ -321,20 +321,24 @@ impl Vm {
                     self.stats.unwinds += 1;
                     return Some(Stop::Error(HostError::rmi(fid, at, e)));
                 }
-                for i in 0..mapped {
-                    self.data.insert(gpa.add(i * PAGE_SIZE), RttLevel::PAGE);
-                }
                 match fold {
                     Some(Ok(back)) => {
+                        // Folded: one block entry in the mirror, its pages never recorded one by one.
                         self.stats.folds += 1;
-                        self.note_folded(RttLevel::PAGE, gpa, back);
+                        self.note_block_folded(gpa, back);
                         self.fold_huge(rmm, gpa);
                     }
-                    Some(Err(e)) => {
-                        self.stats.fold_refused += 1;
-                        warn!("realm: RMI_RTT_FOLD at {ipa} refused ({e}); the block stays mapped as pages");
+                    other => {
+                        for i in 0..mapped {
+                            self.data.insert(gpa.add(i * PAGE_SIZE), RttLevel::PAGE);
+                        }
+                        if let Some(Err(e)) = other {
+                            self.stats.fold_refused += 1;
+                            warn!(
+                                "realm: RMI_RTT_FOLD at {ipa} refused ({e}); the block stays mapped as pages"
+                            );
+                        }
                     }
-                    None => {}
                 }
                 (FaultClass::Protected2M, level)
             }

@@ -96,6 +96,11 @@ fn hammer(blocks: bool, rounds: usize) {
             |(f, r), ((c, _), (n, _))| if *c == FaultClass::Race { (f, r + n) } else { (f + n, r) },
         );
     assert_eq!((faults + races) as usize, touches, "every touch a fault or a race");
+    // A block is one entry in the mirror, with no page entries left inside it.
+    for (gpa, _) in vm.data.iter().filter(|(_, l)| **l == RttLevel::BLOCK) {
+        let inside = vm.data.range(gpa.add(0x1000)..gpa.add(2 << 20)).count();
+        assert_eq!(inside, 0, "{} page entries inside the block at {gpa:?}", inside);
+    }
     let leaks = vm.teardown(&mut rmm, frames);
     assert!(leaks.is_empty(), "{leaks:?}");
     assert_eq!(model.write().granules().count(), 0);
