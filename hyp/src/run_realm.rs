@@ -419,8 +419,9 @@ pub fn secondary_loop(cpu: usize) -> ! {
         }
         idle_spin();
     }
-    // Nothing more for this CPU: WFI (no interrupt is enabled) lets QEMU stop spending a host
+    // Nothing more for this CPU: WFI with no interrupt signalled lets QEMU stop spending a host
     // thread on it.
+    arch::gic::quiesce_this_cpu();
     loop {
         aarch64_cpu::asm::wfi();
     }

@@ -250,6 +250,19 @@ pub fn slice(deadline: Option<u64>) {
     }
 }
 
+/// For a CPU with nothing more to do: no interrupt is signalled to it any more (Group 1 off at
+/// its CPU interface, the EL2 timer off), so its WFI sleeps. A level interrupt left pending —
+/// a realm's timer still asserted after its last run, a kick nobody acknowledged — would
+/// otherwise end every WFI at once, and the CPU would spin: under QEMU a host thread spent
+/// beside the CPUs still working.
+pub fn quiesce_this_cpu() {
+    stop_hyp_timer();
+    if READY.load(Ordering::Acquire) {
+        GicCpuInterface::enable_group1(false);
+        barrier::isb(barrier::SY);
+    }
+}
+
 fn stop_hyp_timer() {
     CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::CLEAR + CNTHP_CTL_EL2::IMASK::SET);
     barrier::isb(barrier::SY);
