@@ -417,7 +417,9 @@ pub fn secondary_loop(cpu: usize) -> ! {
             }
             break;
         }
-        idle_spin();
+        // Asleep until kicked (a probe round or the run starting), or 1 ms: an idle CPU that
+        // spun here took a host thread from the CPU timing the scaling probe's one-CPU round.
+        arch::gic::park(Some(arch::gic::now() + arch::gic::counter_hz() / 1000));
     }
     // Nothing more for this CPU: WFI with no interrupt signalled lets QEMU stop spending a host
     // thread on it.
@@ -565,6 +567,10 @@ fn drive<R: Rmm>(
         run0,
         heap0,
     });
+    // The idle CPUs wake to take their vCPUs.
+    for cpu in 1..arch::smp::MAX_CPUS {
+        arch::gic::kick(cpu);
+    }
     let job0 = &run.jobs[0];
     let waits0 = MODEL.get().map(|m| m.waits());
     // CPU 0 reports progress on long runs, at most once a second.
