@@ -479,7 +479,8 @@ fn drive<R: Rmm>(
         let online = (0..specs[0].cfg.vcpus.max(1)).filter(|i| *i == 0 || arch::smp::is_online(*i)).count();
         let iters = match backend {
             Backend::Firmware | Backend::Firmware2 => (200, 60),
-            Backend::Embedded(..) | Backend::Embedded2(..) => (1500, 500),
+            // (A model DELEGATE+UNDELEGATE pair takes ~7 us: 2000 make a round of ~14 ms.)
+            Backend::Embedded(..) | Backend::Embedded2(..) => (1500, 2000),
         };
         let probed = crate::diag::scaling::probe(&mut rmm, &mut hyp.frames, online, iters, probe_runner);
         // The run's own call counts start after it.

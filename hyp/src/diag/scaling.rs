@@ -39,7 +39,7 @@ const PROBE_IMAGE: [u8; 8] = {
 };
 
 /// Times each round is run (the best is kept).
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// One CPU's share of a round.
 #[derive(Clone, Copy, Debug)]
@@ -181,18 +181,23 @@ pub fn probe<R: Rmm>(
         let rts: Vec<Task> = realms.iter().map(|v| Task::RoundTrip(v.recs[0])).collect();
         let dels: Vec<Task> = granules.iter().map(|g| Task::Delegate(*g)).collect();
         // A round's time is its slowest CPU's; each is timed ROUNDS times and the best kept (this
-        // machine's other load only ever slows a round down).
-        let best = |tasks: &[Task], iters: u64| -> Result<u64, String> {
-            let mut best = u64::MAX;
-            for _ in 0..ROUNDS {
-                best = best.min(round(tasks.to_vec(), iters, runner)?.into_iter().max().unwrap_or(0));
-            }
-            Ok(best)
+        // machine's other load only ever slows a round down), one CPU and N CPUs in turn, so
+        // that a disturbed stretch of the boot does not fall on one side only.
+        let time = |tasks: &[Task], iters: u64| -> Result<u64, String> {
+            Ok(round(tasks.to_vec(), iters, runner)?.into_iter().max().unwrap_or(0))
         };
-        let rt_1 = best(&rts[..1], rt_iters)?;
-        let del_1 = best(&dels[..1], del_iters)?;
-        let (rt_n, del_n) =
-            if cpus > 1 { (best(&rts, rt_iters)?, best(&dels, del_iters)?) } else { (rt_1, del_1) };
+        let [mut rt_1, mut rt_n, mut del_1, mut del_n] = [u64::MAX; 4];
+        for _ in 0..ROUNDS {
+            rt_1 = rt_1.min(time(&rts[..1], rt_iters)?);
+            del_1 = del_1.min(time(&dels[..1], del_iters)?);
+            if cpus > 1 {
+                rt_n = rt_n.min(time(&rts, rt_iters)?);
+                del_n = del_n.min(time(&dels, del_iters)?);
+            }
+        }
+        if cpus == 1 {
+            (rt_n, del_n) = (rt_1, del_1);
+        }
         Ok::<_, String>(Figures { cpus, rt_iters, rt_1, rt_n, del_iters, del_1, del_n })
     })();
     let mut leaked = 0;
