@@ -5,9 +5,10 @@
 //! Per entry: VTCR_EL2 from the realm's IPA width and start level (4 KiB granule), VTTBR_EL2 =
 //! root | VMID << 48, HCR_EL2 = VM | SWIO | FMO | IMO | AMO | TID3 | TSC | RW | FWB | API | APK (+ TWI/TWE when the host
 //! asked to trap WFx) — FWB because TF-RMM runs realms with it and the model's descriptors use
-//! its MemAttr encoding. This CPU's stage-2 TLB entries for the VMID are dropped on every entry
-//! (a VMID can be reused by the next realm); RTT changes that remove live translations are
-//! broadcast by the model's memory layer. Between entries HCR_EL2 goes back to RW only.
+//! its MemAttr encoding. RTT changes that remove live translations are invalidated on every CPU
+//! by the model's memory layer when they are made; this CPU's stage-1&2 entries for the VMID are
+//! dropped at entry only when another realm ran on it last (a VMID reused after a teardown).
+//! Between entries HCR_EL2 goes back to RW only.
 //!
 //! EL1/EL0 system registers (TF-RMM `restore_sysreg_state` / `save_sysreg_state`): loaded from
 //! the REC before every run and saved back after it (`rmm_model::El1Sysregs`), so RECs of
