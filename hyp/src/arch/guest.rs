@@ -8,7 +8,10 @@
 //! its MemAttr encoding. RTT changes that remove live translations are invalidated on every CPU
 //! by the model's memory layer when they are made; this CPU's stage-1&2 entries for the VMID are
 //! dropped at entry only when another realm ran on it last (a VMID reused after a teardown).
-//! Between entries HCR_EL2 goes back to RW only.
+//! HCR_EL2 keeps the guest's value between entries and is written only when it changes: its bits
+//! govern EL1 and EL0 (stage 2, traps, interrupt routing), not the hypervisor at EL2, which runs
+//! with interrupts masked; under QEMU every HCR_EL2 write takes the global lock, and one that
+//! changes VM flushes the whole TLB — twice per exit round trip when it went back to RW only.
 //!
 //! EL1/EL0 system registers (TF-RMM `restore_sysreg_state` / `save_sysreg_state`): loaded from
 //! the REC before every run and saved back after it (`rmm_model::El1Sysregs`), so RECs of
@@ -73,7 +76,7 @@ const HCR_RW: u64 = 1 << 31;
 const HCR_APK: u64 = 1 << 40;
 const HCR_API: u64 = 1 << 41;
 const HCR_FWB: u64 = 1 << 46;
-/// HCR_EL2 while the hypervisor runs: EL1 is AArch64, nothing trapped, stage 2 off.
+/// HCR_EL2 from boot until the first guest runs: EL1 is AArch64, nothing trapped, stage 2 off.
 pub const HCR_HOST: u64 = HCR_RW;
 /// API and APK: pointer authentication instructions and key registers do not trap (TF-RMM's
 /// `HCR_REALM_FLAGS` has both; Linux signs return addresses with its own keys). The hypervisor
@@ -434,7 +437,9 @@ unsafe fn load_stage2(vtcr: u64, s2: &Stage2Config, hcr: u64) {
         // SAFETY: TLB maintenance for the current VMID on this CPU; it has no other effect.
         unsafe { core::arch::asm!("tlbi vmalls12e1", "dsb nsh", options(nostack, preserves_flags)) };
     }
-    HCR_EL2.set(hcr);
+    if HCR_EL2.get() != hcr {
+        HCR_EL2.set(hcr);
+    }
     barrier::isb(barrier::SY);
 }
 
@@ -474,8 +479,6 @@ impl Guest for ElGuest {
         vcpu.el1 = unsafe { save_el1() };
         vcpu.timers = save_timers();
         save_gic(&mut vcpu.gic, self.nr_lrs, self.nr_aprs);
-        HCR_EL2.set(HCR_HOST);
-        barrier::isb(barrier::SY);
         super::mmu::flush_local_el2_tlb();
         vcpu.gprs = frame.regs;
         vcpu.pc = frame.elr;
