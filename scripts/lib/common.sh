@@ -57,7 +57,7 @@ trace_words() {
 # --- the boot scripts/run and scripts/gdb share ----------------------------------------------
 # Their common flags, parsed by boot_flag into these variables:
 firmware=embedded rmm_img="" fw_dir="" scenario="$ROOT/scenarios/basic.scn" scenario_given=0 scenarios=()
-trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 map=0 ipa_bits=""
+trace=0 trace_incl="" trace_excl="" verbose=0 bench=0 prealloc=0 map=0 ipa_bits=""
 linux=0 kernel="" initrd="" cmdline="" interactive=0 mem_size="" virtio=0 disk_size=16M rmi2=0 prefault=0
 # boot_flag ARGS...: if $1 is one of the shared flags, take it (and its value) and set BOOT_SHIFT
 # to the number of arguments used; BOOT_SHIFT=0 when $1 is not one of them.
@@ -369,7 +369,7 @@ boot_prepare() {
   # whose cost varies by 3x from one boot to the next (huge pages or not) and lands in fault-in.
   # (Both boots take it: the embedded one through scripts/qemu.sh, which builds its own command.)
   QEMU_BENCH=()
-  if [ "$bench" = 1 ]; then QEMU_BENCH=(-mem-prealloc); fi
+  if [ "$bench" = 1 ] || [ "$prealloc" = 1 ]; then QEMU_BENCH=(-mem-prealloc); fi
 
   local setup_args=()
   [ "$firmware" != embedded ] && setup_args+=(--tfa)
