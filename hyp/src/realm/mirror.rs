@@ -135,21 +135,18 @@ impl Vm {
     /// RTT_FOLD folded the level-`level` table of protected `base` into one entry a level up:
     /// the table is gone (its granule back to the memcache), and its 512 mappings are one.
     pub(super) fn note_folded(&mut self, level: RttLevel, base: Gpa, rtt: GranuleAddr) {
-        self.tables.remove(&Self::table_key(level, self.prot_ipa(base)));
-        self.cache_rtt(rtt);
         for i in 0..ENTRIES {
             self.data.remove(&base.add(i * level.map_size()));
         }
-        self.data.insert(base, level.prev());
+        self.note_fold(level, base, rtt);
     }
 
-    /// The level-3 table at `base` folded into a block before its pages were recorded one by one
-    /// (a block job: `realm::parallel`): the same mirror as [`Vm::note_folded`] after 512 page
-    /// entries.
-    pub(super) fn note_block_folded(&mut self, base: Gpa, rtt: GranuleAddr) {
-        self.tables.remove(&Self::table_key(RttLevel::PAGE, self.prot_ipa(base)));
+    /// [`Vm::note_folded`] for a table whose 512 mappings were never recorded one by one (a block
+    /// job, `realm::parallel`): the table gone, its one entry a level up.
+    pub(super) fn note_fold(&mut self, level: RttLevel, base: Gpa, rtt: GranuleAddr) {
+        self.tables.remove(&Self::table_key(level, self.prot_ipa(base)));
         self.cache_rtt(rtt);
-        self.data.insert(base, RttLevel::BLOCK);
+        self.data.insert(base, level.prev());
     }
 
     /// A table created under a block entry unfolds it into 512 entries of the next level.

@@ -325,7 +325,7 @@ impl Vm {
                     Some(Ok(back)) => {
                         // Folded: one block entry in the mirror, its pages never recorded one by one.
                         self.stats.folds += 1;
-                        self.note_block_folded(gpa, back);
+                        self.note_fold(RttLevel::PAGE, gpa, back);
                         self.fold_huge(rmm, gpa);
                     }
                     other => {
